@@ -1,0 +1,52 @@
+# Set-up and entry points. Every target creates what it needs, so on a fresh machine
+#   make demo   runs the main job;   make test   runs the whole test suite.
+SHELL := /bin/bash
+.DEFAULT_GOAL := demo
+
+PYTHON   ?= python3
+VENV     := .venv
+VENV37   := .venv37
+# Python 3.7 (for the MindSpore Lite 2.0.0 wheel, CPython 3.7 only) comes from pyenv.
+PY37     ?= $(shell pyenv root 2>/dev/null)/versions/$(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.7(\.|$$)' | tail -n 1)/bin/python
+BUILD_DEPS := "scikit-build-core>=0.10" "pybind11>=2.10" cmake ninja
+EDITABLE := --no-build-isolation -Cbuild-dir=build/{wheel_tag}
+JOBS     ?= $(shell nproc)
+
+.PHONY: demo test test-py test-py37 test-memcheck fuzz venv venv37 native clean
+
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -U pip
+	$(VENV)/bin/pip install -q $(BUILD_DEPS)
+	$(VENV)/bin/pip install -q $(EDITABLE) -e ".[train,onnx,bench,test]"
+	touch $@
+
+$(VENV37)/.stamp: pyproject.toml
+	@test -x "$(PY37)" || { echo "Python 3.7 not found: install it with 'pyenv install 3.7' or pass PY37=/path/to/python3.7"; exit 2; }
+	$(PY37) -m venv $(VENV37)
+	$(VENV37)/bin/pip install -q -U pip
+	$(VENV37)/bin/pip install -q $(BUILD_DEPS)
+	$(VENV37)/bin/pip install -q $(EDITABLE) -e ".[lite,test]"
+	touch $@
+
+venv: $(VENV)/.stamp
+venv37: $(VENV37)/.stamp
+
+# Rebuild the native module in place for both interpreters after editing cpp/.
+native: venv venv37
+	$(VENV)/bin/pip install -q $(EDITABLE) -e . --no-deps
+	$(VENV37)/bin/pip install -q $(EDITABLE) -e . --no-deps
+
+test-py: venv
+	$(VENV)/bin/python -m pytest -q tests
+
+test-py37: venv37
+	$(VENV37)/bin/python -m pytest -q tests
+
+test: test-py test-py37
+
+demo: venv venv37
+	$(VENV)/bin/python -m ibnedge --help
+
+clean:
+	rm -rf build $(VENV) $(VENV37) ibnedge/*.so

@@ -1,0 +1,189 @@
+"""What travels beside every exported model: architecture, classes and preprocessing.
+
+A model is only as accurate as the tensors it is fed, so the preprocessing it was
+trained or evaluated with is data that goes with it (as timm's pretrained configs do),
+not CLI constants. ``train.export`` writes ``<model stem>.json`` next to the model file;
+``ibnedge`` reads it back to preprocess exactly the same way.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+# Resize semantics the native engine reproduces (see shared notes, preprocessing.md):
+#   pil       torchvision/PIL antialiased bilinear, round() centre crop (official weights)
+#   mindspore mindspore.dataset Decode/Resize/CenterCrop: OpenCV INTER_LINEAR, floor offsets
+#   fast      DCT-domain reduction in the JPEG decoder, then antialiased bilinear
+SEMANTICS = ("pil", "mindspore", "fast")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+METADATA_VERSION = 1
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How an image becomes the model's input tensor.
+
+    ``resize``: the shorter side is scaled to this many pixels; ``crop``: centre crop
+    (height, width); mean/std on the 0..1 scale, RGB order; output is CHW float32.
+    """
+
+    resize: int = 256
+    crop: Tuple[int, int] = (224, 224)
+    mean: Tuple[float, float, float] = IMAGENET_MEAN
+    std: Tuple[float, float, float] = IMAGENET_STD
+    semantics: str = "pil"
+
+    def __post_init__(self) -> None:
+        crop = self.crop
+        if isinstance(crop, int):
+            crop = (crop, crop)
+        object.__setattr__(self, "crop", tuple(int(c) for c in crop))
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if self.semantics not in SEMANTICS:
+            raise ValueError(
+                "unknown resize semantics %r: choose one of %s" % (self.semantics, ", ".join(SEMANTICS))
+            )
+        if len(self.crop) != 2 or min(self.crop) < 1:
+            raise ValueError("crop must be a positive size or (height, width), got %r" % (crop,))
+        if int(self.resize) < 1:
+            raise ValueError("resize must be a positive short-side length, got %r" % (self.resize,))
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("mean and std need three values each, std > 0")
+
+    def with_semantics(self, semantics: Optional[str]) -> "PreprocessSpec":
+        """The same spec with another resize semantics (``None`` keeps this one)."""
+        if semantics is None or semantics == self.semantics:
+            return self
+        return PreprocessSpec(self.resize, self.crop, self.mean, self.std, semantics)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "PreprocessSpec":
+        known = {"resize", "crop", "mean", "std", "semantics"}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError("unknown preprocessing keys: %s" % ", ".join(sorted(unknown)))
+        return cls(**d)
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["crop"] = list(self.crop)
+        d["mean"] = list(self.mean)
+        d["std"] = list(self.std)
+        return d
+
+
+@dataclass
+class ModelMetadata:
+    """The sidecar JSON of an exported model."""
+
+    arch: str
+    num_classes: int
+    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
+    class_names: Optional[List[str]] = None
+    # NCHW input of the exported graph; a batch of -1 means dynamic.
+    input_shape: Tuple[int, int, int, int] = (-1, 3, 224, 224)
+    source: str = ""  # where the weights came from: a .pth/.ckpt name or "random-init"
+    version: int = METADATA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(
+                "metadata lists %d class names for a %d-class model"
+                % (len(self.class_names), self.num_classes)
+            )
+
+    def names(self) -> List[str]:
+        """Class names for the model's outputs: its own, ImageNet's for 1000 classes, else indices."""
+        if self.class_names is not None:
+            return list(self.class_names)
+        if self.num_classes == 1000:
+            return imagenet_class_names()
+        return ["class_%d" % i for i in range(self.num_classes)]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "version": self.version,
+            "arch": self.arch,
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            "input_shape": list(self.input_shape),
+            "preprocess": self.preprocess.to_dict(),
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "ModelMetadata":
+        version = int(d.get("version", METADATA_VERSION))
+        if version > METADATA_VERSION:
+            raise ValueError(
+                "model metadata version %d is newer than this ibnedge understands (%d): upgrade ibnedge"
+                % (version, METADATA_VERSION)
+            )
+        return cls(
+            arch=str(d["arch"]),
+            num_classes=int(d["num_classes"]),
+            preprocess=PreprocessSpec.from_dict(d.get("preprocess", {})),
+            class_names=d.get("class_names"),
+            input_shape=tuple(int(v) for v in d.get("input_shape", (-1, 3, 224, 224))),
+            source=str(d.get("source", "")),
+            version=version,
+        )
+
+    def save(self, path: PathLike) -> Path:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(str(tmp), str(path))
+        return path
+
+
+def metadata_path(model_path: PathLike) -> Path:
+    """``resnet50_ibn_a.onnx`` -> ``resnet50_ibn_a.json`` beside it."""
+    return Path(model_path).with_suffix(".json")
+
+
+def save_for_model(meta: ModelMetadata, model_path: PathLike) -> Path:
+    return meta.save(metadata_path(model_path))
+
+
+def load_for_model(model_path: PathLike) -> Optional[ModelMetadata]:
+    """The metadata beside ``model_path``, or ``None`` when there is none."""
+    path = metadata_path(model_path)
+    if not path.is_file():
+        return None
+    try:
+        return ModelMetadata.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError("%s: invalid model metadata (%s); re-export the model or fix the file" % (path, exc))
+
+
+_IMAGENET_FILE = Path(__file__).with_name("data") / "imagenet1k_classes.tsv"
+
+
+def imagenet_class_names() -> List[str]:
+    """ImageNet-1k human-readable names in the standard order (sorted WordNet ids)."""
+    return [name for _, name in imagenet_classes()]
+
+
+def imagenet_classes() -> List[Tuple[str, str]]:
+    """(WordNet id, name) for the 1000 ImageNet classes in the standard order."""
+    rows = []
+    with open(str(_IMAGENET_FILE), encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if line:
+                wnid, name = line.split("\t", 1)
+                rows.append((wnid, name))
+    if len(rows) != 1000:
+        raise RuntimeError("%s holds %d classes, expected 1000" % (_IMAGENET_FILE, len(rows)))
+    return rows
+
