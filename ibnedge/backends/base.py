@@ -1,0 +1,260 @@
+"""The contract every inference runtime implements, and the name -> backend registry.
+
+One module per runtime (``lite``, ``mindspore``, ``onnx``), each importing its library
+lazily inside :meth:`Backend.load`, so ``import ibnedge`` never pays for (or needs) a
+runtime it does not use. ``auto`` picks the first backend, in :data:`AUTO_ORDER`, whose
+runtime is installed and which loads the model.
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+import importlib.util
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union
+
+import numpy as np
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+DEVICES = ("cpu", "gpu", "ascend")
+# Lite first (the edge runtime this project targets), then MindSpore, then ONNX Runtime.
+AUTO_ORDER = ("lite", "mindspore", "onnx")
+
+
+class BackendError(RuntimeError):
+    """A backend cannot be set up (runtime missing, model unreadable, device absent)."""
+
+
+class Backend(abc.ABC):
+    """A loaded model that maps a float32 NCHW batch to logits of shape (N, num_classes)."""
+
+    #: registry key, e.g. "lite"
+    name = ""
+    #: the Python module whose presence means the runtime is installed
+    runtime_module = ""
+    #: how to install the runtime, for error messages
+    install_hint = ""
+    #: model file suffixes (lower case) this backend can load
+    suffixes = ()  # type: Tuple[str, ...]
+
+    def __init__(
+        self,
+        model_path: PathLike,
+        device: str = "cpu",
+        device_id: int = 0,
+        threads: int = 0,
+        arch: Optional[str] = None,
+    ) -> None:
+        if device not in DEVICES:
+            raise ValueError("unknown device %r: choose one of %s" % (device, ", ".join(DEVICES)))
+        if int(device_id) < 0:
+            raise ValueError("device_id must be >= 0, got %r" % (device_id,))
+        if int(threads) < 0:
+            raise ValueError("threads must be >= 0 (0 = the runtime's default), got %r" % (threads,))
+        self.model_path = Path(model_path)
+        self.device = device
+        self.device_id = int(device_id)
+        self.threads = int(threads)
+        self.arch = arch
+        # NCHW; -1 marks a dimension the model leaves dynamic.
+        self.input_shape = (-1, 3, -1, -1)  # type: Tuple[int, int, int, int]
+
+    # -- what subclasses implement -------------------------------------------------
+    @abc.abstractmethod
+    def load(self) -> "Backend":
+        """Import the runtime, read the model, fill :attr:`input_shape`; returns self."""
+
+    @abc.abstractmethod
+    def _predict(self, batch: np.ndarray) -> np.ndarray:
+        """Logits for one C-contiguous float32 batch the model accepts as is."""
+
+    # -- shared behaviour -----------------------------------------------------------
+    @classmethod
+    def installed(cls) -> bool:
+        """Whether the runtime can be imported (checked without importing it)."""
+        try:
+            return importlib.util.find_spec(cls.runtime_module) is not None
+        except (ImportError, ValueError):
+            return False
+
+    @classmethod
+    def accepts(cls, model_path: PathLike) -> bool:
+        """Whether this backend reads files of the model's type (by suffix)."""
+        return Path(model_path).suffix.lower() in cls.suffixes
+
+    @property
+    def fixed_batch(self) -> Optional[int]:
+        """The batch size the model was exported with, or None when it is dynamic."""
+        n = self.input_shape[0]
+        return n if n > 0 else None
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits (N, num_classes) float32 for a float32 NCHW batch of any size N >= 1.
+
+        A model exported with a fixed batch size is fed in chunks of that size, the last
+        one zero-padded, so callers never need to know how the model was exported.
+        """
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if batch.ndim != 4:
+            raise ValueError("expected an NCHW batch, got shape %s" % (batch.shape,))
+        n = batch.shape[0]
+        fixed = self.fixed_batch
+        if fixed is None or n == fixed:
+            return np.asarray(self._predict(batch), dtype=np.float32)
+        outs = []
+        for start in range(0, n, fixed):
+            chunk = batch[start:start + fixed]
+            m = chunk.shape[0]
+            if m < fixed:
+                padded = np.zeros((fixed,) + batch.shape[1:], dtype=np.float32)
+                padded[:m] = chunk
+                chunk = padded
+            outs.append(np.asarray(self._predict(chunk), dtype=np.float32)[:m])
+        return np.concatenate(outs, axis=0)
+
+    def close(self) -> None:
+        """Release the runtime's resources (optional)."""
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return "%s(%r, device=%r, threads=%d)" % (type(self).__name__, str(self.model_path), self.device, self.threads)
+
+
+BACKENDS = {}  # type: Dict[str, Type[Backend]]
+
+
+def register(cls: Type[Backend]) -> Type[Backend]:
+    """Class decorator adding a backend to the registry under ``cls.name``."""
+    if not cls.name:
+        raise ValueError("%s has no name" % cls.__name__)
+    if cls.name in BACKENDS:
+        raise ValueError("backend %r is registered twice" % cls.name)
+    BACKENDS[cls.name] = cls
+    return cls
+
+
+def backend_names() -> List[str]:
+    """Valid values for ``--backend``."""
+    return list(BACKENDS) + ["auto"]
+
+
+def get_backend_class(name: str) -> Type[Backend]:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise ValueError("unknown backend %r: choose one of %s" % (name, ", ".join(backend_names())))
+
+
+def installed_backends() -> List[str]:
+    return [name for name, cls in BACKENDS.items() if cls.installed()]
+
+
+def create_backend(
+    name: str,
+    model_path: PathLike,
+    device: str = "cpu",
+    device_id: int = 0,
+    threads: int = 0,
+    arch: Optional[str] = None,
+) -> Backend:
+    """A loaded backend; ``name="auto"`` tries :data:`AUTO_ORDER` and keeps the first that loads.
+
+    Raises :class:`BackendError` with one line naming the fix when nothing can run the model.
+    """
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise BackendError("model file not found: %s (pass --model PATH to an exported model)" % model_path)
+    if name != "auto":
+        cls = get_backend_class(name)
+        _check_usable(cls, model_path)
+        return cls(model_path, device=device, device_id=device_id, threads=threads, arch=arch).load()
+
+    reasons = []
+    for candidate in AUTO_ORDER:
+        cls = BACKENDS[candidate]
+        if not cls.installed():
+            reasons.append("%s: not installed" % candidate)
+            continue
+        if not cls.accepts(model_path):
+            reasons.append("%s: does not read %s files" % (candidate, model_path.suffix or "suffix-less"))
+            continue
+        try:
+            return cls(model_path, device=device, device_id=device_id, threads=threads, arch=arch).load()
+        except BackendError as exc:
+            reasons.append("%s: %s" % (candidate, exc))
+    raise BackendError("no installed backend can run %s (%s)" % (model_path, "; ".join(reasons)))
+
+
+def _check_usable(cls: Type[Backend], model_path: Path) -> None:
+    if not cls.installed():
+        raise BackendError(
+            "backend %r needs %s, which is not installed: %s" % (cls.name, cls.runtime_module, cls.install_hint)
+        )
+    if not cls.accepts(model_path):
+        raise BackendError(
+            "backend %r cannot read %s (it reads %s); convert the model or pick another --backend"
+            % (cls.name, model_path.name, ", ".join(cls.suffixes))
+        )
+
+
+@contextlib.contextmanager
+def captured_native_stderr() -> Iterator[List[str]]:
+    """Collect what native libraries write to file descriptor 2 inside the block.
+
+    MindSpore Lite reports failures as a dozen glog lines on fd 2 and then raises a bare
+    "Common error code"; capturing them lets the caller raise ONE line carrying the first
+    real reason. The lines are appended to the yielded list when the block ends.
+    """
+    lines = []  # type: List[str]
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (some embedded interpreters): nothing to capture
+        yield lines
+        return
+    with tempfile.TemporaryFile() as sink:
+        try:
+            sys.stderr.flush()
+        except (AttributeError, ValueError):
+            pass
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
+
+
+def native_reason(exc: BaseException, lines: Sequence[str]) -> str:
+    """The most specific reason for a native failure: the exception's own first line,
+    unless it is Lite's generic "Common error code", then the first real ``[ERROR]`` line."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if "Common error code" not in text:
+        return text
+    for line in lines:
+        if "[ERROR]" not in line or "null exception handler" in line:
+            continue
+        # "[ERROR] LITE(pid,...):time [file.cc:123] Func] MESSAGE"
+        message = line.rsplit("] ", 1)[-1].strip()
+        return message.replace("Catch exception: ", "", 1)
+    return text
+
+
+def dims_from_shape(shape: Sequence[object]) -> Tuple[int, int, int, int]:
+    """A runtime's reported NCHW shape with unknown dims (None, names, 0, -1) as -1."""
+    dims = []
+    for d in list(shape)[:4]:
+        dims.append(d if isinstance(d, int) and d > 0 else -1)
+    while len(dims) < 4:
+        dims.append(-1)
+    return (dims[0], dims[1], dims[2], dims[3])

@@ -1,0 +1,78 @@
+"""MindSpore itself (``mindspore.load`` + ``nn.GraphCell``): runs MINDIR files exported by
+the same MindSpore, and checkpoints (``.ckpt`` / official ``.pth`` plus ``--arch``) after
+exporting them on the fly through ``train`` (imported lazily: only where MindSpore is)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .base import Backend, BackendError, register
+
+_TARGETS = {"cpu": "CPU", "gpu": "GPU", "ascend": "Ascend"}
+CHECKPOINT_SUFFIXES = (".ckpt", ".pth")
+
+
+@register
+class MindSporeBackend(Backend):
+    name = "mindspore"
+    runtime_module = "mindspore"
+    install_hint = "pip install mindspore (Python 3.9+; the ibnedge[train] extra)"
+    suffixes = (".mindir",) + CHECKPOINT_SUFFIXES
+
+    def load(self) -> "MindSporeBackend":
+        try:
+            import mindspore as ms
+            from mindspore import nn
+        except ImportError as exc:
+            raise BackendError("cannot import mindspore (%s): %s" % (exc, self.install_hint))
+
+        _set_device(ms, _TARGETS[self.device], self.device_id, self.threads)
+        mindir = self.model_path
+        if mindir.suffix.lower() in CHECKPOINT_SUFFIXES:
+            if not self.arch:
+                raise BackendError(
+                    "%s holds weights only: pass --arch NAME (e.g. resnet50_ibn_a) so it can be exported" % mindir
+                )
+            from ..hub import export_checkpoint  # lazy: imports train, which needs MindSpore
+
+            mindir = export_checkpoint(mindir, self.arch, fmt="mindir")
+        try:
+            graph = ms.load(str(mindir))
+            self._cell = nn.GraphCell(graph)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise BackendError("MindSpore cannot load %s: %s" % (mindir, str(exc).splitlines()[0]))
+        self._ms = ms
+        self.loaded_path = Path(mindir)
+        # GraphCell accepts any batch size (it recompiles per new shape), whatever the export used.
+        self.input_shape = (-1, 3, -1, -1)
+        return self
+
+    def _predict(self, batch: np.ndarray) -> np.ndarray:
+        return self._cell(self._ms.Tensor(batch)).asnumpy()
+
+    def close(self) -> None:
+        self._cell = None
+
+
+def _set_device(ms: object, target: str, device_id: int, threads: int) -> None:
+    """Select the device and CPU kernel threads across MindSpore 2.x spellings."""
+    try:
+        if hasattr(ms, "set_device"):  # 2.6+
+            ms.set_device(target, device_id)
+        else:
+            ms.set_context(device_target=target, device_id=device_id)
+    except (RuntimeError, ValueError) as exc:
+        # set_device may be called once per process; a second identical call is harmless.
+        if "already" not in str(exc).lower():
+            raise BackendError("MindSpore cannot use --device %s: %s" % (target.lower(), exc))
+    if threads:
+        cpu_ctx = getattr(getattr(ms, "device_context", None), "cpu", None)
+        op_tuning = getattr(cpu_ctx, "op_tuning", None)
+        if op_tuning is not None:
+            try:
+                op_tuning.threads_num(threads)
+            except RuntimeError:
+                pass  # already set in this process: the first setting stays
+        else:
+            ms.set_context(runtime_num_threads=threads)
