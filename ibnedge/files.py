@@ -1,0 +1,157 @@
+"""Turning the paths a user names into a stream of input files, in bounded memory.
+
+Policy (what ``ibnedge infer`` promises): EVERY file the user names, directly or inside a
+named directory (recursively), yields exactly one output row. Image files go to the
+engine, which reports per item what is wrong with them (corrupt, truncated, too large,
+...). Everything else gets a row saying why it was not classified:
+
+- a file whose content is not an image: ``not_image`` (decided by sniffing the first
+  bytes; the case-insensitive extension only spares opening files that claim to be
+  images, whose content the engine checks anyway, so a PNG named ``.jpg`` or a JPEG
+  without an extension is still classified);
+- a path that does not exist, a broken symbolic link, a FIFO/socket/device, a directory
+  that cannot be listed: ``unreadable``.
+
+``skip_non_images=True`` (``--skip-non-images``) drops non-image files found while
+walking directories instead of reporting them; files named explicitly still get a row.
+
+Directories are walked depth first, entries sorted by name within each directory, so
+the order is deterministic; memory holds one sorted listing per directory level of the
+current path (plus a set of visited directories to break symlink cycles), never the
+whole tree. The same path reached twice (named twice, or named and found inside a named
+directory) is yielded once.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from typing import Iterable, Iterator, List, Optional, Set, Tuple, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# Extensions (lower case) of formats the engine decodes; a cheap first filter only.
+IMAGE_SUFFIXES = frozenset(
+    (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".webp", ".gif", ".tif", ".tiff")
+)
+# Enough for every signature ibnedge.formats.sniff knows (RIFF....WEBP needs 12).
+SNIFF_BYTES = 32
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One file to report on. ``error`` is None when the engine should decode it, else
+    (kind, message) decided without decoding (kinds as in the engine's ItemError)."""
+
+    path: str
+    error: Optional[Tuple[str, str]] = None
+
+
+def is_image_file(path: PathLike) -> Optional[bool]:
+    """True/False by content (ibnedge.formats.sniff), None when the file cannot be read."""
+    from .formats import sniff  # native-free module; imported here to keep this one light
+
+    try:
+        with open(str(path), "rb") as f:
+            head = f.read(SNIFF_BYTES)
+    except OSError:
+        return None
+    return sniff(head) is not None
+
+
+def iter_input_files(paths: Iterable[PathLike], skip_non_images: bool = False) -> Iterator[InputFile]:
+    """Every input file under ``paths`` (files and directories), once each, in order."""
+    seen = set()  # type: Set[str]
+    for raw in paths:
+        path = os.fspath(raw)
+        for item in _iter_one(path, skip_non_images):
+            key = os.path.normpath(item.path)
+            if key in seen:
+                continue
+            seen.add(key)
+            yield item
+
+
+def count_input_files(paths: Iterable[PathLike], skip_non_images: bool = False) -> int:
+    """How many rows :func:`iter_input_files` will yield (for a progress bar's ETA)."""
+    return sum(1 for _ in iter_input_files(paths, skip_non_images))
+
+
+def _iter_one(path: str, skip_non_images: bool) -> Iterator[InputFile]:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        kind = "broken symbolic link" if os.path.islink(path) else "no such file or directory"
+        yield InputFile(path, ("unreadable", kind))
+        return
+    except OSError as exc:
+        yield InputFile(path, ("unreadable", exc.strerror or str(exc)))
+        return
+    if stat.S_ISDIR(st.st_mode):
+        for item in _walk(path, skip_non_images):
+            yield item
+    else:
+        item = _classify(path, st.st_mode, explicit=True, skip_non_images=skip_non_images)
+        if item is not None:
+            yield item
+
+
+def _classify(path: str, mode: int, explicit: bool, skip_non_images: bool) -> Optional[InputFile]:
+    if not stat.S_ISREG(mode):
+        # Reading a FIFO would block and a device is never a photo: report, do not open.
+        return InputFile(path, ("unreadable", "not a regular file"))
+    if os.path.splitext(path)[1].lower() in IMAGE_SUFFIXES:
+        return InputFile(path)
+    is_image = is_image_file(path)
+    if is_image is None:
+        return InputFile(path, ("unreadable", "cannot open the file"))
+    if is_image:
+        return InputFile(path)
+    if skip_non_images and not explicit:
+        return None
+    return InputFile(path, ("not_image", "not an image (no JPEG/PNG/BMP/WebP/GIF/TIFF signature)"))
+
+
+def _walk(root: str, skip_non_images: bool) -> Iterator[InputFile]:
+    visited = set()  # type: Set[Tuple[int, int]]
+    # A stack of (directory, sorted entry names, next index): one listing per level.
+    stack = []  # type: List[Tuple[str, List[str], List[int]]]
+
+    def enter(directory: str) -> Optional[InputFile]:
+        try:
+            st = os.stat(directory)
+            ident = (st.st_dev, st.st_ino)
+            if ident in visited:
+                return None  # a symlink cycle or a second link to a walked directory
+            visited.add(ident)
+            names = sorted(os.listdir(directory))
+        except OSError as exc:
+            return InputFile(directory, ("unreadable", "cannot list the directory: %s" % (exc.strerror or exc)))
+        stack.append((directory, names, [0]))
+        return None
+
+    failed = enter(root)
+    if failed is not None:
+        yield failed
+    while stack:
+        directory, names, cursor = stack[-1]
+        if cursor[0] >= len(names):
+            stack.pop()
+            continue
+        name = names[cursor[0]]
+        cursor[0] += 1
+        path = os.path.join(directory, name)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            reason = "broken symbolic link" if os.path.islink(path) else (exc.strerror or str(exc))
+            yield InputFile(path, ("unreadable", reason))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            failed = enter(path)
+            if failed is not None:
+                yield failed
+            continue
+        item = _classify(path, st.st_mode, explicit=False, skip_non_images=skip_non_images)
+        if item is not None:
+            yield item

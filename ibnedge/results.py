@@ -1,0 +1,256 @@
+"""Where predictions go: a readable table on stdout, or a ``.jsonl`` / ``.csv`` file.
+
+Every row is written and flushed as soon as it is known, so a killed run leaves every
+finished row on disk and at most one torn last line. ``--resume`` reads the file back,
+cuts a torn tail, and returns the set of paths already done; the rerun appends only the
+others, so the file ends with exactly one row per input.
+
+Row schema (one per input file, see ``Prediction.to_dict``)::
+
+    {"path": "a/b.jpg", "top": [{"index": 281, "label": "tabby, tabby cat", "prob": 0.61}, ...]}
+    {"path": "a/c.jpg", "error": {"kind": "corrupt", "message": "..."}}
+
+CSV columns: ``path,error_kind,error_message,label_1,index_1,prob_1,...,label_K,index_K,prob_K``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any, Dict, List, Optional, Set, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+FORMATS = (".jsonl", ".csv")
+
+
+class OutputError(ValueError):
+    """The output file cannot be used (unknown suffix, unreadable, another run's layout)."""
+
+
+def output_format(path: PathLike) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise OutputError("--output %s: use a .jsonl or .csv file name" % path)
+    return suffix[1:]
+
+
+class ResultWriter(object):
+    """Base writer: ``write(row)`` for each row dict, ``close()`` at the end."""
+
+    def write(self, row: Dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "ResultWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class TableWriter(ResultWriter):
+    """Human-readable lines: ``path  label 61.2% | label 20.1% | ...``."""
+
+    def __init__(self, stream: Optional[IO[str]] = None, path_width: int = 32) -> None:
+        self._stream = stream if stream is not None else sys.stdout
+        self._width = path_width
+
+    def write(self, row: Dict[str, Any]) -> None:
+        path = row["path"]
+        self._width = max(self._width, min(len(path), 72))
+        if "error" in row:
+            text = "ERROR %s: %s" % (row["error"]["kind"], row["error"]["message"])
+        else:
+            text = " | ".join("%s %.1f%%" % (t["label"], 100.0 * t["prob"]) for t in row["top"])
+        self._stream.write("%-*s  %s\n" % (self._width, path, text))
+        self._stream.flush()
+
+
+class JsonlWriter(ResultWriter):
+    def __init__(self, path: PathLike, append: bool) -> None:
+        self._file = open(str(path), "a" if append else "w", encoding="utf-8", newline="\n")
+
+    def write(self, row: Dict[str, Any]) -> None:
+        # One write() of the whole line keeps a kill from interleaving half rows.
+        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class CsvWriter(ResultWriter):
+    def __init__(self, path: PathLike, topk: int, append: bool) -> None:
+        self._topk = topk
+        self._file = open(str(path), "a" if append else "w", encoding="utf-8", newline="")
+        if not append or self._file.tell() == 0:
+            self._emit(csv_header(topk))
+
+    def _emit(self, fields: List[Any]) -> None:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow(fields)
+        self._file.write(buf.getvalue())
+        self._file.flush()
+
+    def write(self, row: Dict[str, Any]) -> None:
+        fields = [row["path"]]  # type: List[Any]
+        if "error" in row:
+            fields += [row["error"]["kind"], row["error"]["message"]] + [""] * (3 * self._topk)
+        else:
+            fields += ["", ""]
+            top = row["top"]
+            for i in range(self._topk):
+                fields += [top[i]["label"], top[i]["index"], top[i]["prob"]] if i < len(top) else ["", "", ""]
+        self._emit(fields)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def csv_header(topk: int) -> List[str]:
+    cols = ["path", "error_kind", "error_message"]
+    for i in range(1, topk + 1):
+        cols += ["label_%d" % i, "index_%d" % i, "prob_%d" % i]
+    return cols
+
+
+def open_writer(
+    output: Optional[PathLike], topk: int, resume: bool = False, stream: Optional[IO[str]] = None
+) -> ResultWriter:
+    """A writer for ``output`` (None: a table on ``stream``/stdout); ``resume`` appends."""
+    if output is None:
+        if resume:
+            raise OutputError("--resume needs --output FILE (.jsonl or .csv) to know what is done")
+        return TableWriter(stream)
+    fmt = output_format(output)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "jsonl":
+        return JsonlWriter(output, append=resume)
+    return CsvWriter(output, topk, append=resume)
+
+
+def load_done(output: PathLike, topk: Optional[int] = None) -> Set[str]:
+    """Paths already in ``output`` (for ``--resume``), after cutting a torn last line.
+
+    A missing file means nothing is done. A CSV written with another ``--topk`` is refused
+    (its columns would not line up).
+    """
+    path = Path(output)
+    fmt = output_format(path)
+    if not path.exists():
+        return set()
+    _cut_torn_tail(path)
+    done = set()  # type: Set[str]
+    with open(str(path), encoding="utf-8", newline="") as f:
+        if fmt == "jsonl":
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    done.add(json.loads(line)["path"])
+                except (ValueError, KeyError, TypeError):
+                    raise OutputError(
+                        "%s line %d is not an ibnedge result row: resume into a new --output file" % (path, lineno)
+                    )
+        else:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                return done
+            if header[:3] != ["path", "error_kind", "error_message"]:
+                raise OutputError("%s is not an ibnedge CSV result file: resume into a new --output file" % path)
+            if topk is not None and header != csv_header(topk):
+                raise OutputError(
+                    "%s has %d result columns, not --topk %d: rerun with the same --topk or a new --output"
+                    % (path, (len(header) - 3) // 3, topk)
+                )
+            for fields in reader:
+                if fields:
+                    done.add(fields[0])
+    return done
+
+
+def read_rows(output: PathLike) -> List[Dict[str, Any]]:
+    """All rows of a ``.jsonl`` result file (for tests and scripts)."""
+    with open(str(output), encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Drop a last line without its newline: the row a kill interrupted. It is redone."""
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with open(str(path), "rb+") as f:
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        # Scan back in blocks for the last newline; the torn line is at most one row long.
+        pos = size
+        keep = 0
+        while pos > 0:
+            step = min(65536, pos)
+            pos -= step
+            f.seek(pos)
+            block = f.read(step)
+            nl = block.rfind(b"\n")
+            if nl >= 0:
+                keep = pos + nl + 1
+                break
+        f.truncate(keep)
+
+
+class Progress(object):
+    """A one-line progress report on stderr (files, files/s, ETA), only on a terminal."""
+
+    def __init__(self, stream: Optional[IO[str]] = None, enabled: Optional[bool] = None, unit: str = "files") -> None:
+        self._stream = stream if stream is not None else sys.stderr
+        if enabled is None:
+            enabled = bool(getattr(self._stream, "isatty", lambda: False)())
+        self.enabled = enabled
+        self.unit = unit
+        self.total = None  # type: Optional[int]
+        self.done = 0
+        self._start = time.monotonic()
+        self._last_draw = 0.0
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.enabled and now - self._last_draw >= 0.2:
+            self._last_draw = now
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        elapsed = max(now - self._start, 1e-9)
+        rate = self.done / elapsed
+        if self.total:
+            left = max(self.total - self.done, 0)
+            eta = _clock(left / rate) if rate > 0 else "?"
+            frac = min(self.done / self.total, 1.0)
+            bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
+            text = "[%s] %d/%d %s  %.1f/s  ETA %s" % (bar, self.done, self.total, self.unit, rate, eta)
+        else:
+            text = "%d %s  %.1f/s" % (self.done, self.unit, rate)
+        self._stream.write("\r" + text + "\x1b[K")
+        self._stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._draw(time.monotonic())
+            self._stream.write("\n")
+            self._stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds + 0.5)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return "%d:%02d:%02d" % (h, m, s) if h else "%d:%02d" % (m, s)
