@@ -1,0 +1,175 @@
+"""Broken and awkward inputs fail one item at a time, with the right kind and a clear
+message, while the other items of the same batch come out exact.
+
+Truncated-JPEG policy under test: a JPEG whose data ends before the rows the crop needs
+is an error of kind ``truncated`` (libjpeg would otherwise pad it with grey).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import max_abs_diff, pil_reference, pixel_spec, tensor_pixels
+
+from ibnedge import corpus
+from ibnedge.preprocess import Preprocessor
+
+MODES = ("pil", "mindspore", "fast")
+
+
+def _outcome(err):
+    return None if err is None else err.kind
+
+
+def _interleave(good, bad):
+    """good[0], bad[0], bad[1], good[1], bad[2], bad[3], ... then the remaining good items."""
+    items, kinds = [], []
+    g = iter(good)
+    for i, case in enumerate(bad):
+        if i % 2 == 0:
+            item = next(g, None)
+            if item is not None:
+                items.append(item)
+                kinds.append(None)
+        items.append(case)
+        kinds.append(case)
+    for item in g:
+        items.append(item)
+        kinds.append(None)
+    return items, kinds
+
+
+def _check_batch(items, cases, good_rows, res, as_bytes):
+    """Every case's outcome acceptable, messages present, failed rows zero, good rows exact."""
+    problems = []
+    good_index = 0
+    for i, (item, case) in enumerate(zip(items, cases)):
+        err = res.errors[i]
+        if case is None:  # a good photo: bitwise what a batch of only good photos gives
+            if err is not None:
+                problems.append("good item %d failed: %s %s" % (i, err.kind, err.message))
+            elif not np.array_equal(res.tensor[i], good_rows[good_index]):
+                problems.append("good item %d differs from the all-good batch" % i)
+            good_index += 1
+            continue
+        kind = _outcome(err)
+        if not case.accepts(kind):
+            problems.append("%s: got %s (%s), expected %s%s" % (
+                case.name, kind, err.message if err else "decoded", case.expected or "a decode",
+                " or a decode" if case.may_decode else ""))
+            continue
+        if err is not None:
+            if err.kind not in corpus.ERROR_KINDS:
+                problems.append("%s: unknown error kind %r" % (case.name, err.kind))
+            if not isinstance(err.message, str) or len(err.message) < 8:
+                problems.append("%s: message %r says nothing" % (case.name, err.message))
+            elif not as_bytes and case.path.name not in err.message:
+                problems.append("%s: message %r does not name the file" % (case.name, err.message))
+            if res.tensor[i].any():
+                problems.append("%s: failed row is not zero-filled" % case.name)
+        elif case.reference == "pillow":
+            got = tensor_pixels(res.tensor[i])
+            diff = max_abs_diff(got, pil_reference(case.path))
+            if diff > 1:
+                problems.append("%s: decoded but max |diff| %d from Pillow" % (case.name, diff))
+    return problems
+
+
+@pytest.mark.parametrize("semantics", MODES)
+def test_one_batch_of_bad_and_good_files(semantics, bad_cases, imagenet_files):
+    good = list(imagenet_files[:6])
+    bad = list(bad_cases.values())
+    items, cases = _interleave(good, bad)
+    paths = [c.path if c is not None else it for it, c in zip(items, cases)]
+    pre = Preprocessor(spec=pixel_spec(semantics), threads=2)
+    good_rows = pre.run(good).tensor
+    res = pre.run(paths)
+    assert len(res.errors) == len(paths)
+    assert res.tensor.shape == (len(paths), 3, 224, 224)
+    problems = _check_batch(paths, cases, good_rows, res, as_bytes=False)
+    if semantics != "pil":  # pixels of decodable cases are checked against Pillow in pil mode only
+        problems = [p for p in problems if "from Pillow" not in p]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("semantics", MODES)
+def test_one_batch_of_bad_and_good_bytes(semantics, bad_cases, imagenet_files):
+    good = [p.read_bytes() for p in imagenet_files[6:10]]
+    bad = [c for c in bad_cases.values() if c.path.is_file()]
+    items, cases = _interleave(good, bad)
+    data = [c.path.read_bytes() if c is not None else it for it, c in zip(items, cases)]
+    pre = Preprocessor(spec=pixel_spec(semantics), threads=2)
+    good_rows = pre.run(good).tensor
+    res = pre.run(data)
+    problems = _check_batch(data, cases, good_rows, res, as_bytes=True)
+    if semantics != "pil":
+        problems = [p for p in problems if "from Pillow" not in p]
+    assert not problems, "\n".join(problems)
+
+
+def test_errors_name_the_problem(bad_cases):
+    cases = ["empty", "truncated", "huge_header", "not_image", "missing_file", "unreadable_directory"]
+    res = Preprocessor(spec=pixel_spec("pil"), threads=1).run([bad_cases[n].path for n in cases])
+    got = dict(zip(cases, res.errors))
+    assert got["empty"].kind == "empty"
+    assert got["truncated"].kind == "truncated"
+    assert got["huge_header"].kind == "too_large"
+    assert "65535" in got["huge_header"].message  # the claimed size, so the user sees why
+    assert got["not_image"].kind == "not_image"
+    assert got["missing_file"].kind == "unreadable"
+    assert got["unreadable_directory"].kind == "unreadable"
+
+
+def test_truncated_progressive_and_png_are_errors(bad_cases):
+    progressive = bad_cases["progressive"].path.read_bytes()
+    png = bad_cases["png_rgb"].path.read_bytes()
+    items = [progressive[: len(progressive) // 2], png[: len(png) // 2], progressive]
+    res = Preprocessor(spec=pixel_spec("pil"), threads=1).run(items)
+    assert res.errors[0] is not None and res.errors[0].kind == "truncated", res.errors[0]
+    assert res.errors[1] is not None and res.errors[1].kind in ("truncated", "corrupt"), res.errors[1]
+    assert res.errors[2] is None
+
+
+def test_a_batch_of_only_bad_items_returns_zeros(bad_cases):
+    bad = [c.path for c in bad_cases.values() if not c.must_decode and not c.may_decode]
+    res = Preprocessor(spec=pixel_spec("fast"), threads=2).run(bad)
+    assert all(e is not None for e in res.errors)
+    assert not res.tensor.any()
+
+
+def test_empty_batch():
+    res = Preprocessor(spec=pixel_spec("pil"), threads=1).run([])
+    assert res.tensor.shape == (0, 3, 224, 224)
+    assert res.errors == []
+
+
+@pytest.mark.parametrize("semantics", MODES)
+def test_random_damage_never_crashes(semantics, bad_cases):
+    """Seeded byte flips, truncations and splices of several JPEG flavours: every item
+    gets either pixels or an error of a known kind; the untouched control stays exact."""
+    sources = [bad_cases[n].path.read_bytes()
+               for n in ("baseline", "progressive", "cmyk", "grayscale", "restart_markers", "png_rgb")
+               if n in bad_cases]
+    rng = np.random.RandomState(7)
+    items = []
+    for i in range(60):
+        data = bytearray(sources[i % len(sources)])
+        how = i % 3
+        if how == 0:
+            for off in rng.randint(2, len(data), size=1 + i % 17):
+                data[int(off)] = int(rng.randint(0, 256))
+        elif how == 1:
+            data = data[: int(rng.randint(2, len(data)))]
+        else:
+            a, b = sorted(int(v) for v in rng.randint(2, len(data), size=2))
+            data = data[:a] + data[b:]
+        items.append(bytes(data))
+    control = bad_cases["baseline"].path.read_bytes()
+    items.append(control)
+    pre = Preprocessor(spec=pixel_spec(semantics), threads=2)
+    res = pre.run(items)
+    kinds = {e.kind for e in res.errors if e is not None}
+    assert kinds <= set(corpus.ERROR_KINDS), kinds
+    assert res.errors[-1] is None
+    assert np.array_equal(res.tensor[-1], pre.run([control]).tensor[0])
+    # The engine survives and still works after all that.
+    assert pre.run([control]).errors == [None]

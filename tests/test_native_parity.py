@@ -1,0 +1,245 @@
+"""The engine reproduces the libraries it replaces, pixel for pixel (max |diff| <= 1).
+
+- ``pil``: Pillow's own decode + torchvision's Resize(256, BILINEAR) + CenterCrop(224).
+- ``mindspore``: ``mindspore.dataset.vision`` Decode, Resize(256), CenterCrop(224) on the
+  same bytes (Python 3.9+ only: MindSpore is absent from the 3.7 environment).
+- ``fast``: DCT-domain reduction; PSNR >= 35 dB against ``pil`` on 12-megapixel photos.
+
+Comparisons use the parity spec (mean 0, std 1/255): the float output holds the pixels.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from conftest import (max_abs_diff, pil_reference, pillow_open, pixel_spec, psnr, reference, run_pixels,
+                      tensor_pixels, torchvision_reference)
+
+import ibnedge
+from ibnedge import corpus
+from ibnedge.preprocess import Preprocessor
+
+EXACT_MODES = ("pil", "mindspore")
+
+# (width, height): odd sizes, portrait, exact and off-by-one around the resize/crop sizes,
+# images smaller than the crop, extreme aspect ratios.
+ROUNDING_SIZES = [
+    (501, 377), (377, 501), (333, 500), (500, 333), (256, 256), (257, 255), (255, 257),
+    (224, 224), (225, 223), (300, 224), (100, 75), (75, 100), (31, 17), (7, 5), (1, 1),
+    (2000, 100), (100, 2000), (1023, 767), (4000, 33),
+]
+
+
+def _jpeg(width: int, height: int, index: int = 0, **options) -> bytes:
+    return corpus.encode_jpeg(corpus.photo(width, height, index=index), quality=90, **options)
+
+
+def test_native_module_version_matches_package():
+    from ibnedge import _native
+
+    assert _native.__version__ == ibnedge.__version__
+
+
+@pytest.mark.parametrize("semantics", EXACT_MODES)
+def test_imagenet_like_batch_matches_reference(semantics, imagenet_files):
+    rows, errors = run_pixels(imagenet_files, semantics)
+    assert errors == [None] * len(imagenet_files)
+    worst = {}
+    for path, got in zip(imagenet_files, rows):
+        worst[path.name] = max_abs_diff(got, reference(semantics, path))
+    assert max(worst.values()) <= 1, "files over tolerance: %r" % {k: v for k, v in worst.items() if v > 1}
+
+
+@pytest.mark.parametrize("semantics", EXACT_MODES)
+@pytest.mark.parametrize("size", ROUNDING_SIZES, ids=lambda s: "%dx%d" % s)
+def test_rounding_rules_odd_tiny_and_extreme_sizes(semantics, size):
+    data = _jpeg(*size, index=sum(size) % 7)
+    rows, errors = run_pixels([data], semantics)
+    assert errors == [None]
+    assert rows[0].shape == (224, 224, 3)
+    assert max_abs_diff(rows[0], reference(semantics, data)) <= 1
+
+
+@pytest.mark.parametrize("semantics", EXACT_MODES)
+@pytest.mark.parametrize("resize,crop", [(232, (224, 224)), (160, (128, 112)), (300, (299, 150)), (64, 64)])
+def test_other_resize_and_crop_sizes(semantics, resize, crop, imagenet_files):
+    items = imagenet_files[:4] + [_jpeg(2000, 100, index=3), _jpeg(99, 101, index=4)]
+    rows, errors = run_pixels(items, semantics, resize=resize, crop=crop)
+    assert errors == [None] * len(items)
+    crop_hw = (crop, crop) if isinstance(crop, int) else crop
+    for item, got in zip(items, rows):
+        assert got.shape == crop_hw + (3,)
+        assert max_abs_diff(got, reference(semantics, item, resize, crop)) <= 1
+
+
+@pytest.mark.parametrize("semantics", EXACT_MODES)
+def test_items_as_paths_bytes_and_arrays_agree(semantics, imagenet_files):
+    path = imagenet_files[1]
+    data = path.read_bytes()
+    decoded = np.asarray(pillow_open(path).convert("RGB"))
+    rows, errors = run_pixels([path, str(path), data, bytearray(data)], semantics)
+    assert errors == [None] * 4
+    for other in rows[1:]:
+        assert np.array_equal(other, rows[0])
+    # An HWC uint8 array skips the decoder: compare with the library resizing that array.
+    arrays = [decoded, decoded[:, ::-1], decoded[10:-7, 3:-2]]  # contiguous and strided views
+    rows, errors = run_pixels(arrays, semantics)
+    assert errors == [None] * len(arrays)
+    for arr, got in zip(arrays, rows):
+        assert max_abs_diff(got, reference(semantics, np.ascontiguousarray(arr))) <= 1
+
+
+@pytest.mark.parametrize("semantics", EXACT_MODES)
+def test_unusual_but_valid_files_decode_like_the_reference(semantics, bad_cases):
+    """CMYK, grayscale, progressive, restart markers, arithmetic coding, sampling factors,
+    PNG (8/16-bit, palette, alpha), BMP, WebP, a PNG named .jpg."""
+    cases = [c for c in bad_cases.values() if c.must_decode]
+    assert {"cmyk", "grayscale", "progressive", "png_16bit", "png_named_jpg"} <= {c.name for c in cases}
+    rows, errors = run_pixels([c.path for c in cases], semantics)
+    failures = {}
+    for case, got, err in zip(cases, rows, errors):
+        if err is not None:
+            failures[case.name] = "error %s: %s" % (err.kind, err.message)
+            continue
+        try:
+            want = reference(semantics, case.path)
+        except RuntimeError:
+            if semantics != "mindspore":
+                raise
+            # MindSpore's Decode refuses WebP: resize Pillow's (lossless, exact) decode instead.
+            want = reference(semantics, np.asarray(pillow_open(case.path).convert("RGB")))
+        diff = max_abs_diff(got, want)
+        if diff > 1:
+            failures[case.name] = "max |diff| %d" % diff
+    assert not failures, failures
+
+
+def test_cmyk_is_converted_with_the_adobe_convention(bad_cases):
+    """The CMYK file was made from an RGB photo with real black generation: the decoded
+    colours must be close to that photo's (inverted-CMYK bugs give a negative image)."""
+    path = bad_cases["cmyk"].path
+    rows, errors = run_pixels([path, bad_cases["baseline"].path], "pil")
+    assert errors == [None, None]
+    # Both files hold the same photo (CMYK at q92, RGB at q90, different chroma handling).
+    assert psnr(rows[0], rows[1]) > 25
+
+
+@pytest.mark.parametrize("semantics", EXACT_MODES + ("fast",))
+def test_out_buffer_is_filled_and_returned(semantics, imagenet_files):
+    items = imagenet_files[:3]
+    pre = Preprocessor(spec=pixel_spec(semantics), threads=1)
+    out = np.full((3, 3, 224, 224), -7.0, dtype=np.float32)
+    res = pre.run(items, out=out)
+    assert res.tensor is out or np.shares_memory(res.tensor, out)
+    assert res.errors == [None] * 3
+    fresh = pre.run(items)
+    assert fresh.tensor.shape == (3, 3, 224, 224) and fresh.tensor.dtype == np.float32
+    assert fresh.tensor.flags["C_CONTIGUOUS"]
+    assert np.array_equal(fresh.tensor, out)
+
+
+@pytest.mark.parametrize(
+    "bad_out",
+    [np.zeros((2, 3, 224, 224), np.float32),  # wrong batch size
+     np.zeros((3, 3, 224, 224), np.float64),  # wrong dtype
+     np.zeros((3, 224, 224, 3), np.float32),  # HWC, not CHW
+     np.zeros((3, 3, 224, 448), np.float32)[..., ::2]],  # not contiguous
+    ids=["batch", "dtype", "layout", "strided"])
+def test_out_buffer_of_wrong_shape_or_type_is_refused(bad_out, imagenet_files):
+    pre = Preprocessor(spec=pixel_spec("pil"), threads=1)
+    with pytest.raises((ValueError, TypeError)):
+        pre.run(imagenet_files[:3], out=bad_out)
+
+
+def test_normalisation_uses_mean_and_std(imagenet_files):
+    """The default ImageNet spec equals (pixels/255 - mean) / std of the parity output."""
+    from ibnedge.metadata import PreprocessSpec
+
+    items = imagenet_files[:2]
+    spec = PreprocessSpec(semantics="pil")
+    got = Preprocessor(spec=spec, threads=1).run(items).tensor
+    pixels = Preprocessor(spec=pixel_spec("pil"), threads=1).run(items).tensor
+    mean = np.asarray(spec.mean, np.float32)[None, :, None, None]
+    std = np.asarray(spec.std, np.float32)[None, :, None, None]
+    np.testing.assert_allclose(got, (pixels / 255.0 - mean) / std, rtol=0, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- fast mode
+
+
+def _fast_vs_pil_psnr(paths):
+    fast, err_fast = run_pixels(paths, "fast")
+    pil, err_pil = run_pixels(paths, "pil")
+    assert err_fast == [None] * len(paths) and err_pil == [None] * len(paths)
+    return {p.name: psnr(a, b) for p, a, b in zip(paths, fast, pil)}
+
+
+def test_fast_mode_psnr_on_a_12_megapixel_photo(phone_files):
+    scores = _fast_vs_pil_psnr(phone_files[:1])
+    assert min(scores.values()) >= 35.0, scores
+
+
+@pytest.mark.slow
+def test_fast_mode_psnr_on_the_phone_like_set(phone_files):
+    scores = _fast_vs_pil_psnr(phone_files)
+    assert min(scores.values()) >= 35.0, scores
+
+
+def test_fast_mode_psnr_on_imagenet_like_and_odd_sizes(imagenet_files):
+    items = list(imagenet_files[:8])
+    scores = _fast_vs_pil_psnr(items)
+    assert min(scores.values()) >= 35.0, scores
+    odd = [_jpeg(w, h, index=i) for i, (w, h) in enumerate([(2000, 100), (1023, 767), (7, 5), (4001, 2999)])]
+    fast, errors = run_pixels(odd, "fast")
+    assert errors == [None] * len(odd)
+    pil, _ = run_pixels(odd, "pil")
+    for a, b in zip(fast, pil):
+        assert a.shape == (224, 224, 3)
+        assert psnr(a, b) >= 30.0  # small or extreme images: no DCT reduction, near-identical
+
+
+# --------------------------------------------------------------------------- EXIF orientation
+
+
+def _with_orientation(pixels: np.ndarray, orientation: int) -> bytes:
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=90, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_ignored_by_default_and_applied_on_request(orientation):
+    from PIL import ImageOps
+
+    data = _with_orientation(corpus.photo(400, 300, index=2), orientation)
+    img = pillow_open(data)
+    plain = torchvision_reference(img)
+    upright = torchvision_reference(ImageOps.exif_transpose(img))
+    rows, errors = run_pixels([data], "pil")
+    assert errors == [None]
+    assert max_abs_diff(rows[0], plain) <= 1
+    rows, errors = run_pixels([data], "pil", exif_orientation=True)
+    assert errors == [None]
+    assert max_abs_diff(rows[0], upright) <= 1
+    if orientation != 1:
+        assert max_abs_diff(plain, upright) > 10  # the test can tell the two apart
+
+
+# --------------------------------------------------------------------------- pixel cap
+
+
+def test_pixel_cap_refuses_before_decoding(imagenet_files):
+    path = imagenet_files[0]  # 500 x 375
+    pre = Preprocessor(spec=pixel_spec("pil"), threads=1, max_pixels=500 * 375 - 1)
+    res = pre.run([path, _jpeg(100, 100)])
+    assert res.errors[0] is not None and res.errors[0].kind == "too_large"
+    assert res.errors[1] is None
+    assert not res.tensor[0].any()
+    at_cap = Preprocessor(spec=pixel_spec("pil"), threads=1, max_pixels=500 * 375).run([path])
+    assert at_cap.errors == [None]
+    assert tensor_pixels(at_cap.tensor[0]).shape == (224, 224, 3)
