@@ -1,0 +1,124 @@
+"""Building blocks written with operators that every MindSpore backend runs and exports.
+
+Why not the stock layers (measured with MindSpore 2.10, see shared/notes/ibn-net.md):
+- ``nn.InstanceNorm2d`` has no CPU kernel and ``nn.GroupNorm`` does not export to ONNX, so
+  instance normalisation is written as ReduceMean/Sub/Mul/Add/Sqrt/Div (no Rsqrt either:
+  the ONNX exporter cannot map it).
+- ``pad_mode='same'`` pads asymmetrically (the extra row/column at the end) whereas PyTorch
+  pads symmetrically; convolutions therefore use ``pad_mode='pad'`` with ``k // 2``.
+- ``nn.MaxPool2d(pad_mode='pad')`` lowers to MaxPool3DWithArgmax, which neither ONNX nor
+  Lite accept; the pool pads explicitly and then pools with ``'valid'``.
+"""
+from __future__ import annotations
+
+import mindspore.nn as nn
+import mindspore.ops as ops
+from mindspore import Parameter
+from mindspore.common.initializer import HeNormal, initializer
+
+# PyTorch defaults; MindSpore's BN ``momentum`` is the weight of the OLD running value,
+# i.e. 1 - PyTorch's 0.1.
+NORM_EPS = 1e-5
+BN_MOMENTUM = 0.9
+
+
+def conv2d(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    """Bias-free conv with PyTorch's symmetric ``padding = kernel_size // 2``.
+
+    Initialised like the official IBN-Net code: normal(0, sqrt(2 / (k * k * out_channels))),
+    i.e. He normal over fan-out.
+    """
+    return nn.Conv2d(
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=stride,
+        pad_mode="pad",
+        padding=kernel_size // 2,
+        group=groups,
+        has_bias=False,
+        weight_init=HeNormal(mode="fan_out", nonlinearity="relu"),
+    )
+
+
+def batch_norm2d(num_features: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(num_features, eps=NORM_EPS, momentum=BN_MOMENTUM)
+
+
+def global_avg_pool(x):
+    """(N, C, H, W) -> (N, C); any input size (the official ``AvgPool2d(7)`` assumed 224 px)."""
+    return x.mean(axis=(2, 3), keep_dims=False)
+
+
+class InstanceNorm2d(nn.Cell):
+    """Affine instance normalisation with per-sample statistics in training AND eval.
+
+    Same maths as ``torch.nn.InstanceNorm2d(C, affine=True)`` (biased variance, eps inside
+    the square root, no running statistics). Parameters are ``gamma``/``beta`` like
+    MindSpore's norms; the converter maps them from PyTorch's ``weight``/``bias``.
+    """
+
+    def __init__(self, num_features: int, eps: float = NORM_EPS) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.gamma = Parameter(initializer("ones", (num_features,)), name="gamma")
+        self.beta = Parameter(initializer("zeros", (num_features,)), name="beta")
+
+    def construct(self, x):
+        mean = x.mean(axis=(2, 3), keep_dims=True)
+        centered = x - mean
+        var = (centered * centered).mean(axis=(2, 3), keep_dims=True)
+        normed = centered / ops.sqrt(var + self.eps)
+        scale = self.gamma.reshape((1, self.num_features, 1, 1))
+        shift = self.beta.reshape((1, self.num_features, 1, 1))
+        return normed * scale + shift
+
+    def extend_repr(self) -> str:
+        return "num_features=%d, eps=%g" % (self.num_features, self.eps)
+
+
+class IBN(nn.Cell):
+    """Instance-Batch Normalisation: part of the channels through IN, the rest through BN.
+
+    ``instance_first=True`` (ResNet family): the FIRST ``int(planes * ratio)`` channels are
+    instance-normalised. ``instance_first=False`` (DenseNet-IBN-a): the first
+    ``int(planes * (1 - ratio))`` channels are batch-normalised and the rest
+    instance-normalised. Children are named ``IN`` and ``BN`` like the official modules.
+    """
+
+    def __init__(self, planes: int, ratio: float = 0.5, instance_first: bool = True) -> None:
+        super().__init__()
+        if instance_first:
+            in_channels = int(planes * ratio)
+        else:
+            in_channels = planes - int(planes * (1 - ratio))
+        if not 0 < in_channels < planes:
+            raise ValueError("IBN(planes=%d, ratio=%g) leaves no channel for IN or for BN" % (planes, ratio))
+        self.instance_first = instance_first
+        self.split = in_channels if instance_first else planes - in_channels
+        self.IN = InstanceNorm2d(in_channels)
+        self.BN = batch_norm2d(planes - in_channels)
+
+    def construct(self, x):
+        head = x[:, : self.split]
+        tail = x[:, self.split :]
+        if self.instance_first:
+            return ops.concat((self.IN(head), self.BN(tail)), axis=1)
+        return ops.concat((self.BN(head), self.IN(tail)), axis=1)
+
+
+class MaxPool2dSymmetric(nn.Cell):
+    """PyTorch's ``MaxPool2d(kernel_size, stride, padding)`` as explicit padding + 'valid' pool.
+
+    Pads with zeros, which equals PyTorch's -inf padding because every use follows a ReLU
+    (inputs are >= 0) and every window keeps at least one real pixel.
+    """
+
+    def __init__(self, kernel_size: int = 3, stride: int = 2, padding: int = 1) -> None:
+        super().__init__()
+        self.pad = nn.Pad(((0, 0), (0, 0), (padding, padding), (padding, padding))) if padding else nn.Identity()
+        self.pool = nn.MaxPool2d(kernel_size=kernel_size, stride=stride, pad_mode="valid")
+
+    def construct(self, x):
+        return self.pool(self.pad(x))
