@@ -125,7 +125,7 @@ def _convert_python(model: Path, fmk: str, tmp_base: Path, optimize: str, fp16: 
     if hasattr(mslite.ModelType, "MINDIR"):
         converter.save_type = mslite.ModelType.MINDIR
     try:
-        with captured_native_stderr() as log:
+        with captured_native_stderr(also_stdout=True) as log:
             converter.convert(getattr(mslite.FmkType, fmk), str(model), str(tmp_base))
     except RuntimeError as exc:
         reason = native_reason(exc, log)

@@ -172,7 +172,7 @@ def create_backend(
     """
     model_path = Path(model_path)
     if not model_path.is_file():
-        raise BackendError("model file not found: %s (pass --model PATH to an exported model)" % model_path)
+        raise BackendError("model file not found: %s (check the --model path)" % model_path)
     if name != "auto":
         cls = get_backend_class(name)
         _check_usable(cls, model_path)
@@ -207,30 +207,35 @@ def _check_usable(cls: Type[Backend], model_path: Path) -> None:
 
 
 @contextlib.contextmanager
-def captured_native_stderr() -> Iterator[List[str]]:
-    """Collect what native libraries write to file descriptor 2 inside the block.
+def captured_native_stderr(also_stdout: bool = False) -> Iterator[List[str]]:
+    """Collect what native libraries write to file descriptor 2 (and 1) inside the block.
 
     MindSpore Lite reports failures as a dozen glog lines on fd 2 and then raises a bare
-    "Common error code"; capturing them lets the caller raise ONE line carrying the first
-    real reason. The lines are appended to the yielded list when the block ends.
+    "Common error code" (and its converter printf()s a banner on fd 1); capturing them
+    lets the caller raise ONE line carrying the first real reason. The lines are appended
+    to the yielded list when the block ends.
     """
     lines = []  # type: List[str]
+    fds = (1, 2) if also_stdout else (2,)
     try:
-        saved = os.dup(2)
-    except OSError:  # no fd 2 (some embedded interpreters): nothing to capture
+        saved = [os.dup(fd) for fd in fds]
+    except OSError:  # no such descriptor (some embedded interpreters): nothing to capture
         yield lines
         return
     with tempfile.TemporaryFile() as sink:
-        try:
-            sys.stderr.flush()
-        except (AttributeError, ValueError):
-            pass
-        os.dup2(sink.fileno(), 2)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (AttributeError, ValueError):
+                pass
+        for fd in fds:
+            os.dup2(sink.fileno(), fd)
         try:
             yield lines
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+            for fd, copy in zip(fds, saved):
+                os.dup2(copy, fd)
+                os.close(copy)
             sink.seek(0)
             lines.extend(sink.read().decode("utf-8", "replace").splitlines())
 

@@ -1,0 +1,298 @@
+"""The ``ibnedge`` command: ``infer``, ``bench``, ``convert``.
+
+Parses and validates flags, calls the library (:class:`ibnedge.Classifier`,
+:func:`ibnedge.convert.convert_to_lite`, :mod:`ibnedge.bench.app`), nothing else.
+Exit status: 0 when the run completed (bad input files are rows, not failures), 2 for
+bad flags and set-up failures (one line on stderr naming the fix), 130 on Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from typing import List, Optional, Sequence
+
+EXIT_OK = 0
+EXIT_SETUP = 2
+EXIT_INTERRUPTED = 130
+
+_BACKENDS = ("auto", "lite", "mindspore", "onnx")
+_DEVICES = ("cpu", "gpu", "ascend")
+_SEMANTICS = ("pil", "mindspore", "fast")
+
+
+class SetupError(Exception):
+    """Raised by the command functions for one-line, exit-2 failures."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with ONE line per usage error (the usage is one --help away)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_SETUP, "%s: error: %s (see %s --help)\n" % (self.prog, message, self.prog))
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a positive integer, got %r" % text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected a positive integer, got %r" % text)
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected an integer >= 0, got %r" % text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("expected an integer >= 0, got %r" % text)
+    return value
+
+
+def _int_list(text: str) -> List[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected comma-separated positive integers like 1,8,32, got %r" % text)
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("expected comma-separated positive integers like 1,8,32, got %r" % text)
+    return values
+
+
+def _name_list(choices: Sequence[str]):
+    def parse(text: str) -> List[str]:
+        names = [v.strip() for v in text.split(",") if v.strip()]
+        bad = [n for n in names if n not in choices]
+        if not names or bad:
+            raise argparse.ArgumentTypeError(
+                "unknown %r: give a comma-separated list of %s" % (",".join(bad) or text, ", ".join(choices))
+            )
+        return names
+
+    return parse
+
+
+def _add_model_flags(p: argparse.ArgumentParser, multi_backend: bool = False) -> None:
+    g = p.add_argument_group("model and runtime")
+    g.add_argument(
+        "--model",
+        metavar="FILE",
+        help="a .mindir, .onnx or .ms model, or a .ckpt/.pth with --arch (exported on the fly, needs MindSpore); "
+        "default: the official resnet50_ibn_a ImageNet weights, downloaded and converted once",
+    )
+    g.add_argument("--arch", metavar="NAME", help="architecture of a .ckpt/.pth model, e.g. resnet50_ibn_a")
+    if multi_backend:
+        g.add_argument(
+            "--backend", type=_name_list(_BACKENDS), default=["auto"], metavar="LIST",
+            help="comma-separated backends to measure (lite, mindspore, onnx; auto = every installed one that loads "
+            "the model); default: auto",
+        )
+    else:
+        g.add_argument(
+            "--backend", choices=_BACKENDS, default="auto",
+            help="inference runtime; auto = lite, then mindspore, then onnx, the first installed that loads the model",
+        )
+    g.add_argument("--device", choices=_DEVICES, default="cpu", help="device to run on (default: cpu)")
+    g.add_argument("--device-id", type=_non_negative, default=0, metavar="N", help="device index (default: 0)")
+    g.add_argument(
+        "--threads", type=_non_negative, default=0, metavar="N",
+        help="CPU threads for the backend and the preprocessing engine (default: 0 = their defaults)",
+    )
+    g.add_argument(
+        "--preprocess", choices=_SEMANTICS, default=None,
+        help="resize semantics (default: what the model's metadata says): pil = torchvision/PIL, "
+        "mindspore = mindspore.dataset ops, fast = DCT-domain reduction (throughput)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="ibnedge",
+        description="IBN-Net image classification on MindSpore Lite, MindSpore or ONNX Runtime.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version="ibnedge " + __version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser(
+        "infer",
+        help="classify image files and directories",
+        description="Classify every file under PATH... (directories recursively). Every file yields exactly one "
+        "row: its top-k classes, or the reason it could not be classified. Exit status 0 past bad files.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or directories")
+    _add_model_flags(p)
+    p.add_argument("--batch", type=_positive, default=8, metavar="N", help="images per backend call (default: 8)")
+    p.add_argument("--topk", type=_positive, default=5, metavar="K", help="classes per image (default: 5)")
+    p.add_argument(
+        "--output", metavar="FILE", help="write rows to FILE (.jsonl or .csv by suffix); default: a table on stdout"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="skip files already in --output and append the rest (after a kill)"
+    )
+    p.add_argument(
+        "--skip-non-images", action="store_true",
+        help="inside directories, skip files whose content is not an image instead of reporting them",
+    )
+    p.add_argument("--exif-orientation", action="store_true", help="apply EXIF orientation (default: ignore, as training does)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary on stderr")
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser(
+        "bench",
+        help="measure preprocessing, backends and the end-to-end pipeline",
+        description="Measure on one corpus: preprocessing img/s (native engine modes vs OpenCV, Pillow, MindSpore "
+        "vision ops), backend latency and img/s per batch size, end-to-end pipelined img/s. Prints one table.",
+    )
+    _add_model_flags(p, multi_backend=True)
+    p.add_argument("--corpus", metavar="DIR", help="images to use (default: an ImageNet-like set built from scikit-image photographs)")
+    p.add_argument("--batch", type=_int_list, default=[1, 8, 32], metavar="LIST", help="batch sizes (default: 1,8,32)")
+    p.add_argument("--images", type=_positive, default=64, metavar="N", help="images per measurement (default: 64)")
+    p.add_argument("--repeat", type=_positive, default=3, metavar="N", help="repetitions; medians are reported (default: 3)")
+    p.add_argument("--skip-preprocess", action="store_true", help="skip the preprocessing comparison")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw a throughput chart (needs matplotlib)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "convert",
+        help="convert an ONNX or MINDIR model to a MindSpore Lite MINDIR",
+        description="Convert MODEL (.onnx, or .mindir from a compatible MindSpore) with MindSpore Lite's converter; "
+        "the metadata JSON beside MODEL is copied beside the output.",
+    )
+    p.add_argument("model", metavar="MODEL", help=".onnx or .mindir file")
+    p.add_argument("--to", choices=("lite",), required=True, help="target format (lite: Lite MINDIR)")
+    p.add_argument("--output", "-o", metavar="FILE", help="output .mindir (default: MODEL's stem + _lite.mindir)")
+    p.add_argument(
+        "--optimize", choices=("general", "ascend_oriented", "none"), default="general",
+        help="general: fused for CPU/GPU; ascend_oriented: for Ascend; none: portable (default: general)",
+    )
+    p.add_argument("--fp16", action="store_true", help="store float32 weights as float16")
+    p.set_defaults(func=cmd_convert)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        sys.stderr.write("\nibnedge: interrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `ibnedge infer dir | head`
+        return EXIT_OK
+    except SetupError as exc:
+        sys.stderr.write("ibnedge %s: error: %s\n" % (args.command, exc))
+        return EXIT_SETUP
+
+
+def _setup_errors() -> tuple:
+    """Exception types that mean 'cannot start', reported as one line with exit 2."""
+    from .backends import BackendError
+    from .hub import DownloadError, ModelUnavailable
+    from .results import OutputError
+
+    return (BackendError, DownloadError, ModelUnavailable, OutputError, ValueError, ImportError, OSError)
+
+
+def _make_classifier(args: argparse.Namespace, backend: str, batch: int):
+    from .classifier import Classifier
+
+    try:
+        return Classifier(
+            model=args.model, backend=backend, device=args.device, device_id=args.device_id, threads=args.threads,
+            batch=batch, preprocess=args.preprocess, arch=args.arch,
+            exif_orientation=getattr(args, "exif_orientation", False),
+            progress=None if not getattr(args, "quiet", False) else False,
+        )
+    except _setup_errors() as exc:
+        raise SetupError(_one_line(exc))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from .files import count_input_files, iter_input_files
+    from .results import Progress, load_done, open_writer
+
+    if args.resume and not args.output:
+        raise SetupError("--resume needs --output FILE (.jsonl or .csv): it reads what that file already holds")
+    try:
+        done = load_done(args.output, args.topk) if args.resume else set()
+        writer = open_writer(args.output, args.topk, resume=args.resume)
+    except _setup_errors() as exc:
+        raise SetupError(_one_line(exc))
+    clf = _make_classifier(args, args.backend, args.batch)
+
+    progress = Progress(enabled=None if not args.quiet else False)
+    skipped = [0]
+
+    def pending():
+        for item in iter_input_files(args.paths, skip_non_images=args.skip_non_images):
+            if item.path in done:
+                skipped[0] += 1
+                continue
+            yield item
+
+    if progress.enabled:
+        # Counting walks the tree a second time, cheaply, so the bar can show an ETA.
+        def count() -> None:
+            progress.total = count_input_files(args.paths, args.skip_non_images) - len(done)
+
+        threading.Thread(target=count, name="ibnedge-count", daemon=True).start()
+
+    rows = errors = 0
+    start = time.monotonic()
+    try:
+        with writer:
+            for prediction in clf.predict_iter(pending(), topk=args.topk):
+                writer.write(prediction.to_dict())
+                rows += 1
+                errors += 0 if prediction.ok else 1
+                progress.update()
+    finally:
+        progress.close()
+        clf.close()
+    elapsed = time.monotonic() - start
+    if not args.quiet:
+        good = rows - errors
+        sys.stderr.write(
+            "ibnedge: %d files, %d errors%s, %.1f img/s (%.1f s, backend %s)\n"
+            % (rows, errors, ", %d already done" % skipped[0] if args.resume else "",
+               good / elapsed if elapsed > 0 else 0.0, elapsed, clf.backend.name)
+        )
+    return EXIT_OK
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import ConvertError, convert_to_lite
+
+    try:
+        out = convert_to_lite(args.model, args.output, optimize=args.optimize, fp16=args.fp16)
+    except (ConvertError, OSError, ValueError) as exc:
+        raise SetupError(_one_line(exc))
+    sys.stderr.write("ibnedge: wrote %s\n" % out)
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.app import BenchSetupError, run_bench
+
+    try:
+        return run_bench(args)
+    except BenchSetupError as exc:
+        raise SetupError(_one_line(exc))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
