@@ -7,7 +7,8 @@ Every model: ``construct(x)`` -> logits, ``forward_features(x)`` -> pooled embed
 from __future__ import annotations
 
 from ._registry import create_model, is_model, list_models, model_entrypoint, register_model
-from . import resnet_ibn  # noqa: F401  (registers the ResNet family)
+from . import densenet_ibn, resnet_ibn  # noqa: F401  (register the families)
+from .densenet_ibn import DenseNetIBN
 from .layers import IBN, InstanceNorm2d, MaxPool2dSymmetric
 from .resnet_ibn import ResNetIBN
 
@@ -20,5 +21,6 @@ __all__ = [
     "IBN",
     "InstanceNorm2d",
     "MaxPool2dSymmetric",
+    "DenseNetIBN",
     "ResNetIBN",
 ]
