@@ -1,0 +1,226 @@
+"""Checkpoints of training runs: weights, optimizer state, progress and what the model is.
+
+A run checkpoint is the training network saved by ``mindspore.save_checkpoint``: the
+model's parameters under their own names (``conv1.weight``, ...), the optimizer's
+(``moments.*``, ``global_step``, ``learning_rate``), and appended entries
+``epoch`` (completed epochs), ``step_in_epoch`` (steps done in the current epoch, 0 at
+an epoch end) and ``ibnedge_info``: a JSON string with the architecture, class names and
+preprocessing, so evaluation and export need nothing but the file.
+
+Initial weights (``--pretrained``, ``train.eval --checkpoint``, ``train.export --checkpoint``)
+may also be an official PyTorch ``.pth``: it is converted in memory by ``train.convert``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ibnedge.metadata import IMAGENET_MEAN, IMAGENET_STD
+
+INFO_KEY = "ibnedge_info"
+_PROGRESS_KEYS = ("epoch", "step_in_epoch")
+# Top-level names of classifier cells across the model families: parameters under these
+# may be dropped when the class count changes.
+HEAD_PREFIXES = ("fc.", "classifier.", "head.")
+# ``--freeze stem``: the layers before the first stage, by family.
+STEM_PREFIXES = ("conv1.", "bn1.", "features.conv0.", "features.norm0.")
+
+
+@dataclass
+class ModelInfo:
+    """What a checkpoint's weights are: enough to rebuild, evaluate and export the model."""
+
+    arch: str
+    num_classes: int
+    class_names: Optional[List[str]] = None
+    image_size: int = 224
+    resize: int = 256
+    mean: Tuple[float, float, float] = IMAGENET_MEAN
+    std: Tuple[float, float, float] = IMAGENET_STD
+    # "mindspore" for models trained here (mindspore.dataset Decode/Resize/CenterCrop),
+    # "pil" for converted official weights (torchvision/PIL evaluation).
+    semantics: str = "mindspore"
+    source: str = ""
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return json.dumps(d, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelInfo":
+        d = json.loads(text)
+        known = set(cls.__dataclass_fields__)
+        d = {k: v for k, v in d.items() if k in known}
+        for key in ("mean", "std"):
+            if key in d:
+                d[key] = tuple(float(v) for v in d[key])
+        return cls(**d)
+
+
+@dataclass
+class Checkpoint:
+    """Parameters (numpy), progress and model info read from a .ckpt or .pth file."""
+
+    path: Path
+    params: Dict[str, np.ndarray]
+    info: Optional[ModelInfo] = None
+    epoch: int = 0
+    step_in_epoch: int = 0
+    extra: Dict[str, object] = field(default_factory=dict)
+
+
+def read_checkpoint(path: Path, arch: Optional[str] = None) -> Checkpoint:
+    """Read a MindSpore ``.ckpt`` or convert an official PyTorch ``.pth`` (needs ``arch`` or infers it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError("%s: checkpoint not found" % path)
+    if path.suffix in (".pth", ".pt", ".tar"):
+        return _read_pth(path, arch)
+    import mindspore as ms
+
+    raw = ms.load_checkpoint(str(path))
+    params: Dict[str, np.ndarray] = {}
+    info = None
+    progress = {k: 0 for k in _PROGRESS_KEYS}
+    for name, value in raw.items():
+        if name == INFO_KEY:
+            info = ModelInfo.from_json(str(value))
+        elif name in _PROGRESS_KEYS:
+            progress[name] = int(np.asarray(value.asnumpy()).reshape(()))
+        elif isinstance(value, str):
+            continue
+        else:
+            params[name] = value.asnumpy()
+    return Checkpoint(path, params, info, progress["epoch"], progress["step_in_epoch"])
+
+
+def _read_pth(path: Path, arch: Optional[str]) -> Checkpoint:
+    from . import convert
+
+    arch, params = convert.convert_file(path, arch=arch, strict=False)
+    num_classes = _num_classes_of(params)
+    info = ModelInfo(arch=arch, num_classes=num_classes, semantics="pil", source=path.name)
+    return Checkpoint(path, params, info)
+
+
+def _num_classes_of(params: Dict[str, np.ndarray]) -> int:
+    for prefix in HEAD_PREFIXES:
+        bias = params.get(prefix + "bias")
+        if bias is not None:
+            return int(bias.shape[0])
+    return 0
+
+
+def save_run_checkpoint(train_network, path: Path, info: ModelInfo, epoch: int, step_in_epoch: int) -> Path:
+    import mindspore as ms
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # save_checkpoint appends ".ckpt" to any other name, so the temporary name keeps it.
+    tmp = path.with_name(path.stem + ".partial.ckpt")
+    ms.save_checkpoint(
+        train_network,
+        str(tmp),
+        append_dict={"epoch": int(epoch), "step_in_epoch": int(step_in_epoch), INFO_KEY: info.to_json()},
+    )
+    tmp.replace(path)
+    return path
+
+
+def _is_head(name: str) -> bool:
+    return name.startswith(HEAD_PREFIXES)
+
+
+def load_into(net, params: Dict[str, np.ndarray], source: str, allow_new_head: bool = True,
+              report=print) -> List[str]:
+    """Copy ``params`` into ``net``'s parameters of the same name; returns the names loaded.
+
+    Every backbone parameter must be present with the right shape. Classifier parameters
+    whose shape differs (another class count) keep their fresh initialisation when
+    ``allow_new_head``; that is reported. Checkpoint entries the model lacks (optimizer
+    state) are ignored.
+    """
+    import mindspore as ms
+
+    loaded, replaced, problems = [], [], []
+    for p in net.get_parameters():
+        value = params.get(p.name)
+        if value is None:
+            if _is_head(p.name) and allow_new_head:
+                replaced.append("%s (new)" % p.name)
+            else:
+                problems.append("%s missing" % p.name)
+            continue
+        if tuple(value.shape) != tuple(p.shape):
+            if _is_head(p.name) and allow_new_head:
+                replaced.append("%s %s -> %s" % (p.name, "x".join(map(str, value.shape)), "x".join(map(str, p.shape))))
+            else:
+                problems.append("%s shape %s, model has %s" % (p.name, tuple(value.shape), tuple(p.shape)))
+            continue
+        p.set_data(ms.Tensor(value.astype(ms.dtype_to_nptype(p.dtype), copy=False)))
+        loaded.append(p.name)
+    if problems:
+        raise ValueError(
+            "%s does not fit the model (%d problems): %s; check --arch" % (source, len(problems), "; ".join(problems[:8]))
+        )
+    if replaced:
+        report("%s: classifier replaced, trained from scratch: %s" % (source, ", ".join(replaced)))
+    return loaded
+
+
+def freeze(net, parts: Sequence[str]) -> List[str]:
+    """Stop gradients for the named parts; returns the frozen parameter names.
+
+    Parts: ``stem`` (layers before the first stage), ``backbone`` (all but the classifier),
+    or any parameter-name prefix such as ``layer1`` or ``features.denseblock1``.
+    """
+    frozen = []
+    names = [p.name for p in net.get_parameters()]
+    for part in parts:
+        if part == "stem":
+            match = lambda n: n.startswith(STEM_PREFIXES)  # noqa: E731
+        elif part == "backbone":
+            match = lambda n: not _is_head(n)  # noqa: E731
+        else:
+            prefix = part.rstrip(".") + "."
+            match = lambda n, prefix=prefix: n.startswith(prefix)  # noqa: E731
+        hits = [n for n in names if match(n)]
+        if not hits:
+            raise ValueError("--freeze %s matches no parameter; use stem, backbone or a prefix such as layer1" % part)
+        frozen.extend(hits)
+    frozen_set = set(frozen)
+    for p in net.get_parameters():
+        if p.name in frozen_set:
+            p.requires_grad = False
+    # A frozen part keeps its BatchNorm running statistics too (they would drift otherwise).
+    freeze_batch_norm(net, only=lambda bn: bn.gamma.name in frozen_set)
+    return sorted(frozen_set)
+
+
+def freeze_batch_norm(net, only=None) -> int:
+    """BatchNorm layers normalise with, and keep, their running statistics; returns how many.
+
+    In training mode they then behave as in eval mode (per-sample, so a data-parallel step
+    equals a single-process step on the combined batch); gamma and beta still train.
+    """
+    import mindspore.nn as nn
+
+    count = 0
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, nn.BatchNorm2d) and (only is None or only(cell)):
+            cell.use_batch_statistics = False
+            count += 1
+    return count
+
+
+def trainable_arrays(net) -> Dict[str, np.ndarray]:
+    return {p.name: p.asnumpy() for p in net.trainable_params()}
+
+
+def latest_checkpoints(directory: Path, pattern: str = "*.ckpt") -> List[Path]:
+    return sorted(Path(directory).glob(pattern), key=lambda p: p.stat().st_mtime)
