@@ -1,0 +1,329 @@
+"""``ibnedge bench``: one table of what limits throughput on this machine.
+
+1. Preprocessing img/s, one thread, per image: the native engine in each mode against
+   OpenCV, Pillow and MindSpore's vision ops (the timers of
+   :mod:`ibnedge.bench.preprocess`, reused), plus the engine's whole-batch rate at
+   1 and ``--threads`` native threads.
+2. Per installed backend and batch size: backend-alone latency (ms per call) and img/s
+   on preprocessed tensors of real photographs.
+3. End-to-end img/s of :meth:`Classifier.predict_iter` (files in, top-5 out, the engine
+   preprocessing batch k+1 while the backend runs batch k) at the same batch sizes, and
+   its ratio to the backend alone: 100% means preprocessing is fully hidden.
+
+Backend-alone and end-to-end runs are interleaved repeat by repeat, so machine noise hits
+both alike; figures are medians over ``--repeat``. One ``--model`` serves every backend
+through its siblings: ``net.onnx`` (onnx), ``net_lite.mindir`` (lite), ``net.mindir``
+(mindspore), as ``train.export`` and ``ibnedge convert`` name them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+
+class BenchSetupError(RuntimeError):
+    """The benchmark cannot start (no model, no backend, no images, no matplotlib...)."""
+
+
+def _log(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def bench_files(corpus_dir: Optional[str], count: int) -> List[Path]:
+    """``count`` image files: from ``corpus_dir`` (walked, non-images skipped) or the
+    generated ImageNet-like corpus; repeated cyclically when there are fewer."""
+    from ..files import iter_input_files
+
+    if corpus_dir:
+        if not Path(corpus_dir).is_dir():
+            raise BenchSetupError("--corpus %s is not a directory" % corpus_dir)
+        files = []  # type: List[Path]
+        for item in iter_input_files([corpus_dir], skip_non_images=True):
+            if item.error is None:
+                files.append(Path(item.path))
+            if len(files) >= count:
+                break
+        if not files:
+            raise BenchSetupError("--corpus %s holds no image files" % corpus_dir)
+    else:
+        from .. import corpus
+
+        try:
+            files = corpus.imagenet_like(corpus.default_cache_dir())
+        except ImportError as exc:
+            raise BenchSetupError("building the default corpus needs Pillow and scikit-image (%s): pass --corpus DIR" % exc)
+    return [files[i % len(files)] for i in range(count)]
+
+
+def model_candidates(model: Path) -> Dict[str, List[Path]]:
+    """For each backend, the files to try: ``model`` itself if it reads it, then siblings."""
+    from ..backends import BACKENDS
+
+    stem = model.stem[:-5] if model.stem.endswith("_lite") else model.stem
+    siblings = {
+        "lite": [stem + "_lite.mindir", stem + ".ms", stem + ".mindir"],
+        "mindspore": [stem + ".mindir"],
+        "onnx": [stem + ".onnx"],
+    }
+    out = OrderedDict()  # type: Dict[str, List[Path]]
+    for name, cls in BACKENDS.items():
+        paths = [model] if cls.accepts(model) else []
+        paths += [model.with_name(s) for s in siblings.get(name, []) if model.with_name(s) != model]
+        out[name] = [p for p in paths if p.is_file()]
+    return out
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def preprocess_table(datas: Sequence[bytes], threads: int, repeats: int) -> Dict[str, Any]:
+    """Per-image medians of every available pipeline (1 thread) and engine batch rates."""
+    from . import preprocess as pre
+
+    wanted = [pre.engine_key(s) for s in ("pil", "mindspore", "fast")] + [
+        pre.OPENCV, pre.PILLOW, pre.MINDSPORE_OPS, pre.FLOOR_FULL,
+    ]
+    pipes = pre.make_pipelines(threads=1, include=wanted)
+    per_file = pre.time_per_image(datas, pipes, repeats=repeats)
+    thread_counts = sorted({1, max(threads, 1) if threads else (os.cpu_count() or 1)})
+    batches = pre.time_batches(datas, threads=thread_counts, repeats=repeats)
+    rows = OrderedDict()  # type: Dict[str, Dict[str, Any]]
+    for key, pipe in pipes.items():
+        s = statistics.median(per_file[key])
+        rows[key] = {"label": pipe.label, "ms_per_image": 1e3 * s, "img_s": 1.0 / s}
+    batch_rows = OrderedDict()  # type: Dict[str, Dict[str, float]]
+    for key, by_threads in batches.items():
+        batch_rows[key] = {str(t): 1.0 / s for t, s in sorted(by_threads.items())}
+    return {"per_image_1_thread": rows, "engine_batch_img_s": batch_rows}
+
+
+def _time_backend(clf: Any, tensors: Sequence[np.ndarray]) -> float:
+    """Seconds for the backend alone over all ``tensors`` (preprocessed batches)."""
+    t0 = time.perf_counter()
+    for t in tensors:
+        clf.backend.run(t)
+    return time.perf_counter() - t0
+
+
+def _time_end_to_end(clf: Any, files: Sequence[Path]) -> float:
+    t0 = time.perf_counter()
+    n = 0
+    for p in clf.predict_iter(files, topk=5):
+        if not p.ok:
+            raise BenchSetupError("%s failed in the end-to-end run: %s" % (p.source, p.error))
+        n += 1
+    if n != len(files):
+        raise RuntimeError("end-to-end run returned %d of %d predictions" % (n, len(files)))
+    return time.perf_counter() - t0
+
+
+def backend_table(clf: Any, files: Sequence[Path], batch_sizes: Sequence[int], repeats: int,
+                  log: Callable[[str], None] = _log) -> List[Dict[str, Any]]:
+    """Backend-alone and end-to-end figures per batch size for one loaded Classifier."""
+    rows = []
+    tensor_all = clf.preprocessor.run([str(f) for f in files]).tensor
+    for b in batch_sizes:
+        n = (len(files) // b) * b or b  # whole batches, so both runs do the same calls
+        use = [files[i % len(files)] for i in range(n)]
+        tensors = [np.ascontiguousarray(tensor_all[np.arange(i, i + b) % len(files)]) for i in range(0, n, b)]
+        clf.batch = b
+        clf.backend.run(tensors[0])  # warm-up: first-call graph build / shape resize
+        _time_end_to_end(clf, use[:b])
+        alone, e2e, latency = [], [], []
+        for r in range(repeats):
+            t_alone = _time_backend(clf, tensors)
+            alone.append(n / t_alone)
+            latency.append(1e3 * t_alone / len(tensors))
+            e2e.append(n / _time_end_to_end(clf, use))
+            log("  %s batch %d repeat %d/%d: backend %.2f img/s, end-to-end %.2f img/s"
+                % (clf.backend.name, b, r + 1, repeats, alone[-1], e2e[-1]))
+        row = {
+            "backend": clf.backend.name,
+            "model": str(clf.backend.model_path),
+            "batch": b,
+            "images": n,
+            "latency_ms": statistics.median(latency),
+            "backend_img_s": statistics.median(alone),
+            "end_to_end_img_s": statistics.median(e2e),
+        }
+        row["e2e_over_backend"] = row["end_to_end_img_s"] / row["backend_img_s"]
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------- report
+
+
+def format_table(result: Dict[str, Any]) -> str:
+    lines = []
+    pre = result.get("preprocess")
+    if pre:
+        lines.append("preprocessing (decode, resize 256, crop 224, normalise; %d files)" % result["files"])
+        lines.append("  %-74s %10s %8s" % ("pipeline, 1 thread, per image", "ms/img", "img/s"))
+        for key, row in pre["per_image_1_thread"].items():
+            lines.append("  %-74s %10.2f %8.1f" % (row["label"], row["ms_per_image"], row["img_s"]))
+        for key, by_threads in pre["engine_batch_img_s"].items():
+            parts = ", ".join("%s thread%s %.1f img/s" % (t, "" if t == "1" else "s", v) for t, v in by_threads.items())
+            lines.append("  %-74s %s" % ("engine batch, " + key.replace("ibnedge_", "") + " mode", parts))
+        lines.append("")
+    rows = result.get("backends", [])
+    if rows:
+        lines.append("inference (threads=%s, preprocessing %s)" % (result["threads"], result.get("semantics")))
+        lines.append("  %-10s %6s %12s %14s %16s %10s  %s" % (
+            "backend", "batch", "latency ms", "backend img/s", "end-to-end img/s", "e2e/backend", "model"))
+        for r in rows:
+            lines.append("  %-10s %6d %12.1f %14.2f %16.2f %9.1f%%  %s" % (
+                r["backend"], r["batch"], r["latency_ms"], r["backend_img_s"], r["end_to_end_img_s"],
+                100.0 * r["e2e_over_backend"], Path(r["model"]).name))
+        ratios = result.get("ratios", [])
+        if ratios:
+            lines.append("")
+            lines.append("  same model, threads and batch, backend img/s relative to onnx (ONNX Runtime):")
+            for r in ratios:
+                lines.append("    batch %-4d %s" % (r["batch"], ", ".join(
+                    "%s %.2fx" % (k, v) for k, v in r["relative_to_onnx"].items())))
+    skipped = result.get("skipped_backends")
+    if skipped:
+        lines.append("")
+        for name, why in skipped.items():
+            lines.append("  %s: not measured (%s)" % (name, why))
+    return "\n".join(lines)
+
+
+def _relative_rows(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    out = []
+    for b in sorted({r["batch"] for r in rows}):
+        at = {r["backend"]: r for r in rows if r["batch"] == b}
+        if "onnx" in at and len(at) > 1:
+            out.append({"batch": b, "relative_to_onnx": OrderedDict(
+                (k, v["backend_img_s"] / at["onnx"]["backend_img_s"]) for k, v in at.items() if k != "onnx")})
+    return out
+
+
+def plot(result: Dict[str, Any], path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise BenchSetupError("--plot needs matplotlib: pip install matplotlib (the ibnedge[bench] extra)")
+    rows = result.get("backends", [])
+    pre = result.get("preprocess")
+    fig, axes = plt.subplots(1, 2 if pre else 1, figsize=(13 if pre else 7, 4.5), squeeze=False)
+    ax = axes[0][0]
+    batches = sorted({r["batch"] for r in rows})
+    names = list(OrderedDict((r["backend"], None) for r in rows))
+    width = 0.8 / max(1, 2 * len(names))
+    for i, name in enumerate(names):
+        for j, (key, label) in enumerate((("backend_img_s", "backend"), ("end_to_end_img_s", "end-to-end"))):
+            ys = [next((r[key] for r in rows if r["backend"] == name and r["batch"] == b), 0.0) for b in batches]
+            xs = [k + (2 * i + j) * width - 0.4 + width / 2 for k in range(len(batches))]
+            ax.bar(xs, ys, width, label="%s %s" % (name, label))
+    ax.set_xticks(range(len(batches)))
+    ax.set_xticklabels([str(b) for b in batches])
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("images / s")
+    ax.set_title("inference, %s threads" % result["threads"])
+    ax.legend(fontsize=8)
+    if pre:
+        ax = axes[0][1]
+        items = list(pre["per_image_1_thread"].values())
+        ax.barh([r["label"][:48] for r in items], [r["img_s"] for r in items])
+        ax.set_xlabel("images / s (1 thread)")
+        ax.set_title("preprocessing")
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def run_bench(args: Any) -> int:
+    """``ibnedge bench`` (argparse namespace from :mod:`ibnedge.cli`)."""
+    from ..backends import AUTO_ORDER, BackendError, get_backend_class
+    from ..classifier import Classifier
+
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise BenchSetupError("--plot needs matplotlib: pip install matplotlib (the ibnedge[bench] extra)")
+    files = bench_files(args.corpus, args.images)
+    result = OrderedDict()  # type: Dict[str, Any]
+    result["files"] = len(files)
+    result["threads"] = args.threads
+    result["repeat"] = args.repeat
+    result["python"] = sys.version.split()[0]
+
+    if not args.skip_preprocess:
+        _log("timing preprocessing on %d files..." % len(files))
+        result["preprocess"] = preprocess_table([f.read_bytes() for f in files], args.threads, args.repeat)
+
+    names = list(args.backend)
+    if "auto" in names:
+        names = [n for n in AUTO_ORDER if get_backend_class(n).installed()]
+    if args.model is None:
+        from ..hub import ModelUnavailable, default_model
+
+        try:
+            model = default_model(names[0] if len(names) == 1 else "auto")
+        except ModelUnavailable as exc:
+            raise BenchSetupError(str(exc))
+    else:
+        model = Path(args.model)
+        if not model.is_file():
+            raise BenchSetupError("model file not found: %s (check the --model path)" % model)
+    candidates = model_candidates(Path(model))
+
+    rows = []  # type: List[Dict[str, Any]]
+    skipped = OrderedDict()  # type: Dict[str, str]
+    for name in names:
+        cls = get_backend_class(name)
+        if not cls.installed():
+            skipped[name] = "not installed"
+            continue
+        clf, reasons = None, []
+        for path in candidates.get(name, []):
+            try:
+                clf = Classifier(model=path, backend=name, device=args.device, device_id=args.device_id,
+                                 threads=args.threads, batch=max(args.batch), preprocess=args.preprocess, arch=args.arch)
+                break
+            except (BackendError, ValueError) as exc:
+                reasons.append(str(exc).splitlines()[0])
+        if clf is None:
+            skipped[name] = "; ".join(reasons) or "no model file it reads beside %s" % model
+            continue
+        result.setdefault("semantics", clf.spec.semantics)
+        _log("timing %s on %s..." % (name, clf.backend.model_path))
+        try:
+            rows += backend_table(clf, files, args.batch, args.repeat)
+        finally:
+            clf.close()
+    if not rows and skipped:
+        raise BenchSetupError("no backend could run the model: " + "; ".join("%s: %s" % kv for kv in skipped.items()))
+    result["backends"] = rows
+    result["ratios"] = _relative_rows(rows)
+    result["skipped_backends"] = skipped
+
+    print(format_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        _log("wrote %s" % args.json)
+    if args.plot:
+        plot(result, args.plot)
+        _log("wrote %s" % args.plot)
+    return 0
