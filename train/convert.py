@@ -1,0 +1,266 @@
+"""Convert official IBN-Net PyTorch weights (``.pth``) into MindSpore checkpoints, without PyTorch.
+
+    python -m train.convert resnet50_ibn_a-d9d0bb7b.pth resnet50_ibn_a.ckpt [--arch resnet50_ibn_a] [--no-strict]
+
+The MindSpore models mirror the official module tree, so a parameter's path is the
+PyTorch key's path; only the leaf names differ. This table and :func:`torch_key_for`
+(which implements it) are the single source of truth for the mapping:
+
+=====================================================  =====================================================
+official PyTorch key                                   MindSpore parameter
+=====================================================  =====================================================
+``conv1.weight``, ``layerX.Y.convZ.weight``            same name (Conv2d ``weight``)
+``layerX.0.downsample.0.weight`` (1x1 conv)            ``layerX.0.downsample.0.weight``
+``layerX.0.downsample.1.weight/bias`` (its BN)         ``layerX.0.downsample.1.gamma/beta``
+``<bn>.weight``, ``<bn>.bias`` (any BatchNorm2d)       ``<bn>.gamma``, ``<bn>.beta``
+``<bn>.running_mean``, ``<bn>.running_var``            ``<bn>.moving_mean``, ``<bn>.moving_variance``
+``<bn>.num_batches_tracked``                           dropped (MindSpore's BN keeps no counter)
+``layerX.Y.bn1.IN.weight/bias`` (IBN-a, IN half)       ``layerX.Y.bn1.IN.gamma/beta``
+``layerX.Y.bn1.BN.*`` (IBN-a, BN half)                 ``layerX.Y.bn1.BN.gamma/beta/moving_mean/moving_variance``
+``bn1.weight/bias`` (IBN-b stem InstanceNorm)          ``bn1.gamma/beta``
+``layerX.Y.IN.weight/bias`` (IBN-b, after the add)     ``layerX.Y.IN.gamma/beta``
+``layerX.Y.se.fc.0.weight``, ``se.fc.2.weight`` (SE)   same names (bias-free Dense)
+``features.denseblockB.denselayerL.norm1.{BN,IN}.*``   same path, BN/IN leaves as above
+``features.transitionT.{norm,conv}.*``, ``norm5.*``    same path, BN/IN leaves as above
+``fc.weight/bias`` (ResNets), ``classifier.*`` (DN)    same names (Dense)
+=====================================================  =====================================================
+
+A conv weight and a BN gamma never collide (the ModelZoo pth2ckpt's bug): the mapping goes
+from each MindSpore parameter to its PyTorch key, and MindSpore's norm leaves are named
+``gamma``/``beta``, never ``weight``. Keys the model does not have, parameters the file
+lacks and shape mismatches are all reported by name; ``strict`` (the default) refuses
+to write a checkpoint unless everything matches.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .pth_reader import PathLike, PthError, load_state_dict
+
+MS_TO_TORCH_LEAF = {
+    "gamma": "weight",
+    "beta": "bias",
+    "moving_mean": "running_mean",
+    "moving_variance": "running_var",
+}
+
+CLASSIFIER_KEYS = ("fc.weight", "classifier.weight")
+
+
+class ConversionError(ValueError):
+    """The checkpoint does not fit the architecture; the message lists every offending key."""
+
+
+def torch_key_for(ms_name: str) -> str:
+    """The official PyTorch ``state_dict`` key of the MindSpore parameter ``ms_name``."""
+    path, _, leaf = ms_name.rpartition(".")
+    leaf = MS_TO_TORCH_LEAF.get(leaf, leaf)
+    return "%s.%s" % (path, leaf) if path else leaf
+
+
+@dataclass
+class ConversionReport:
+    arch: str
+    num_classes: int
+    converted: List[str] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)  # MindSpore parameters without a source key
+    unexpected: List[str] = field(default_factory=list)  # source keys no parameter maps to
+    mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = field(default_factory=list)  # key, file, model
+    cast: Dict[str, int] = field(default_factory=dict)  # source dtype -> count of tensors cast
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def problems(self) -> str:
+        lines = []
+        if self.missing:
+            lines.append("missing from the checkpoint (%d): %s" % (len(self.missing), ", ".join(self.missing)))
+        if self.unexpected:
+            lines.append("not in %s (%d): %s" % (self.arch, len(self.unexpected), ", ".join(self.unexpected)))
+        for key, got, want in self.mismatched:
+            lines.append("shape mismatch for %s: checkpoint %s, model %s" % (key, tuple(got), tuple(want)))
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- architecture inference
+
+_RESNET_DEPTHS = {
+    ("basic", (2, 2, 2, 2)): "resnet18",
+    ("basic", (3, 4, 6, 3)): "resnet34",
+    ("bottleneck", (3, 4, 6, 3)): "resnet50",
+    ("bottleneck", (3, 4, 23, 3)): "resnet101",
+    ("bottleneck", (3, 8, 36, 3)): "resnet152",
+}
+_DENSENET_CONFIGS = {(6, 12, 24, 16): "densenet121", (6, 12, 32, 32): "densenet169"}
+
+
+def _count_children(keys: Sequence[str], prefix: str, pattern: str) -> int:
+    regex = re.compile(re.escape(prefix) + pattern)
+    found = {m.group(1) for m in (regex.match(k) for k in keys) if m}
+    return len(found)
+
+
+def infer_arch(state_dict: Mapping[str, np.ndarray]) -> str:
+    """The registered model name the keys and shapes describe, or ConversionError."""
+    from .models import is_model
+
+    keys = list(state_dict)
+    name: Optional[str] = None
+    if "features.conv0.weight" in state_dict:
+        blocks = tuple(
+            _count_children(keys, "features.denseblock%d." % b, r"denselayer(\d+)\.") for b in range(1, 5)
+        )
+        base = _DENSENET_CONFIGS.get(blocks)
+        ibn = any(".norm1.IN." in k for k in keys)
+        if base:
+            name = base + ("_ibn_a" if ibn else "")
+    elif "conv1.weight" in state_dict and "layer1.0.conv1.weight" in state_dict:
+        kind = "bottleneck" if "layer1.0.conv3.weight" in state_dict else "basic"
+        layers = tuple(_count_children(keys, "layer%d." % s, r"(\d+)\.") for s in range(1, 5))
+        if "layer1.0.bn1.IN.weight" in state_dict:
+            ibn = "_ibn_a"
+        elif "bn1.weight" in state_dict and "bn1.running_mean" not in state_dict:
+            ibn = "_ibn_b"
+        else:
+            ibn = ""
+        stem = state_dict["conv1.weight"].shape[0]
+        if (kind, layers, stem, ibn) == ("basic", (1, 1, 1, 1), 16, "_ibn_a"):
+            name = "resnet_ibn_a_tiny"
+        elif (kind, layers) in _RESNET_DEPTHS and stem == 64:
+            base = _RESNET_DEPTHS[(kind, layers)]
+            conv2 = state_dict.get("layer1.0.conv2.weight")
+            grouped = conv2 is not None and conv2.ndim == 4 and conv2.shape[1] != conv2.shape[0]
+            if grouped:
+                base = base.replace("resnet", "resnext")
+            if "layer1.0.se.fc.0.weight" in state_dict:
+                base = "se_" + base
+            name = base + ibn
+    if name is None or not is_model(name):
+        raise ConversionError(
+            "cannot infer the architecture from the checkpoint's keys%s: pass --arch NAME "
+            "(python -m train.models --list shows the names)" % ((" (they look like %s, which is not registered)" % name) if name else "")
+        )
+    return name
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _num_classes_of(state_dict: Mapping[str, np.ndarray]) -> int:
+    for key in CLASSIFIER_KEYS:
+        if key in state_dict:
+            return int(state_dict[key].shape[0])
+    return 0
+
+
+def convert_state_dict(
+    state_dict: Mapping[str, np.ndarray],
+    arch: Optional[str] = None,
+    strict: bool = True,
+    num_classes: Optional[int] = None,
+) -> Tuple["OrderedDict[str, np.ndarray]", ConversionReport]:
+    """Map official keys onto ``arch``'s MindSpore parameters.
+
+    Returns ``({ms_name: float32 array}, report)`` in the model's parameter order.
+    ``num_classes`` defaults to the checkpoint's classifier rows (0, a headless model,
+    when it has none). With ``strict`` any missing, unexpected or mis-shaped key raises
+    ConversionError naming all of them; otherwise the matching subset is returned.
+    """
+    from .models import create_model
+
+    arch = arch or infer_arch(state_dict)
+    if num_classes is None:
+        num_classes = _num_classes_of(state_dict)
+    net = create_model(arch, num_classes=num_classes)
+    report = ConversionReport(arch=arch, num_classes=num_classes)
+    params: "OrderedDict[str, np.ndarray]" = OrderedDict()
+    used = set()
+    for param in net.get_parameters():
+        key = torch_key_for(param.name)
+        if key not in state_dict:
+            report.missing.append(key)
+            continue
+        used.add(key)
+        value = state_dict[key]
+        if tuple(value.shape) != tuple(param.shape):
+            report.mismatched.append((key, tuple(value.shape), tuple(param.shape)))
+            continue
+        if value.dtype != np.float32:
+            report.cast[str(value.dtype)] = report.cast.get(str(value.dtype), 0) + 1
+        params[param.name] = np.ascontiguousarray(value, dtype=np.float32)
+        report.converted.append(param.name)
+    report.unexpected = [k for k in state_dict if k not in used]
+    if strict and not report.ok:
+        raise ConversionError("checkpoint does not match %s (strict):\n%s" % (arch, report.problems()))
+    return params, report
+
+
+def save_params(params: Mapping[str, np.ndarray], path: PathLike) -> None:
+    """Write ``{ms_name: array}`` as a MindSpore ``.ckpt``."""
+    import mindspore as ms
+
+    ms.save_checkpoint([{"name": name, "data": ms.Tensor(value)} for name, value in params.items()], str(path))
+
+
+def convert_file(
+    src: PathLike,
+    dst: PathLike,
+    arch: Optional[str] = None,
+    strict: bool = True,
+    num_classes: Optional[int] = None,
+) -> ConversionReport:
+    """``.pth`` -> ``.ckpt``: read without PyTorch, map, check, write. Raises PthError/ConversionError."""
+    state_dict = load_state_dict(src)
+    try:
+        params, report = convert_state_dict(state_dict, arch, strict, num_classes)
+    except ConversionError as exc:
+        raise ConversionError("%s: %s" % (src, exc)) from None
+    if not params:
+        raise ConversionError("%s: no parameter of %s found in the checkpoint; nothing written" % (src, report.arch))
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    save_params(params, dst)
+    return report
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m train.convert",
+        description="Convert an IBN-Net PyTorch checkpoint (.pth) into a MindSpore checkpoint (.ckpt) without PyTorch.",
+    )
+    parser.add_argument("src", help="input .pth (torch zip or legacy format; plain, {'state_dict': ...} or module.-prefixed)")
+    parser.add_argument("dst", help="output .ckpt")
+    parser.add_argument("--arch", default=None, help="registered model name (default: inferred from the keys)")
+    parser.add_argument("--num-classes", type=int, default=None, help="classifier size (default: the checkpoint's)")
+    parser.add_argument("--strict", dest="strict", action="store_true", default=True,
+                        help="refuse on any missing/unexpected/mis-shaped key (default)")
+    parser.add_argument("--no-strict", dest="strict", action="store_false",
+                        help="write the matching parameters and report the rest (fine-tuning checkpoints)")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        report = convert_file(args.src, args.dst, args.arch, args.strict, args.num_classes)
+    except (PthError, ConversionError) as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 1
+    if not report.ok:
+        print("warning (--no-strict): %s" % report.problems(), file=sys.stderr)
+    cast = "".join(", %d %s tensors cast to float32" % (n, d) for d, n in sorted(report.cast.items()))
+    print(
+        "%s -> %s: %s, %d tensors, %d classes%s (%.2f s)"
+        % (args.src, args.dst, report.arch, len(report.converted), report.num_classes, cast, time.perf_counter() - started)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Export a MindSpore model to MINDIR, ONNX or AIR (library module; no CLI here).
+
+``export_model(net, path, fmt)`` writes exactly ``path`` (MindSpore would otherwise append
+its own suffix) and returns it. ONNX files are post-processed so that MindSpore Lite 2.0's
+converter accepts them: its ONNX parser rejects MaxPool nodes that carry a ``dilations``
+attribute ("pooling op not support dilations now"), which MindSpore's exporter always
+writes (as all ones, i.e. meaning nothing), so that attribute is removed.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence, Tuple, Union
+
+import mindspore.nn as nn
+import numpy as np
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+FORMATS = ("MINDIR", "ONNX", "AIR")
+SUFFIXES = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+class ExportError(RuntimeError):
+    """The model cannot be exported in the requested format here; the message says why and what to do."""
+
+
+class _ExportGraph(nn.Cell):
+    """A fresh top-level cell per export.
+
+    MindSpore caches a compiled graph per (phase, top-level cell) and its ONNX exporter
+    rewrites that cached graph in place, so a second ONNX export of the same cell fails
+    ("i: 6 out of range: 6 ... PrimFunc_BatchNorm", MindSpore 2.10). A new wrapper is a new
+    cache key. ``auto_prefix=False`` keeps the parameter names of ``net``.
+    """
+
+    def __init__(self, net) -> None:
+        super().__init__(auto_prefix=False)
+        self.net = net
+
+    def construct(self, x):
+        return self.net(x)
+
+
+def _check_shape(input_shape: Sequence[int]) -> Tuple[int, int, int, int]:
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 4 or min(shape) < 1:
+        raise ValueError("input_shape must be (N, C, H, W) with positive sizes, got %r" % (tuple(input_shape),))
+    return shape  # type: ignore[return-value]
+
+
+def _example_input(shape: Tuple[int, int, int, int], dynamic_batch: bool):
+    import mindspore as ms
+
+    if dynamic_batch:
+        return ms.Tensor(shape=[None, shape[1], shape[2], shape[3]], dtype=ms.float32)
+    return ms.Tensor(np.zeros(shape, dtype=np.float32))
+
+
+def strip_maxpool_dilations(onnx_path: PathLike) -> int:
+    """Remove ``dilations`` from every MaxPool node (in place); returns how many were removed.
+
+    Only all-ones dilations (the ONNX default) are removed; anything else would change the
+    model and raises ExportError.
+    """
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    removed = 0
+    for node in model.graph.node:
+        if node.op_type != "MaxPool":
+            continue
+        for attr in list(node.attribute):
+            if attr.name == "dilations":
+                if any(d != 1 for d in attr.ints):
+                    raise ExportError(
+                        "%s: MaxPool node %s has dilations %s, which MindSpore Lite 2.0 cannot convert"
+                        % (onnx_path, node.name, list(attr.ints))
+                    )
+                node.attribute.remove(attr)
+                removed += 1
+    if removed:
+        onnx.save(model, str(onnx_path))
+    return removed
+
+
+def export_model(
+    net,
+    path: PathLike,
+    fmt: str = "MINDIR",
+    input_shape: Sequence[int] = (1, 3, 224, 224),
+    dynamic_batch: bool = False,
+) -> Path:
+    """Export ``net`` (put in eval mode; restored afterwards) to ``path`` in ``fmt``.
+
+    ``dynamic_batch`` makes the batch dimension symbolic (MINDIR: a ``None`` dim; ONNX:
+    ``dynamic_axes``); H and W stay as in ``input_shape``. AIR needs an Ascend device.
+    """
+    import mindspore as ms
+
+    fmt = fmt.upper()
+    if fmt not in FORMATS:
+        raise ValueError("unknown export format %r: choose one of %s" % (fmt, ", ".join(FORMATS)))
+    shape = _check_shape(input_shape)
+    path = Path(path)
+    if fmt == "AIR" and ms.get_context("device_target") != "Ascend":
+        raise ExportError(
+            "AIR export needs MindSpore running on an Ascend device (device_target is %s): export MINDIR "
+            "instead, which MindSpore Lite converts for Ascend (converter_lite --optimize=ascend_oriented)"
+            % ms.get_context("device_target")
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    was_training = net.training
+    net.set_train(False)
+    # MindSpore appends its own suffix to file_name; export into a scratch directory and move
+    # the file to exactly ``path`` so callers get the name they asked for.
+    scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=str(path.parent)))
+    try:
+        stem = str(scratch / "model")
+        example = _example_input(shape, dynamic_batch)
+        graph = _ExportGraph(net)
+        graph.set_train(False)
+        if fmt == "ONNX":
+            from mindspore import onnx as ms_onnx
+
+            ms_onnx.export(
+                graph,
+                example if not dynamic_batch else ms.Tensor(np.zeros(shape, dtype=np.float32)),
+                file_name=stem,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None,
+            )
+        else:
+            ms.export(graph, example, file_name=stem, file_format=fmt)
+        produced = scratch / ("model" + SUFFIXES[fmt])
+        if not produced.is_file():
+            raise ExportError("MindSpore wrote no %s file for %s (expected %s)" % (fmt, type(net).__name__, produced))
+        if fmt == "ONNX":
+            strip_maxpool_dilations(produced)
+        os.replace(produced, path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        net.set_train(was_training)
+    return path
