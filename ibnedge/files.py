@@ -5,7 +5,7 @@ named directory (recursively), yields exactly one output row. Image files go to 
 engine, which reports per item what is wrong with them (corrupt, truncated, too large,
 ...). Everything else gets a row saying why it was not classified:
 
-- a file whose content is not an image: ``not_image`` (decided by sniffing the first
+- an empty file: ``empty``; a file whose content is not an image: ``not_image`` (decided by sniffing the first
   bytes; the case-insensitive extension only spares opening files that claim to be
   images, whose content the engine checks anyway, so a PNG named ``.jpg`` or a JPEG
   without an extension is still classified);
@@ -34,8 +34,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 IMAGE_SUFFIXES = frozenset(
     (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".webp", ".gif", ".tif", ".tiff")
 )
-# Enough for every signature ibnedge.formats.sniff knows (RIFF....WEBP needs 12).
-SNIFF_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -49,11 +47,11 @@ class InputFile:
 
 def is_image_file(path: PathLike) -> Optional[bool]:
     """True/False by content (ibnedge.formats.sniff), None when the file cannot be read."""
-    from .formats import sniff  # native-free module; imported here to keep this one light
+    from .formats import HEAD_BYTES, sniff  # pure Python; imported here to keep this module light
 
     try:
         with open(str(path), "rb") as f:
-            head = f.read(SNIFF_BYTES)
+            head = f.read(HEAD_BYTES)
     except OSError:
         return None
     return sniff(head) is not None
@@ -91,17 +89,19 @@ def _iter_one(path: str, skip_non_images: bool) -> Iterator[InputFile]:
         for item in _walk(path, skip_non_images):
             yield item
     else:
-        item = _classify(path, st.st_mode, explicit=True, skip_non_images=skip_non_images)
+        item = _classify(path, st, explicit=True, skip_non_images=skip_non_images)
         if item is not None:
             yield item
 
 
-def _classify(path: str, mode: int, explicit: bool, skip_non_images: bool) -> Optional[InputFile]:
-    if not stat.S_ISREG(mode):
+def _classify(path: str, st: os.stat_result, explicit: bool, skip_non_images: bool) -> Optional[InputFile]:
+    if not stat.S_ISREG(st.st_mode):
         # Reading a FIFO would block and a device is never a photo: report, do not open.
         return InputFile(path, ("unreadable", "not a regular file"))
     if os.path.splitext(path)[1].lower() in IMAGE_SUFFIXES:
-        return InputFile(path)
+        return InputFile(path)  # the engine checks the content (and reports empty files)
+    if st.st_size == 0:
+        return None if skip_non_images and not explicit else InputFile(path, ("empty", "empty file (0 bytes)"))
     is_image = is_image_file(path)
     if is_image is None:
         return InputFile(path, ("unreadable", "cannot open the file"))
@@ -152,6 +152,6 @@ def _walk(root: str, skip_non_images: bool) -> Iterator[InputFile]:
             if failed is not None:
                 yield failed
             continue
-        item = _classify(path, st.st_mode, explicit=False, skip_non_images=skip_non_images)
+        item = _classify(path, st, explicit=False, skip_non_images=skip_non_images)
         if item is not None:
             yield item
