@@ -1,9 +1,162 @@
-// The only file that knows about Python: thin pybind11 layer over the C++ engine.
+// The only file that knows about Python: a thin pybind11 layer over the C++ engine.
+// Arguments and buffers are checked with the GIL held; the batch runs with it released.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "engine.h"
 
 namespace py = pybind11;
 
+namespace {
+
+// A read-only view of a Python buffer, released (with the GIL held) when it goes.
+struct BufferLease {
+    Py_buffer view{};
+    bool held = false;
+    BufferLease() = default;
+    BufferLease(const BufferLease&) = delete;
+    BufferLease& operator=(const BufferLease&) = delete;
+    ~BufferLease() {
+        if (held) PyBuffer_Release(&view);
+    }
+};
+
+std::string item_label(size_t i) { return "item " + std::to_string(i); }
+
+ibnedge::PixelView pixel_view(const py::handle& obj, size_t i) {
+    if (!py::isinstance<py::array>(obj)) throw std::invalid_argument(item_label(i) + ": expected a numpy array");
+    py::array arr = py::reinterpret_borrow<py::array>(obj);
+    if (!arr.dtype().is(py::dtype::of<uint8_t>()) || arr.ndim() != 3 || arr.shape(2) < 3 || arr.shape(2) > 4)
+        throw std::invalid_argument(item_label(i) + ": pixel arrays must be (H, W, 3) or (H, W, 4) uint8");
+    if (arr.shape(0) > (1 << 30) || arr.shape(1) > (1 << 30))
+        throw std::invalid_argument(item_label(i) + ": pixel array too large");
+    if (arr.strides(2) != 1)
+        throw std::invalid_argument(item_label(i) + ": pixel array channels must be adjacent bytes");
+    ibnedge::PixelView v;
+    v.data = static_cast<const uint8_t*>(arr.data());
+    v.height = int(arr.shape(0));
+    v.width = int(arr.shape(1));
+    v.channels = int(arr.shape(2));
+    v.row_stride = arr.strides(0);
+    v.pixel_stride = arr.strides(1);
+    return v;
+}
+
+std::string path_bytes(const py::handle& obj, size_t i) {
+    if (PyBytes_Check(obj.ptr())) return std::string(PyBytes_AS_STRING(obj.ptr()), size_t(PyBytes_GET_SIZE(obj.ptr())));
+    if (!PyUnicode_Check(obj.ptr())) throw std::invalid_argument(item_label(i) + ": a path must be str or bytes");
+    py::object encoded = py::reinterpret_steal<py::object>(PyUnicode_EncodeFSDefault(obj.ptr()));
+    if (!encoded) throw py::error_already_set();
+    return std::string(PyBytes_AS_STRING(encoded.ptr()), size_t(PyBytes_GET_SIZE(encoded.ptr())));
+}
+
+class PyEngine {
+public:
+    explicit PyEngine(int threads) : engine_(threads) {}
+    int threads() const { return engine_.threads(); }
+
+    py::list run(const py::list& items, const std::string& types, const py::array& out, const std::string& semantics,
+                 int resize, std::pair<int, int> crop, std::vector<double> mean, std::vector<double> std,
+                 bool exif_orientation, bool allow_truncated, uint64_t max_pixels, bool restrict_window) {
+        ibnedge::TensorSpec spec;
+        spec.semantics = ibnedge::parse_semantics(semantics);
+        spec.resize = resize;
+        spec.crop_height = crop.first;
+        spec.crop_width = crop.second;
+        if (mean.size() != 3 || std.size() != 3) throw std::invalid_argument("mean and std need 3 values each");
+        for (int c = 0; c < 3; ++c) {
+            spec.mean[c] = mean[c];
+            spec.std[c] = std[c];
+        }
+        spec.validate();
+        ibnedge::DecodeOptions options;
+        options.exif_orientation = exif_orientation;
+        options.allow_truncated = allow_truncated;
+        options.max_pixels = max_pixels;
+        options.restrict_window = restrict_window;
+
+        const size_t n = items.size();
+        if (types.size() != n) throw std::invalid_argument("types must hold one letter per item");
+        check_out(out, n, spec);
+
+        std::vector<ibnedge::ImageSource> sources(n);
+        std::vector<std::unique_ptr<BufferLease>> leases;
+        for (size_t i = 0; i < n; ++i) {
+            const py::handle obj = items[i];
+            switch (types[i]) {
+                case 'b': {
+                    std::unique_ptr<BufferLease> lease(new BufferLease);
+                    if (PyObject_GetBuffer(obj.ptr(), &lease->view, PyBUF_SIMPLE) != 0) throw py::error_already_set();
+                    lease->held = true;
+                    sources[i] = ibnedge::ImageSource::encoded(static_cast<const uint8_t*>(lease->view.buf),
+                                                               size_t(lease->view.len));
+                    leases.push_back(std::move(lease));
+                    break;
+                }
+                case 'p':
+                    sources[i] = ibnedge::ImageSource::file(path_bytes(obj, i));
+                    break;
+                case 'a':
+                    sources[i] = ibnedge::ImageSource::decoded(pixel_view(obj, i));
+                    break;
+                case 'n':
+                    break;  // ImageSource::Type::kNone
+                default:
+                    throw std::invalid_argument("unknown item type letter '" + std::string(1, types[i]) +
+                                                "' (b: encoded bytes, p: path, a: pixel array, n: skip)");
+            }
+        }
+
+        float* dst = static_cast<float*>(py::array(out).mutable_data());
+        std::vector<ibnedge::ItemStatus> statuses;
+        {
+            py::gil_scoped_release release;
+            engine_.run(sources, spec, options, dst, &statuses);
+        }
+        py::list result;
+        for (const ibnedge::ItemStatus& s : statuses) {
+            if (s.ok()) {
+                result.append(py::none());
+            } else {
+                result.append(py::make_tuple(ibnedge::error_kind_name(s.kind), s.message));
+            }
+        }
+        return result;
+    }
+
+private:
+    static void check_out(const py::array& out, size_t n, const ibnedge::TensorSpec& spec) {
+        const bool ok = out.dtype().is(py::dtype::of<float>()) && out.ndim() == 4 && size_t(out.shape(0)) == n &&
+                        out.shape(1) == 3 && out.shape(2) == spec.crop_height && out.shape(3) == spec.crop_width &&
+                        (out.flags() & py::array::c_style) && out.writeable();
+        if (!ok)
+            throw std::invalid_argument("out must be a writeable C-contiguous float32 array of shape (" +
+                                        std::to_string(n) + ", 3, " + std::to_string(spec.crop_height) + ", " +
+                                        std::to_string(spec.crop_width) + ")");
+    }
+
+    ibnedge::Engine engine_;
+};
+
+}  // namespace
+
 PYBIND11_MODULE(_native, m) {
-    m.doc() = "ibnedge native engine: JPEG/PNG bytes -> normalised float32 CHW batches";
+    m.doc() = "ibnedge native engine: JPEG bytes/files and pixel arrays -> normalised float32 CHW batches";
     m.attr("__version__") = IBNEDGE_VERSION;
+
+    py::class_<PyEngine>(m, "Engine", "A persistent thread pool that preprocesses batches.")
+        .def(py::init<int>(), py::arg("threads") = 0,
+             "threads: total parallelism of a run (0: one per hardware thread)")
+        .def_property_readonly("threads", &PyEngine::threads)
+        .def("run", &PyEngine::run, py::arg("items"), py::arg("types"), py::arg("out"), py::kw_only(),
+             py::arg("semantics"), py::arg("resize"), py::arg("crop"), py::arg("mean"), py::arg("std"),
+             py::arg("exif_orientation") = false, py::arg("allow_truncated") = false,
+             py::arg("max_pixels") = uint64_t(178956970), py::arg("restrict_window") = true,
+             "Preprocess a batch into `out`; returns None or (kind, message) per item.");
 }

@@ -1,0 +1,59 @@
+// Batch orchestration: one item per task on a persistent thread pool, one status per
+// item. A failing item gets a zero-filled output and an error kind; it never touches the
+// other items.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "preprocess_types.h"
+#include "resize_kernel.h"
+#include "thread_pool.h"
+
+namespace ibnedge {
+
+// One input of a batch. Memory it points to must stay valid and unchanged during run().
+struct ImageSource {
+    enum class Type {
+        kNone,     // already failed upstream: zero-filled, status kSkipped
+        kEncoded,  // encoded bytes (JPEG decoded here; anything else reports kNotJpeg)
+        kPath,     // a file the engine reads itself (same rules as kEncoded)
+        kPixels,   // decoded HWC uint8 RGB(X) pixels
+    };
+    Type type = Type::kNone;
+    const uint8_t* data = nullptr;
+    size_t size = 0;
+    std::string path;
+    PixelView pixels;
+
+    static ImageSource encoded(const uint8_t* data, size_t size);
+    static ImageSource file(std::string path);
+    static ImageSource decoded(const PixelView& pixels);
+};
+
+// Preprocesses one item on the calling thread into `out` (3 x crop_height x crop_width
+// floats, zero-filled on failure). Never throws for bad image data.
+ItemStatus preprocess_item(const ImageSource& item, const TensorSpec& spec, const DecodeOptions& options,
+                           const NormalizeTable& norm, float* out);
+
+class Engine {
+public:
+    // threads: total parallelism of a run (the calling thread counts as one);
+    // 0 means one per hardware thread.
+    explicit Engine(int threads);
+    int threads() const { return threads_; }
+
+    // Fills out[i * spec.item_floats() ...] for every item; statuses[i] says how each went.
+    // Safe to call from several threads at once (each call waits for its own items).
+    void run(const std::vector<ImageSource>& items, const TensorSpec& spec, const DecodeOptions& options, float* out,
+             std::vector<ItemStatus>* statuses);
+
+private:
+    int threads_;
+    std::unique_ptr<ThreadPool> pool_;  // threads_ - 1 workers; null when single-threaded
+};
+
+}  // namespace ibnedge

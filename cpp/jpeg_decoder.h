@@ -1,0 +1,91 @@
+// libjpeg-turbo (libjpeg API) decoder of one in-memory JPEG, row by row, into RGBX.
+//
+// Every libjpeg call runs inside a short member function that calls setjmp first and owns
+// no C++ object with a destructor, so the error manager's longjmp never skips a
+// destructor; the decompress struct itself is owned (and destroyed) by this RAII object.
+#pragma once
+
+#include <csetjmp>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+
+#include <jpeglib.h>
+
+#include "preprocess_types.h"
+
+namespace ibnedge {
+
+// How CMYK/YCCK pixels become RGB (both read Adobe's inverted storage).
+enum class CmykConvention {
+    kPillow,     // Pillow "CMYK;I" + convert("RGB"): R = K - round((255 - C) * K / 255)
+    kMindSpore,  // MindSpore JpegReadScanlines: R = C * K / 255 (Adobe), else (255 - C) * (255 - K) / 255
+};
+
+class JpegDecoder {
+public:
+    // `data` must outlive the decoder. With allow_truncated false the first "premature end
+    // of data" warning stops the decode with kind kTruncated.
+    JpegDecoder(const uint8_t* data, size_t size, bool allow_truncated);
+    ~JpegDecoder();
+    JpegDecoder(const JpegDecoder&) = delete;
+    JpegDecoder& operator=(const JpegDecoder&) = delete;
+
+    ItemStatus read_header();
+    int image_width() const { return int(cinfo_.image_width); }
+    int image_height() const { return int(cinfo_.image_height); }
+
+    // Starts decompression at scale_eighths/8 of the full size (libjpeg's DCT scaling),
+    // RGBX output (grayscale expanded, CMYK converted by `cmyk`).
+    ItemStatus start(int scale_eighths, CmykConvention cmyk);
+    int output_width() const { return int(cinfo_.output_width); }
+    int output_height() const { return int(cinfo_.output_height); }
+
+    // Decode only columns covering [x0, x1) (widened to iMCU boundaries, plus a margin so the
+    // fancy chroma upsampling at the cut sees the same neighbours as a full decode).
+    // Returns the first decoded column and the decoded width. Call before reading rows.
+    ItemStatus crop_columns(int x0, int x1, int* first_column, int* width);
+    ItemStatus skip_rows(int rows);
+    // Reads up to `count` rows into rows[0..count), each output_width() * 4 bytes (RGBX).
+    ItemStatus read_rows(uint8_t* const* rows, int count, int* got);
+    // Ends the decode. When rows were left unread, the rest of the data is only checked
+    // for an end-of-image marker (truncation) instead of being decoded.
+    ItemStatus finish();
+
+    int next_row() const { return int(cinfo_.output_scanline); }
+    bool saw_truncation() const { return err_.truncated; }
+
+private:
+    struct ErrorManager {
+        jpeg_error_mgr pub;  // first: libjpeg hands out a jpeg_error_mgr*
+        std::jmp_buf jump;
+        char message[JMSG_LENGTH_MAX];
+        int code;  // msg_code of the error that stopped the decode
+        bool truncated;
+        bool stop_on_truncation;
+        int max_scans;
+    };
+    struct ScanLimit {
+        jpeg_progress_mgr pub;
+    };
+    static void on_error(j_common_ptr cinfo);
+    static void on_message(j_common_ptr cinfo, int level);
+    static void on_progress(j_common_ptr cinfo);
+
+    ItemStatus failure() const;
+    void convert_cmyk(uint8_t* const* rows, int count) const;
+
+    const uint8_t* data_;
+    size_t size_;
+    jpeg_decompress_struct cinfo_;
+    ErrorManager err_;
+    ScanLimit progress_;
+    bool created_ = false;
+    bool started_ = false;
+    bool finished_ = false;
+    bool cmyk_ = false;
+    bool adobe_ = false;
+    CmykConvention cmyk_convention_ = CmykConvention::kPillow;
+};
+
+}  // namespace ibnedge

@@ -1,2 +1,0 @@
-// Replaced by the engine sources; keeps the static library non-empty.
-namespace ibnedge { int placeholder() { return 0; } }

@@ -1,0 +1,359 @@
+#include "resize_kernel.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define IBNEDGE_X86 1
+#else
+#define IBNEDGE_X86 0
+#endif
+
+namespace ibnedge {
+namespace {
+
+constexpr int kBits22 = AxisTaps::kWeightBits22;
+
+inline uint8_t clip8_22(int32_t acc) {
+    // Pillow's clip8: the sum carries 22 fractional bits and the rounding bias.
+    if (acc <= 0) return 0;
+    if (acc >= (256 << kBits22)) return 255;
+    return uint8_t(acc >> kBits22);
+}
+
+// OpenCV's VResizeLinearVec_32s8u (the SIMD path every pixel of MindSpore's resize takes):
+// ((((S0 >> 4) * b0) >> 16) + (((S1 >> 4) * b1) >> 16) + 2) >> 2, saturated.
+inline uint8_t opencv_vertical_pixel(int32_t s0, int32_t s1, int32_t b0, int32_t b1) {
+    int32_t v = (((s0 >> 4) * b0) >> 16) + (((s1 >> 4) * b1) >> 16);
+    v = (v + 2) >> 2;
+    return uint8_t(v < 0 ? 0 : (v > 255 ? 255 : v));
+}
+
+// ---------------------------------------------------------------- portable passes
+
+void horizontal_antialias_scalar(const uint8_t* src, const AxisTaps& taps, const int* first, uint8_t* dst) {
+    for (int i = 0; i < taps.outputs; ++i) {
+        const uint8_t* p = src + size_t(first[i]) * 4;
+        const int32_t* w = &taps.weights[size_t(i) * taps.stride];
+        int32_t r = 1 << (kBits22 - 1), g = r, b = r;
+        for (int t = 0; t < taps.count[i]; ++t) {
+            r += p[4 * t + 0] * w[t];
+            g += p[4 * t + 1] * w[t];
+            b += p[4 * t + 2] * w[t];
+        }
+        dst[4 * i + 0] = clip8_22(r);
+        dst[4 * i + 1] = clip8_22(g);
+        dst[4 * i + 2] = clip8_22(b);
+        dst[4 * i + 3] = 0;
+    }
+}
+
+void vertical_antialias_scalar(const uint8_t* const* rows, const int32_t* w, int taps, int n, uint8_t* out) {
+    for (int i = 0; i < n; ++i) {
+        int32_t acc = 1 << (kBits22 - 1);
+        for (int t = 0; t < taps; ++t) acc += rows[t][i] * w[t];
+        out[i] = clip8_22(acc);
+    }
+}
+
+void horizontal_opencv_scalar(const uint8_t* src, const AxisTaps& taps, const int* first, int32_t* dst) {
+    for (int i = 0; i < taps.outputs; ++i) {
+        const uint8_t* p = src + size_t(first[i]) * 4;
+        const int32_t* w = &taps.weights[size_t(i) * taps.stride];
+        if (taps.count[i] == 2) {
+            for (int c = 0; c < 4; ++c) dst[4 * i + c] = p[c] * w[0] + p[4 + c] * w[1];
+        } else {
+            for (int c = 0; c < 4; ++c) dst[4 * i + c] = p[c] * w[0];
+        }
+    }
+}
+
+void vertical_opencv_scalar(const int32_t* s0, const int32_t* s1, int32_t b0, int32_t b1, int n, uint8_t* out) {
+    for (int i = 0; i < n; ++i) out[i] = opencv_vertical_pixel(s0[i], s1[i], b0, b1);
+}
+
+// ---------------------------------------------------------------- AVX2 passes
+#if IBNEDGE_X86
+
+bool cpu_has_avx2() {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2");
+}
+
+// Pillow's 22-bit weights do not fit madd's int16, so each weight is split as
+// hi * 2048 + lo (both < 2^12) and the two sums are recombined exactly:
+// sum(p * w) = (sum(p * hi) << 11) + sum(p * lo). Four taps per step: pixels
+// [R0 G0 B0 X0 .. R3 G3 B3 X3] are shuffled to channel pairs [R0 R1 G0 G1 ..] so madd
+// yields per-channel partial sums.
+__attribute__((target("avx2"))) void horizontal_antialias_avx2(const uint8_t* src, const AxisTaps& taps,
+                                                                const int* first, const int16_t* split,
+                                                                uint8_t* dst) {
+    const __m128i pairs = _mm_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
+    const __m128i bias = _mm_set1_epi32(1 << (kBits22 - 1));
+    const int groups_stride = taps.stride / 4;
+    for (int i = 0; i < taps.outputs; ++i) {
+        const uint8_t* p = src + size_t(first[i]) * 4;
+        const int16_t* w = split + size_t(i) * groups_stride * 32;
+        const int groups = (taps.count[i] + 3) / 4;
+        __m256i acc_hi = _mm256_setzero_si256();
+        __m256i acc_lo = _mm256_setzero_si256();
+        for (int g = 0; g < groups; ++g) {
+            __m128i px = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * g));
+            __m256i v = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(px, pairs));
+            acc_hi = _mm256_add_epi32(acc_hi,
+                                      _mm256_madd_epi16(v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w))));
+            acc_lo = _mm256_add_epi32(
+                acc_lo, _mm256_madd_epi16(v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16))));
+            w += 32;
+        }
+        __m128i hi = _mm_add_epi32(_mm256_castsi256_si128(acc_hi), _mm256_extracti128_si256(acc_hi, 1));
+        __m128i lo = _mm_add_epi32(_mm256_castsi256_si128(acc_lo), _mm256_extracti128_si256(acc_lo, 1));
+        __m128i sum = _mm_add_epi32(_mm_add_epi32(_mm_slli_epi32(hi, 11), lo), bias);
+        sum = _mm_srai_epi32(sum, kBits22);
+        sum = _mm_packs_epi32(sum, sum);
+        sum = _mm_packus_epi16(sum, sum);
+        const int32_t px4 = _mm_cvtsi128_si32(sum);
+        std::memcpy(dst + 4 * i, &px4, 4);
+    }
+}
+
+__attribute__((target("avx2"))) void vertical_antialias_avx2(const uint8_t* const* rows, const int32_t* w, int taps,
+                                                              int n, uint8_t* out) {
+    int i = 0;
+    const __m256i bias = _mm256_set1_epi32(1 << (kBits22 - 1));
+    for (; i + 16 <= n; i += 16) {
+        __m256i acc0 = bias, acc1 = bias;
+        for (int t = 0; t < taps; ++t) {
+            const __m128i px = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[t] + i));
+            const __m256i k = _mm256_set1_epi32(w[t]);
+            acc0 = _mm256_add_epi32(acc0, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(px), k));
+            acc1 = _mm256_add_epi32(acc1, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(px, 8)), k));
+        }
+        acc0 = _mm256_srai_epi32(acc0, kBits22);
+        acc1 = _mm256_srai_epi32(acc1, kBits22);
+        __m256i p16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(acc0, acc1), 0xD8);
+        __m128i p8 = _mm_packus_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), p8);
+    }
+    if (i < n) {
+        const uint8_t* tail_rows[64];
+        int t = 0;
+        for (; t < taps && t < 64; ++t) tail_rows[t] = rows[t] + i;
+        vertical_antialias_scalar(tail_rows, w, t, n - i, out + i);
+    }
+}
+
+__attribute__((target("avx2"))) void horizontal_opencv_avx2(const uint8_t* src, const AxisTaps& taps,
+                                                             const int* first, int32_t* dst) {
+    const __m128i pairs = _mm_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
+    for (int i = 0; i < taps.outputs; ++i) {
+        const int32_t* w = &taps.weights[size_t(i) * taps.stride];
+        // (w0, w1) in each 32-bit lane; count 1 has w1 == 0, so the second pixel is ignored.
+        const __m128i k = _mm_set1_epi32(int32_t(uint32_t(uint16_t(w[0])) | (uint32_t(uint16_t(w[1])) << 16)));
+        __m128i px = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + size_t(first[i]) * 4));
+        __m128i v = _mm_cvtepu8_epi16(_mm_shuffle_epi8(px, pairs));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 4 * i), _mm_madd_epi16(v, k));
+    }
+}
+
+__attribute__((target("avx2"))) void vertical_opencv_avx2(const int32_t* s0, const int32_t* s1, int32_t b0,
+                                                           int32_t b1, int n, uint8_t* out) {
+    int i = 0;
+    const __m256i k0 = _mm256_set1_epi32(b0), k1 = _mm256_set1_epi32(b1), two = _mm256_set1_epi32(2);
+    for (; i + 16 <= n; i += 16) {
+        __m256i r[2];
+        for (int h = 0; h < 2; ++h) {
+            __m256i a = _mm256_srai_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s0 + i + 8 * h)), 4);
+            __m256i b = _mm256_srai_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s1 + i + 8 * h)), 4);
+            a = _mm256_srai_epi32(_mm256_mullo_epi32(a, k0), 16);
+            b = _mm256_srai_epi32(_mm256_mullo_epi32(b, k1), 16);
+            r[h] = _mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(a, b), two), 2);
+        }
+        __m256i p16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(r[0], r[1]), 0xD8);
+        __m128i p8 = _mm_packus_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), p8);
+    }
+    vertical_opencv_scalar(s0 + i, s1 + i, b0, b1, n - i, out + i);
+}
+
+#else
+bool cpu_has_avx2() { return false; }
+#endif
+
+size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+}  // namespace
+
+NormalizeTable::NormalizeTable(const TensorSpec& spec) {
+    for (int c = 0; c < 3; ++c)
+        for (int v = 0; v < 256; ++v) value[c][v] = float((v / 255.0 - spec.mean[c]) / spec.std[c]);
+}
+
+Resampler::Resampler(const ResizePlan& plan, const NormalizeTable& norm, float* out)
+    : plan_(plan),
+      norm_(norm),
+      out_(out),
+      avx2_(cpu_has_avx2()),
+      ring_rows_(std::max(plan.vertical.max_count, 1)),
+      x_origin_(-1),
+      next_output_(0),
+      last_row_(-1) {
+    const int width = plan_.horizontal.outputs;
+    const size_t bytes_per_pixel = plan_.kind == FilterKind::kOpenCvLinear ? 16 : 4;  // int32 x4 or uint8 x4
+    // Rounded up so the vector loops may run over whole 16-pixel blocks.
+    ring_stride_ = round_up(size_t(width) * bytes_per_pixel + 64, 64);
+    ring_.assign(ring_stride_ * ring_rows_, 0);
+    row_out_.assign(round_up(size_t(width) * 4 + 64, 64), 0);
+
+    const AxisTaps& v = plan_.vertical;
+    wanted_.assign(size_t(std::max(v.source_end - v.source_begin, 0)), 0);
+    for (int j = 0; j < v.outputs; ++j)
+        for (int t = 0; t < v.count[j]; ++t) wanted_[size_t(v.first[j] + t - v.source_begin)] = 1;
+
+    if (avx2_ && plan_.kind == FilterKind::kAntialiasBilinear) {
+        const AxisTaps& h = plan_.horizontal;
+        const int groups = h.stride / 4;
+        split_weights_.assign(size_t(h.outputs) * groups * 32, 0);
+        for (int i = 0; i < h.outputs; ++i) {
+            for (int g = 0; g < groups; ++g) {
+                int16_t* dst = &split_weights_[(size_t(i) * groups + g) * 32];
+                const int32_t* w = &h.weights[size_t(i) * h.stride + 4 * g];
+                for (int lane = 0; lane < 16; ++lane) {
+                    // lanes 0..7 pair taps (0, 1), lanes 8..15 pair taps (2, 3)
+                    const int32_t k = w[(lane >= 8 ? 2 : 0) + (lane & 1)];
+                    dst[lane] = int16_t(k >> 11);
+                    dst[16 + lane] = int16_t(k & 2047);
+                }
+            }
+        }
+    }
+}
+
+bool Resampler::wants_row(int y) const {
+    const int i = y - plan_.vertical.source_begin;
+    return i >= 0 && size_t(i) < wanted_.size() && wanted_[size_t(i)];
+}
+
+void Resampler::set_column_origin(int x_origin) {
+    if (x_origin > column_begin() && column_begin() < column_end())
+        throw std::logic_error("source row starts after the first column the filter reads");
+    x_origin_ = x_origin;
+    const AxisTaps& h = plan_.horizontal;
+    relative_first_.assign(size_t(h.outputs), 0);
+    for (int i = 0; i < h.outputs; ++i)
+        relative_first_[size_t(i)] = h.count[i] > 0 ? h.first[i] - x_origin : 0;
+}
+
+void Resampler::push_row(int y, const uint8_t* rgbx, int x_origin) {
+    if (y <= last_row_) throw std::logic_error("source rows must arrive in increasing order");
+    last_row_ = y;
+    if (!wants_row(y)) {
+        emit_ready_rows(y);
+        return;
+    }
+    if (x_origin != x_origin_) set_column_origin(x_origin);
+    uint8_t* slot = &ring_[ring_stride_ * size_t(y % ring_rows_)];
+    const AxisTaps& h = plan_.horizontal;
+    if (plan_.kind == FilterKind::kAntialiasBilinear) {
+#if IBNEDGE_X86
+        if (avx2_) {
+            horizontal_antialias_avx2(rgbx, h, relative_first_.data(), split_weights_.data(), slot);
+        } else
+#endif
+            horizontal_antialias_scalar(rgbx, h, relative_first_.data(), slot);
+    } else {
+        int32_t* row = reinterpret_cast<int32_t*>(slot);
+#if IBNEDGE_X86
+        if (avx2_) {
+            horizontal_opencv_avx2(rgbx, h, relative_first_.data(), row);
+        } else
+#endif
+            horizontal_opencv_scalar(rgbx, h, relative_first_.data(), row);
+    }
+    emit_ready_rows(y);
+}
+
+void Resampler::emit_ready_rows(int last_pushed) {
+    const AxisTaps& v = plan_.vertical;
+    // Padding rows (count 0) are reached only once every real row above them is out.
+    while (next_output_ < v.outputs && (v.count[next_output_] == 0 || v.last(next_output_) <= last_pushed))
+        emit_row(next_output_++);
+}
+
+void Resampler::finish() {
+    while (next_output_ < plan_.vertical.outputs) emit_row(next_output_++);
+}
+
+void Resampler::emit_row(int j) {
+    const AxisTaps& v = plan_.vertical;
+    const int n = plan_.horizontal.outputs * 4;
+    uint8_t* row = row_out_.data();
+    if (v.count[j] == 0 || v.last(j) > last_row_) {
+        // Zero padding (or rows the source never delivered: the caller reports that item as failed).
+        std::memset(row, 0, size_t(n));
+    } else if (plan_.kind == FilterKind::kAntialiasBilinear) {
+        const uint8_t* rows[64];
+        const int taps = std::min(v.count[j], 64);
+        for (int t = 0; t < taps; ++t) rows[t] = &ring_[ring_stride_ * size_t((v.first[j] + t) % ring_rows_)];
+        const int32_t* w = &v.weights[size_t(j) * v.stride];
+#if IBNEDGE_X86
+        if (avx2_) {
+            vertical_antialias_avx2(rows, w, taps, n, row);
+        } else
+#endif
+            vertical_antialias_scalar(rows, w, taps, n, row);
+    } else {
+        const int32_t* s0 = reinterpret_cast<const int32_t*>(&ring_[ring_stride_ * size_t(v.first[j] % ring_rows_)]);
+        const int32_t* s1 = reinterpret_cast<const int32_t*>(&ring_[ring_stride_ * size_t(v.last(j) % ring_rows_)]);
+        const int32_t* w = &v.weights[size_t(j) * v.stride];
+#if IBNEDGE_X86
+        if (avx2_) {
+            vertical_opencv_avx2(s0, s1, w[0], w[1], n, row);
+        } else
+#endif
+            vertical_opencv_scalar(s0, s1, w[0], w[1], n, row);
+    }
+    store_row(j, row);
+}
+
+void Resampler::store_row(int j, const uint8_t* rgbx) {
+    const int width = plan_.horizontal.outputs;
+    const size_t plane = size_t(plan_.vertical.outputs) * size_t(width);
+    float* r = out_ + size_t(j) * width;
+    float* g = r + plane;
+    float* b = g + plane;
+    const float* lut_r = norm_.value[0];
+    const float* lut_g = norm_.value[1];
+    const float* lut_b = norm_.value[2];
+    for (int i = 0; i < width; ++i) {
+        r[i] = lut_r[rgbx[4 * i + 0]];
+        g[i] = lut_g[rgbx[4 * i + 1]];
+        b[i] = lut_b[rgbx[4 * i + 2]];
+    }
+}
+
+void resample_pixels(const PixelView& pixels, const ResizePlan& plan, const NormalizeTable& norm, float* out) {
+    if (pixels.width != plan.source_width || pixels.height != plan.source_height)
+        throw std::logic_error("pixel view does not match the resize plan");
+    if (pixels.channels < 3) throw std::invalid_argument("pixels need at least 3 channels");
+    Resampler resampler(plan, norm, out);
+    const int x0 = resampler.column_begin();
+    const int x1 = std::max(resampler.column_end(), x0);
+    std::vector<uint8_t> row(size_t(x1 - x0 + kRowPaddingPixels) * 4, 0);
+    for (int y = resampler.row_begin(); y < resampler.row_end(); ++y) {
+        if (!resampler.wants_row(y)) continue;
+        const uint8_t* src = pixels.data + pixels.row_stride * y + pixels.pixel_stride * x0;
+        uint8_t* dst = row.data();
+        for (int x = x0; x < x1; ++x, src += pixels.pixel_stride, dst += 4) {
+            dst[0] = src[0];
+            dst[1] = src[1];
+            dst[2] = src[2];
+        }
+        resampler.push_row(y, row.data(), x0);
+    }
+    resampler.finish();
+}
+
+}  // namespace ibnedge

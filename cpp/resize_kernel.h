@@ -1,0 +1,82 @@
+// The fused resize + crop + normalise + HWC->CHW kernel. Source rows arrive one at a
+// time, top to bottom (straight from the JPEG decoder); each is filtered horizontally into
+// a small ring of crop-wide rows, and every output row is finished (vertical pass,
+// normalisation, planar store) as soon as its last source row has arrived.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "preprocess_types.h"
+#include "resize_plan.h"
+
+namespace ibnedge {
+
+// Pixel value -> normalised float per channel: (v / 255 - mean) / std, computed in double.
+struct NormalizeTable {
+    explicit NormalizeTable(const TensorSpec& spec);
+    float value[3][256];
+};
+
+// Source rows are RGBX (4 bytes per pixel, X ignored). The vector loops read up to this
+// many pixels past the last column the filter uses (multiplied by zero weights): row
+// buffers must keep them readable.
+constexpr int kRowPaddingPixels = 4;
+
+// A decoded image in memory: HWC uint8 with 3 (RGB) or 4 (RGBX/RGBA, 4th ignored) channels.
+struct PixelView {
+    const uint8_t* data = nullptr;
+    int width = 0;
+    int height = 0;
+    int channels = 3;
+    ptrdiff_t row_stride = 0;    // bytes between rows (may be negative)
+    ptrdiff_t pixel_stride = 0;  // bytes between pixels of a row (may be negative)
+};
+
+class Resampler {
+public:
+    // `plan` and `norm` must outlive the resampler; `out` receives 3 x crop_height x crop_width floats.
+    Resampler(const ResizePlan& plan, const NormalizeTable& norm, float* out);
+
+    // The source rows and columns the filter reads.
+    int row_begin() const { return plan_.vertical.source_begin; }
+    int row_end() const { return plan_.vertical.source_end; }
+    int column_begin() const { return plan_.horizontal.source_begin; }
+    int column_end() const { return plan_.horizontal.source_end; }
+    // Rows inside [row_begin, row_end) no output reads (2-tap filters shrinking an image).
+    bool wants_row(int y) const;
+
+    // Source row y (increasing between calls) as RGBX pixels of columns x_origin, x_origin+1,
+    // ...; it must cover [column_begin, column_end) plus kRowPaddingPixels readable pixels.
+    void push_row(int y, const uint8_t* rgbx, int x_origin);
+    // Emits the output rows still pending (zero padding below the image). Call once, after
+    // the last row.
+    void finish();
+
+private:
+    void set_column_origin(int x_origin);
+    void emit_ready_rows(int last_pushed);
+    void emit_row(int j);
+    void store_row(int j, const uint8_t* rgbx);
+
+    const ResizePlan& plan_;
+    const NormalizeTable& norm_;
+    float* out_;
+    bool avx2_;
+    int ring_rows_;
+    size_t ring_stride_;  // bytes per ring row
+    std::vector<uint8_t> ring_;
+    std::vector<uint8_t> wanted_;
+    std::vector<int> relative_first_;  // horizontal taps' first column relative to x_origin
+    int x_origin_;
+    int next_output_;
+    int last_row_;
+    std::vector<int16_t> split_weights_;  // AVX2 layout of the horizontal antialias weights
+    std::vector<uint8_t> row_out_;        // one finished uint8 RGBX output row
+};
+
+// Resamples a decoded image (all of it in memory) through `plan`.
+void resample_pixels(const PixelView& pixels, const ResizePlan& plan, const NormalizeTable& norm, float* out);
+
+}  // namespace ibnedge

@@ -1,0 +1,227 @@
+#include "resize_plan.h"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <stdexcept>
+
+namespace ibnedge {
+namespace {
+
+// torchvision CenterCrop: int(round((size - crop) / 2.0)) with Python's round-half-even;
+// a crop larger than the image is zero padded by (crop - size) // 2 before cropping.
+int round_half_even_origin(int size, int crop) {
+    if (crop > size) return -((crop - size) / 2);
+    const int diff = size - crop;
+    int half = diff / 2;
+    if ((diff & 1) && (half & 1)) ++half;  // x.5 rounds to the even neighbour
+    return half;
+}
+
+// MindSpore CenterCrop: (size - crop) / 2 in integers; zero padding the same way when larger.
+int floor_origin(int size, int crop) {
+    if (crop > size) return -((crop - size) / 2);
+    return (size - crop) / 2;
+}
+
+int round_up4(int n) { return (n + 3) & ~3; }
+
+double pillow_bilinear(double x) {
+    if (x < 0.0) x = -x;
+    if (x < 1.0) return 1.0 - x;
+    return 0.0;
+}
+
+void finish_axis(AxisTaps* axis) {
+    int begin = INT_MAX, end = INT_MIN, max_count = 0;
+    for (int i = 0; i < axis->outputs; ++i) {
+        if (axis->count[i] == 0) continue;
+        begin = std::min(begin, axis->first[i]);
+        end = std::max(end, axis->first[i] + axis->count[i]);
+        max_count = std::max(max_count, axis->count[i]);
+    }
+    if (begin == INT_MAX) begin = end = 0;  // every output is padding
+    axis->source_begin = begin;
+    axis->source_end = end;
+    axis->max_count = max_count;
+}
+
+// Port of Pillow's precompute_coeffs + normalize_coeffs_8bpc (libImaging/Resample.c) for
+// the outputs [out_origin, out_origin + outputs) of an in_size -> out_size resize, same
+// double arithmetic in the same order, so the fixed-point weights are bit-identical.
+AxisTaps antialias_axis(int in_size, int out_size, int out_origin, int outputs) {
+    const double scale = double(float(in_size) - 0.0f) / out_size;
+    const double filterscale = scale < 1.0 ? 1.0 : scale;
+    const double support = 1.0 * filterscale;  // the bilinear filter's support is 1
+    const int max_taps = int(std::ceil(support)) * 2 + 1;
+
+    AxisTaps axis;
+    axis.outputs = outputs;
+    axis.stride = round_up4(max_taps);
+    axis.first.assign(outputs, 0);
+    axis.count.assign(outputs, 0);
+    axis.weights.assign(size_t(outputs) * axis.stride, 0);
+    std::vector<double> k(max_taps + 1);
+    for (int i = 0; i < outputs; ++i) {
+        const int xx = out_origin + i;
+        if (xx < 0 || xx >= out_size) continue;  // zero padding outside the resized image
+        const double center = 0.0 + (xx + 0.5) * scale;
+        const double ss = 1.0 / filterscale;
+        int xmin = int(center - support + 0.5);
+        if (xmin < 0) xmin = 0;
+        int xmax = int(center + support + 0.5);
+        if (xmax > in_size) xmax = in_size;
+        xmax -= xmin;
+        xmax = std::min(xmax, max_taps);
+        double ww = 0.0;
+        for (int x = 0; x < xmax; ++x) {
+            const double w = pillow_bilinear((x + xmin - center + 0.5) * ss);
+            k[x] = w;
+            ww += w;
+        }
+        int32_t* out = &axis.weights[size_t(i) * axis.stride];
+        for (int x = 0; x < xmax; ++x) {
+            if (ww != 0.0) k[x] /= ww;
+            const double scaled = k[x] * (1 << AxisTaps::kWeightBits22);
+            out[x] = k[x] < 0 ? int(-0.5 + scaled) : int(0.5 + scaled);
+        }
+        axis.first[i] = xmin;
+        axis.count[i] = std::max(xmax, 0);
+    }
+    finish_axis(&axis);
+    return axis;
+}
+
+// OpenCV resize (imgproc/src/resize.cpp, INTER_LINEAR, 8U): scale = 1 / (dst / src);
+// fx = float((d + 0.5) * scale - 0.5); sx = floor(fx); weights saturate_cast<short>
+// ((1 - fx) * 2048) and (fx * 2048) with round-half-even.
+struct CvTap {
+    int sx;
+    int32_t w0, w1;
+};
+
+CvTap opencv_tap(int d, double scale) {
+    float f = float((d + 0.5) * scale - 0.5);
+    int s = int(f);
+    s -= (float(s) > f);  // cvFloor
+    f -= float(s);
+    CvTap tap;
+    tap.sx = s;
+    tap.w0 = int32_t(std::lrintf((1.0f - f) * float(1 << AxisTaps::kWeightBits11)));
+    tap.w1 = int32_t(std::lrintf(f * float(1 << AxisTaps::kWeightBits11)));
+    return tap;
+}
+
+// Columns: out of range taps are clamped to the border with weights (2048, 0), i.e. one tap.
+AxisTaps opencv_horizontal(int in_size, int out_size, int out_origin, int outputs) {
+    const double scale = 1.0 / (double(out_size) / in_size);
+    AxisTaps axis;
+    axis.outputs = outputs;
+    axis.stride = 4;
+    axis.first.assign(outputs, 0);
+    axis.count.assign(outputs, 0);
+    axis.weights.assign(size_t(outputs) * axis.stride, 0);
+    for (int i = 0; i < outputs; ++i) {
+        const int d = out_origin + i;
+        if (d < 0 || d >= out_size) continue;
+        CvTap tap = opencv_tap(d, scale);
+        int32_t* w = &axis.weights[size_t(i) * axis.stride];
+        if (tap.sx < 0 || tap.sx + 1 >= in_size) {
+            axis.first[i] = tap.sx < 0 ? 0 : in_size - 1;
+            axis.count[i] = 1;
+            w[0] = 1 << AxisTaps::kWeightBits11;
+        } else {
+            axis.first[i] = tap.sx;
+            axis.count[i] = 2;
+            w[0] = tap.w0;
+            w[1] = tap.w1;
+        }
+    }
+    finish_axis(&axis);
+    return axis;
+}
+
+// Rows: both source rows are clamped into the image but keep their unclamped weights
+// (resizeGeneric_Invoker); count 1 means both taps read the same row.
+AxisTaps opencv_vertical(int in_size, int out_size, int out_origin, int outputs) {
+    const double scale = 1.0 / (double(out_size) / in_size);
+    AxisTaps axis;
+    axis.outputs = outputs;
+    axis.stride = 4;
+    axis.first.assign(outputs, 0);
+    axis.count.assign(outputs, 0);
+    axis.weights.assign(size_t(outputs) * axis.stride, 0);
+    for (int i = 0; i < outputs; ++i) {
+        const int d = out_origin + i;
+        if (d < 0 || d >= out_size) continue;
+        CvTap tap = opencv_tap(d, scale);
+        const int r0 = std::min(std::max(tap.sx, 0), in_size - 1);
+        const int r1 = std::min(std::max(tap.sx + 1, 0), in_size - 1);
+        axis.first[i] = r0;
+        axis.count[i] = r1 - r0 + 1;
+        int32_t* w = &axis.weights[size_t(i) * axis.stride];
+        w[0] = tap.w0;
+        w[1] = tap.w1;
+    }
+    finish_axis(&axis);
+    return axis;
+}
+
+}  // namespace
+
+FilterKind filter_for(Semantics semantics) {
+    return semantics == Semantics::kMindSpore ? FilterKind::kOpenCvLinear : FilterKind::kAntialiasBilinear;
+}
+
+ResizeGeometry resize_geometry(Semantics semantics, int width, int height, const TensorSpec& spec) {
+    if (width < 1 || height < 1) throw std::invalid_argument("image size must be positive");
+    const int target = spec.resize;
+    ResizeGeometry g;
+    if (semantics == Semantics::kMindSpore) {
+        // mindspore/ccsrc/minddata/dataset/kernels/image/resize_op.cc, in float32.
+        if (height < width) {
+            g.resized_height = target;
+            g.resized_width = int(std::floor(float(width) / float(height) * float(target)));
+        } else {
+            g.resized_width = target;
+            g.resized_height = int(std::floor(float(height) / float(width) * float(target)));
+        }
+    } else {
+        // torchvision: int(size * long / short) with Python's correctly rounded true division.
+        if (width <= height) {
+            g.resized_width = target;
+            g.resized_height = int(double(int64_t(target) * height) / double(width));
+        } else {
+            g.resized_height = target;
+            g.resized_width = int(double(int64_t(target) * width) / double(height));
+        }
+    }
+    g.crop_width = spec.crop_width;
+    g.crop_height = spec.crop_height;
+    if (semantics == Semantics::kMindSpore) {
+        g.crop_left = floor_origin(g.resized_width, g.crop_width);
+        g.crop_top = floor_origin(g.resized_height, g.crop_height);
+    } else {
+        g.crop_left = round_half_even_origin(g.resized_width, g.crop_width);
+        g.crop_top = round_half_even_origin(g.resized_height, g.crop_height);
+    }
+    return g;
+}
+
+ResizePlan make_resize_plan(FilterKind kind, int source_width, int source_height, const ResizeGeometry& g) {
+    if (source_width < 1 || source_height < 1) throw std::invalid_argument("source size must be positive");
+    ResizePlan plan;
+    plan.kind = kind;
+    plan.source_width = source_width;
+    plan.source_height = source_height;
+    if (kind == FilterKind::kAntialiasBilinear) {
+        plan.horizontal = antialias_axis(source_width, g.resized_width, g.crop_left, g.crop_width);
+        plan.vertical = antialias_axis(source_height, g.resized_height, g.crop_top, g.crop_height);
+    } else {
+        plan.horizontal = opencv_horizontal(source_width, g.resized_width, g.crop_left, g.crop_width);
+        plan.vertical = opencv_vertical(source_height, g.resized_height, g.crop_top, g.crop_height);
+    }
+    return plan;
+}
+
+}  // namespace ibnedge

@@ -1,0 +1,268 @@
+"""Batches of images -> the model's float32 NCHW input, by the native engine.
+
+>>> pre = Preprocessor(spec=PreprocessSpec(semantics="pil"), threads=0)
+>>> res = pre.run(["a.jpg", b"...jpeg bytes...", rgb_array])
+>>> res.tensor.shape, res.errors
+((3, 3, 224, 224), [None, None, None])
+
+JPEGs (paths or bytes) are decoded, resized and cropped in C++ with libjpeg-turbo on a
+persistent thread pool, with the GIL released for the whole batch. Other formats (PNG,
+BMP, WebP, GIF, TIFF; detected by content) are decoded here with OpenCV and resized by the
+same native kernel. Errors are per item: a bad image gets a zero-filled row and an
+``ItemError``; the other rows are exact.
+
+Truncated JPEGs are errors of kind ``truncated`` by default: libjpeg would pad the missing
+rows with grey and the model would silently classify a half-grey picture (Pillow refuses
+such files too). ``allow_truncated=True`` accepts them, grey padding included.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .formats import HEAD_BYTES, image_size, sniff
+from .metadata import PreprocessSpec
+
+__all__ = ["ERROR_KINDS", "ItemError", "PreprocessResult", "Preprocessor", "default_threads"]
+
+# The kinds an ItemError can have.
+ERROR_KINDS = ("unreadable", "empty", "truncated", "corrupt", "not_image", "too_large", "unsupported")
+
+PILLOW_MAX_PIXELS = 178_956_970  # Pillow's decompression-bomb limit
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """Why one item produced no tensor: ``kind`` (one of ERROR_KINDS) and a message that
+    names the item and, where there is one, the fix."""
+
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        return "%s: %s" % (self.kind, self.message)
+
+
+@dataclass
+class PreprocessResult:
+    tensor: np.ndarray  # (N, 3, crop_h, crop_w) float32, C-contiguous; failed rows zero-filled
+    errors: List[Optional[ItemError]]  # None for good items
+
+    @property
+    def ok(self) -> List[bool]:
+        return [e is None for e in self.errors]
+
+
+def default_threads() -> int:
+    """The CPUs this process may run on (affinity-aware where the OS says)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+class Preprocessor:
+    """Turns batches of images into normalised float32 NCHW tensors as ``spec`` says.
+
+    ``threads``: worker threads per batch (0: one per available CPU). One Preprocessor may
+    be used from several Python threads at once. ``exif_orientation``: apply the EXIF
+    orientation (training pipelines ignore it, so the default does too). ``max_pixels``:
+    images whose header claims more pixels are refused (kind ``too_large``) before
+    anything is allocated. ``allow_truncated``: accept truncated JPEGs (see the module doc).
+    """
+
+    def __init__(
+        self,
+        spec: Optional[PreprocessSpec] = None,
+        threads: int = 0,
+        exif_orientation: bool = False,
+        max_pixels: int = PILLOW_MAX_PIXELS,
+        allow_truncated: bool = False,
+    ) -> None:
+        from . import _native  # the compiled engine; imported here so ibnedge imports without it
+
+        self.spec = spec if spec is not None else PreprocessSpec()
+        if not isinstance(self.spec, PreprocessSpec):
+            raise TypeError("spec must be an ibnedge.metadata.PreprocessSpec, got %r" % (type(spec).__name__,))
+        threads = int(threads)
+        if threads < 0:
+            raise ValueError("threads must be >= 0 (0 = one per CPU), got %d" % threads)
+        max_pixels = int(max_pixels)
+        if max_pixels < 1:
+            raise ValueError("max_pixels must be positive, got %d" % max_pixels)
+        self.threads = threads if threads > 0 else default_threads()
+        self.exif_orientation = bool(exif_orientation)
+        self.max_pixels = max_pixels
+        self.allow_truncated = bool(allow_truncated)
+        self._engine = _native.Engine(self.threads)
+
+    @property
+    def output_shape(self) -> Tuple[int, int, int]:
+        return (3, self.spec.crop[0], self.spec.crop[1])
+
+    def run(self, items: Sequence[Any], out: Optional[np.ndarray] = None) -> PreprocessResult:
+        """Preprocess ``items`` (paths, bytes-like JPEG/PNG/... data, or HWC uint8 RGB arrays).
+
+        ``out``: an optional (N, 3, crop_h, crop_w) float32 C-contiguous array to fill
+        (it is ``result.tensor``); allocated when None.
+        """
+        items = list(items)
+        n = len(items)
+        shape = (n,) + self.output_shape
+        if out is None:
+            out = np.empty(shape, dtype=np.float32)
+        elif not isinstance(out, np.ndarray):
+            raise TypeError("out must be a numpy array, got %s" % type(out).__name__)
+        elif out.shape != shape or out.dtype != np.float32 or not out.flags["C_CONTIGUOUS"] or not out.flags["WRITEABLE"]:
+            raise ValueError(
+                "out must be a writeable C-contiguous float32 array of shape %r, got %s %r%s; "
+                "allocate it with numpy.empty(%r, numpy.float32)"
+                % (shape, out.dtype, out.shape, "" if out.flags["C_CONTIGUOUS"] else " (not contiguous)", shape)
+            )
+        native_items = []  # type: List[Any]
+        types = []  # type: List[str]
+        errors = [None] * n  # type: List[Optional[ItemError]]
+        labels = [""] * n
+        for i, item in enumerate(items):
+            labels[i] = _label(i, item)
+            letter, payload, error = self._prepare(item)
+            native_items.append(payload)
+            types.append(letter)
+            if error is not None:
+                errors[i] = ItemError(error[0], "%s: %s" % (labels[i], error[1]))
+
+        statuses = self._native_run(native_items, "".join(types), out)
+        others = []  # paths the engine found not to be JPEGs: decoded here, resized natively
+        for i, status in enumerate(statuses):
+            if status is None or errors[i] is not None:
+                continue
+            kind, message = status
+            if kind == "not_jpeg":
+                others.append(i)
+            else:
+                errors[i] = ItemError(kind, "%s: %s" % (labels[i], message))
+        if others:
+            self._run_other_files(items, others, out, errors, labels)
+        return PreprocessResult(tensor=out, errors=errors)
+
+    # -- internals -----------------------------------------------------------------
+    def _native_run(self, items: List[Any], types: str, out: np.ndarray) -> List[Optional[Tuple[str, str]]]:
+        spec = self.spec
+        return self._engine.run(
+            items, types, out,
+            semantics=spec.semantics, resize=int(spec.resize), crop=(int(spec.crop[0]), int(spec.crop[1])),
+            mean=list(spec.mean), std=list(spec.std), exif_orientation=self.exif_orientation,
+            allow_truncated=self.allow_truncated, max_pixels=self.max_pixels,
+        )
+
+    def _prepare(self, item: Any) -> Tuple[str, Any, Optional[Tuple[str, str]]]:
+        """(type letter, payload for the engine, error or None) of one item."""
+        if isinstance(item, np.ndarray):
+            return self._prepare_array(item)
+        if isinstance(item, (bytes, bytearray, memoryview)):
+            data = item
+            if isinstance(item, memoryview) and not item.c_contiguous:
+                data = item.tobytes()
+            if len(data) == 0:
+                return "n", None, ("empty", "empty (0 bytes)")
+            if sniff(bytes(data[:HEAD_BYTES])) == "jpeg":
+                return "b", data, None
+            pixels, error = self._decode_other(bytes(data))
+            if error is not None:
+                return "n", None, error
+            return "a", pixels, None
+        if isinstance(item, (str, os.PathLike)):
+            return "p", os.fspath(item), None
+        return "n", None, (
+            "unsupported", "items must be paths, bytes or HWC uint8 arrays, got %s" % type(item).__name__)
+
+    def _prepare_array(self, arr: np.ndarray) -> Tuple[str, Any, Optional[Tuple[str, str]]]:
+        if arr.dtype != np.uint8:
+            return "n", None, ("unsupported", "pixel arrays must be uint8 RGB, got dtype %s" % arr.dtype)
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+            return "n", None, ("unsupported", "pixel arrays must be (H, W, 3) RGB (or gray / RGBA), got shape %r"
+                               % (arr.shape,))
+        if arr.shape[0] == 0 or arr.shape[1] == 0:
+            return "n", None, ("empty", "pixel array has no pixels (shape %r)" % (arr.shape,))
+        if arr.shape[2] == 1:
+            arr = np.repeat(arr, 3, axis=2)
+        elif arr.strides[2] != 1:
+            arr = np.ascontiguousarray(arr)
+        return "a", arr, None
+
+    def _decode_other(self, data: bytes) -> Tuple[Optional[np.ndarray], Optional[Tuple[str, str]]]:
+        """OpenCV decode of a non-JPEG image to HWC uint8 RGB (alpha dropped, 16 bits -> 8)."""
+        fmt = sniff(data[:HEAD_BYTES])
+        if fmt is None:
+            return None, ("not_image", "not an image: unknown signature %s (JPEG, PNG, BMP, WebP, GIF and TIFF "
+                                       "are supported)" % data[:8].hex())
+        size = image_size(data[:HEAD_BYTES])
+        if size is not None and size[0] * size[1] > self.max_pixels:
+            return None, ("too_large", "%s header claims %dx%d = %d pixels, over the cap of %d; raise max_pixels "
+                                       "if the image is genuine" % (fmt.upper(), size[0], size[1],
+                                                                    size[0] * size[1], self.max_pixels))
+        if size is not None and (size[0] == 0 or size[1] == 0):
+            return None, ("corrupt", "%s header claims an empty %dx%d image" % (fmt.upper(), size[0], size[1]))
+        import cv2
+
+        flags = cv2.IMREAD_COLOR
+        if not self.exif_orientation:
+            flags |= cv2.IMREAD_IGNORE_ORIENTATION
+        try:
+            bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+        except cv2.error as exc:
+            bgr, detail = None, str(exc).strip().splitlines()[-1]
+        else:
+            detail = "OpenCV could not decode it"
+        if bgr is None:
+            if fmt == "png" and b"IEND" not in data[-64:]:
+                return None, ("truncated", "truncated PNG: no IEND chunk at the end; re-fetch the file")
+            if fmt in ("gif", "tiff"):
+                return None, ("unsupported", "%s image that this OpenCV cannot decode (%s); convert it to PNG or JPEG"
+                              % (fmt.upper(), detail))
+            return None, ("corrupt", "corrupt %s: %s" % (fmt.upper(), detail))
+        if bgr.ndim == 2:
+            bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
+        if bgr.dtype != np.uint8:  # IMREAD_COLOR gives 8 bits; guard against builds that do not
+            bgr = (bgr >> 8).astype(np.uint8) if bgr.dtype == np.uint16 else bgr.astype(np.uint8)
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), None
+
+    def _run_other_files(self, items: List[Any], indices: List[int], out: np.ndarray,
+                         errors: List[Optional[ItemError]], labels: List[str]) -> None:
+        arrays = []
+        kept = []
+        for i in indices:
+            try:
+                with open(os.fspath(items[i]), "rb") as f:
+                    data = f.read()
+            except OSError as exc:
+                errors[i] = ItemError("unreadable", "%s: cannot read the file: %s" % (labels[i], exc.strerror or exc))
+                continue
+            pixels, error = self._decode_other(data)
+            if error is not None:
+                errors[i] = ItemError(error[0], "%s: %s" % (labels[i], error[1]))
+                continue
+            arrays.append(pixels)
+            kept.append(i)
+        if not kept:
+            return
+        sub = np.empty((len(kept),) + self.output_shape, dtype=np.float32)
+        statuses = self._native_run(arrays, "a" * len(kept), sub)
+        for row, (i, status) in enumerate(zip(kept, statuses)):
+            out[i] = sub[row]
+            if status is not None:
+                errors[i] = ItemError(status[0], "%s: %s" % (labels[i], status[1]))
+
+
+def _label(index: int, item: Any) -> str:
+    """How messages name an item: its path, else its position and type."""
+    if isinstance(item, (str, os.PathLike)):
+        return os.fsdecode(os.fspath(item))
+    if isinstance(item, np.ndarray):
+        return "item %d (array)" % index
+    return "item %d (%s)" % (index, type(item).__name__)
