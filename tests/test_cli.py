@@ -1,0 +1,264 @@
+"""The ``ibnedge`` command end to end on real files, real models and real subprocesses.
+
+The model is the tiny ONNX conv classifier of ``edge_helpers`` (a real graph): ONNX
+Runtime runs it where onnxruntime is installed, MindSpore Lite runs its converted MINDIR
+where Lite is (the Python 3.7 environment). The full-size flows (resnet IBN exported by
+train, MindSpore vs Lite) are in test_e2e_lite.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_helpers import have, make_tiny_onnx, run_py
+from ibnedge import corpus
+from ibnedge.cli import main
+from ibnedge.results import read_rows
+
+PY = Path(sys.executable)
+NAMES = ["class_%s" % c for c in "abcdefghij"]
+
+
+def _cli(*args, **kw):
+    return run_py(PY, ["-m", "ibnedge"] + [str(a) for a in args], **kw)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """The tiny classifier in the format this interpreter's preferred backend reads."""
+    d = tmp_path_factory.mktemp("model")
+    onnx_path = make_tiny_onnx(d / "tiny.onnx", num_classes=10, size=32, class_names=NAMES)
+    if have("mindspore_lite"):
+        from ibnedge.convert import convert_to_lite
+
+        return convert_to_lite(onnx_path)
+    if have("onnxruntime"):
+        return onnx_path
+    pytest.skip("neither mindspore_lite nor onnxruntime is installed")
+
+
+# --------------------------------------------------------------------------- help and flags
+
+
+@pytest.mark.parametrize("command", [[], ["infer"], ["bench"], ["convert"]])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(command + ["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ibnedge")
+    for flag in {"infer": ["--model", "--backend", "--resume", "--preprocess", "--device-id", "--topk"],
+                 "bench": ["--batch", "--json", "--plot"], "convert": ["--optimize", "--fp16"]}.get(
+                     (command or ["-"])[0], ["infer", "bench", "convert"]):
+        assert flag in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["infer", "x.jpg", "--batch", "0"], "argument --batch: expected a positive integer, got '0'"),
+    (["infer", "x.jpg", "--backend", "tensorrt"], "argument --backend: invalid choice: 'tensorrt'"),
+    (["infer", "x.jpg", "--device", "tpu"], "invalid choice: 'tpu'"),
+    (["infer", "x.jpg", "--resume"], "--resume needs --output FILE"),
+    (["infer", "x.jpg", "--model", "/nonexistent/m.onnx"], "model file not found: /nonexistent/m.onnx"),
+    (["infer", "x.jpg", "--model", "MODEL", "--output", "r.txt"], "use a .jsonl or .csv file name"),
+    (["bench", "--batch", "1,x"], "expected comma-separated positive integers"),
+    (["bench", "--backend", "lite,cuda"], "unknown 'cuda'"),
+    (["convert", "m.onnx"], "the following arguments are required: --to"),
+    (["convert", "/nonexistent.onnx", "--to", "lite"], "model file not found"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_bad_flags_one_line_exit_2(argv, message, model, tmp_path):
+    argv = [str(model) if a == "MODEL" else a for a in argv]
+    proc = _cli(*argv, cwd=str(tmp_path))
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert message in err
+
+
+def test_convert_cli_carries_metadata(tmp_path):
+    pytest.importorskip("mindspore_lite")
+    src = make_tiny_onnx(tmp_path / "net.onnx", class_names=NAMES)
+    proc = _cli("convert", src, "--to", "lite", "--optimize", "none", "--fp16")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout == b""  # the converter's banner stays off stdout
+    out = tmp_path / "net_lite.mindir"
+    assert out.is_file() and (tmp_path / "net_lite.json").is_file()
+    assert json.loads((tmp_path / "net_lite.json").read_text())["class_names"] == NAMES
+
+
+# --------------------------------------------------------------------------- infer
+
+
+@pytest.fixture(scope="module")
+def mixed_dir(tmp_path_factory, imagenet_files, bad_cases):
+    """Good photos, the engine's bad-input corpus, nested folders and non-image files."""
+    root = tmp_path_factory.mktemp("mixed")
+    (root / "good" / "nested").mkdir(parents=True)
+    for i, f in enumerate(imagenet_files[:6]):
+        dest = root / "good" / ("nested" if i % 2 else "") / f.name
+        shutil.copy(str(f), str(dest))
+    (root / "bad").mkdir()
+    expected = {}
+    for name, case in bad_cases.items():
+        if not case.path.is_file():  # e.g. the unreadable-path case has no file to copy
+            continue
+        dest = root / "bad" / case.path.name
+        shutil.copy(str(case.path), str(dest))
+        expected[str(dest)] = case
+    (root / "README.txt").write_text("not a photo\n")
+    (root / "good" / "nested" / "labels.csv").write_text("a,b\n")
+    return root, expected
+
+
+def test_infer_mixed_directory_one_row_per_file(mixed_dir, model, tmp_path):
+    root, bad = mixed_dir
+    out = tmp_path / "rows.jsonl"
+    proc = _cli("infer", root, "--model", model, "--output", out, "--batch", "4", "--quiet")
+    assert proc.returncode == 0, proc.stderr.decode()
+    rows = read_rows(out)
+    files = sorted(str(p) for p in root.rglob("*") if p.is_file())
+    assert sorted(r["path"] for r in rows) == files  # every file exactly once
+    by_path = {r["path"]: r for r in rows}
+    for p in files:
+        row = by_path[p]
+        if "/good/" in p and p.endswith(".jpg"):
+            assert "top" in row and len(row["top"]) == 5, row
+            assert row["top"][0]["label"] in NAMES
+            assert row["top"][0]["prob"] >= row["top"][1]["prob"]
+    assert by_path[str(root / "README.txt")]["error"]["kind"] == "not_image"
+    assert by_path[str(root / "good" / "nested" / "labels.csv")]["error"]["kind"] == "not_image"
+    for path, case in bad.items():
+        kind = by_path[path]["error"]["kind"] if "error" in by_path[path] else None
+        assert case.accepts(kind), "%s (%s): got %s, expected %s" % (case.name, path, kind, case.expected)
+
+
+def test_infer_table_and_summary(mixed_dir, model):
+    root, _ = mixed_dir
+    proc = _cli("infer", root / "good", "--model", model, "--topk", "2")
+    assert proc.returncode == 0, proc.stderr.decode()
+    lines = proc.stdout.decode().splitlines()
+    assert len(lines) == 7  # 6 photos + labels.csv
+    assert any("ERROR not_image" in line for line in lines)
+    assert any("%" in line and "class_" in line for line in lines)
+    assert "7 files, 1 errors" in proc.stderr.decode()
+
+
+def test_infer_csv_output(mixed_dir, model, tmp_path):
+    root, _ = mixed_dir
+    out = tmp_path / "rows.csv"
+    proc = _cli("infer", root / "good", "--model", model, "--output", out, "--topk", "3", "-q")
+    assert proc.returncode == 0, proc.stderr.decode()
+    lines = out.read_text().splitlines()
+    assert lines[0] == "path,error_kind,error_message,label_1,index_1,prob_1,label_2,index_2,prob_2,label_3,index_3,prob_3"
+    assert len(lines) == 1 + 7
+
+
+def test_kill_and_resume_gives_every_file_once(imagenet_files, model, tmp_path):
+    photos = tmp_path / "photos"
+    for d in range(8):  # 8 x 32 distinct paths (hard links: no copies of the bytes)
+        (photos / ("d%d" % d)).mkdir(parents=True)
+        for f in imagenet_files:
+            os.link(str(f), str(photos / ("d%d" % d) / f.name))
+    total = sum(1 for _ in photos.rglob("*.jpg"))
+
+    reference = tmp_path / "reference.jsonl"
+    proc = _cli("infer", photos, "--model", model, "--output", reference, "--batch", "4", "-q")
+    assert proc.returncode == 0, proc.stderr.decode()
+
+    out = tmp_path / "killed.jsonl"
+    env = dict(os.environ, GLOG_v="3")
+    env.pop("PYTHONPATH", None)
+    import subprocess
+
+    child = subprocess.Popen(
+        [str(PY), "-m", "ibnedge", "infer", str(photos), "--model", str(model), "--output", str(out),
+         "--batch", "1", "--threads", "1", "-q"],
+        cwd="/", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    rows_before_kill = 0
+    while time.monotonic() < deadline and child.poll() is None:
+        if out.exists():
+            rows_before_kill = out.read_bytes().count(b"\n")
+            if rows_before_kill >= 20:
+                break
+        time.sleep(0.005)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert 20 <= rows_before_kill < total
+
+    proc = _cli("infer", photos, "--model", model, "--output", out, "--resume", "--batch", "4")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert "already done" in proc.stderr.decode()
+    resumed = read_rows(out)
+    paths = [r["path"] for r in resumed]
+    assert len(paths) == len(set(paths)) == total  # every file exactly once
+    expected = {r["path"]: r for r in read_rows(reference)}
+    for row in resumed:
+        ref = expected[row["path"]]
+        assert [t["label"] for t in row["top"]] == [t["label"] for t in ref["top"]]
+        for a, b in zip(row["top"], ref["top"]):
+            assert a["prob"] == pytest.approx(b["prob"], abs=1e-5)
+
+    # A second resume has nothing left to do and adds nothing.
+    proc = _cli("infer", photos, "--model", model, "--output", out, "--resume")
+    assert proc.returncode == 0 and len(read_rows(out)) == total
+    assert "0 files, 0 errors, %d already done" % total in proc.stderr.decode()
+
+
+def test_classifier_api_arrays_bytes_and_paths(imagenet_files, model):
+    import numpy as np
+
+    from ibnedge import corpus as _corpus  # noqa: F401  (the fixture's source)
+    from ibnedge.classifier import Classifier
+
+    clf = Classifier(model=model, batch=3, threads=1)
+    photo = imagenet_files[0]
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(str(photo)).convert("RGB"))
+    items = [str(photo), photo.read_bytes(), rgb, b"definitely not an image", photo]
+    preds = clf.predict(items, topk=3)
+    assert [p.source for p in preds] == [str(photo), "bytes[1]", "array[2]", "bytes[3]", str(photo)]
+    assert preds[0].ok and preds[1].ok and preds[2].ok and preds[4].ok
+    assert preds[3].error[0] == "not_image"
+    assert preds[0].labels == preds[1].labels == preds[4].labels
+    assert preds[0].probs == pytest.approx(preds[1].probs, abs=1e-6)
+    assert len(preds[0].labels) == 3 and preds[0].labels[0] in NAMES
+    assert preds[0].probs == sorted(preds[0].probs, reverse=True)
+    # Pipelined and unpipelined agree: one batch at a time through logits().
+    tensor = clf.preprocessor.run([str(photo)]).tensor
+    from ibnedge.classifier import softmax
+
+    p = softmax(clf.logits(tensor))[0]
+    assert preds[0].probs[0] == pytest.approx(float(p.max()), abs=1e-6)
+    assert preds[0].indices[0] == int(p.argmax())
+
+
+def test_predict_iter_streams_and_stops_early(imagenet_files, model):
+    from ibnedge.classifier import Classifier
+
+    clf = Classifier(model=model, batch=2, threads=1)
+    consumed = []
+
+    def endless():
+        i = 0
+        while True:
+            consumed.append(i)
+            yield imagenet_files[i % len(imagenet_files)]
+            i += 1
+
+    it = clf.predict_iter(endless(), topk=1)
+    first = [next(it) for _ in range(5)]
+    it.close()  # stops the background thread
+    assert all(p.ok for p in first)
+    # Bounded read-ahead: a few batches beyond what was consumed, never the whole stream.
+    assert len(consumed) <= 5 + 2 * 5
