@@ -38,6 +38,9 @@ from .checkpoint import (
 # the lr schedule when the number of epochs changed).
 _REBUILDABLE = ("learning_rate", "scale_sense", "current_iterator_step", "last_overflow_iterator_step")
 
+# Fault injection for the launcher's tests: the rank named here raises after its first step.
+FAULT_ENV = "IBNEDGE_TRAIN_FAULT_RANK"
+
 
 class TrainingError(RuntimeError):
     """A problem with the run's inputs, reported without a traceback by the CLI."""
@@ -54,9 +57,10 @@ class Cluster:
         return self.rank == 0
 
 
-def launched_by_msrun() -> bool:
-    """msrun (MindSpore's dynamic-cluster launcher) starts every worker with MS_ROLE=MS_WORKER."""
-    return os.environ.get("MS_ROLE") == "MS_WORKER"
+def msrun_role() -> Optional[str]:
+    """msrun (MindSpore's dynamic-cluster launcher) runs this program as MS_SCHED once and MS_WORKER per rank."""
+    role = os.environ.get("MS_ROLE")
+    return role if role in ("MS_SCHED", "MS_WORKER") else None
 
 
 def setup_context(device: Optional[str], mode: str) -> Cluster:
@@ -67,13 +71,17 @@ def setup_context(device: Optional[str], mode: str) -> Cluster:
         ms.set_device(device)
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     device = ms.get_context("device_target")
-    if not launched_by_msrun():
+    role = msrun_role()
+    if role is None:
         return Cluster(device)
     if mode != "graph":
         raise TrainingError("distributed training needs --mode graph")
     from mindspore.communication import get_group_size, get_rank, init
 
     init()
+    if role == "MS_SCHED":
+        # The scheduler only coordinates the ranks; init() returns when they are done.
+        raise SystemExit(0)
     world = get_group_size()
     ms.set_auto_parallel_context(
         parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True, device_num=world
@@ -143,6 +151,8 @@ def _callbacks(state: RunState, cfg, cluster: Cluster, model, lrs: np.ndarray, i
                     % (state.epoch + 1, state.step_in_epoch, state.steps_per_epoch, loss, lr, rate)
                 )
                 self.window_start, self.window_images = now, 0
+            if os.environ.get(FAULT_ENV) == str(cluster.rank):
+                raise RuntimeError("fault injected on rank %d after step %d (%s)" % (cluster.rank, state.global_step, FAULT_ENV))
             if cfg.max_steps and state.global_step >= cfg.max_steps:
                 state.stopped = True
                 run_context.request_stop()
