@@ -34,6 +34,8 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Optional, Union
 
+from .metadata import metadata_path
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 DEFAULT_ARCH = "resnet50_ibn_a"
@@ -213,6 +215,7 @@ def _export_default(dest: Path, fmt: str, progress: Optional[bool]) -> Path:
     return export_checkpoint(weights, DEFAULT_ARCH, fmt=fmt, dest=dest, semantics=DEFAULT_SEMANTICS)
 
 
+
 def _mindspore_importable() -> bool:
     import importlib.util
 
@@ -243,27 +246,43 @@ def export_checkpoint(
     dest = Path(dest)
     if dest.is_file():
         return dest
-    try:
-        from train.export import export_model  # lazy: needs MindSpore (Python 3.9+)
+    try:  # lazy: train needs MindSpore (Python 3.9+)
+        from train.checkpoint import _num_classes_of, load_into, read_checkpoint
+        from train.export import export_model
+        from train.models import create_model
     except ImportError as exc:
         raise ModelUnavailable(
             "exporting %s needs MindSpore and the train package (%s): run where MindSpore is installed, "
             "or pass an exported --model" % (weights, exc)
         )
+    from .metadata import ModelMetadata, PreprocessSpec, save_for_model
+
+    ckpt = read_checkpoint(weights, arch=arch)
+    info = ckpt.info
+    num_classes = info.num_classes if info is not None else _num_classes_of(ckpt.params)
+    if not num_classes:
+        raise ModelUnavailable("%s has no classifier weights: it cannot be used for classification" % weights)
+    if semantics is None:
+        # Official .pth weights were evaluated with torchvision/PIL; models trained here
+        # with mindspore.dataset ops.
+        semantics = info.semantics if info is not None else ("pil" if weights.suffix == ".pth" else "mindspore")
+    size = info.image_size if info is not None else 224
+    spec = PreprocessSpec(semantics=semantics) if info is None else PreprocessSpec(
+        resize=info.resize, crop=info.image_size, mean=info.mean, std=info.std, semantics=semantics)
+    meta = ModelMetadata(
+        arch=arch, num_classes=num_classes, preprocess=spec,
+        class_names=info.class_names if info is not None else None,
+        input_shape=(-1, 3, size, size), source=weights.name,
+    )
+    net = create_model(arch, num_classes=num_classes)
+    load_into(net, ckpt.params, str(weights), allow_new_head=False)
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=str(dest.parent)))
     try:
-        made = Path(
-            export_model(
-                arch=arch, weights=str(weights), file_format=fmt.upper(),
-                output=str(staging / dest.name), semantics=semantics,
-            )
-        )
-        from .metadata import metadata_path
-
+        made = export_model(net, staging / dest.name, fmt.upper(), input_shape=(1, 3, size, size), dynamic_batch=True)
         # Metadata first, the model last: a present model file means a complete pair.
-        if metadata_path(made).is_file():
-            os.replace(str(metadata_path(made)), str(metadata_path(dest)))
+        os.replace(str(save_for_model(meta, made)), str(metadata_path(dest)))
         os.replace(str(made), str(dest))
     finally:
         shutil.rmtree(str(staging), ignore_errors=True)

@@ -107,14 +107,16 @@ def lite_model(tmp: Path, **kw) -> Tuple[Path, Path]:
     return onnx_path, convert_to_lite(onnx_path)
 
 
-def run_py(python: Path, args: List[str], **kw) -> subprocess.CompletedProcess:
-    """Run ``python args`` from outside the repository root (so the installed, editable
-    ibnedge with its compiled module is imported, not the bare source tree)."""
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
-    env.setdefault("GLOG_v", "3")
+def run_py(python: Path, args: List[str], env: Optional[Dict[str, str]] = None, **kw) -> subprocess.CompletedProcess:
+    """Run ``python args`` with the repository on PYTHONPATH (``train`` is not installed as a
+    package; ibnedge's editable install still supplies the compiled module), from ``/`` by
+    default so nothing depends on the caller's directory. ``env`` adds variables."""
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = str(REPO)
+    full_env.setdefault("GLOG_v", "3")
+    full_env.update(env or {})
     kw.setdefault("cwd", "/")
-    return subprocess.run([str(python)] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **kw)
+    return subprocess.run([str(python)] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, **kw)
 
 
 def interpreter_or_skip(python: Path, module: str) -> Path:

@@ -174,7 +174,6 @@ def test_kill_and_resume_gives_every_file_once(imagenet_files, model, tmp_path):
 
     out = tmp_path / "killed.jsonl"
     env = dict(os.environ, GLOG_v="3")
-    env.pop("PYTHONPATH", None)
     import subprocess
 
     child = subprocess.Popen(

@@ -1,0 +1,158 @@
+"""End to end across both environments, on real photographs:
+
+    train (Python 3.11, MindSpore)  -> resnet_ibn_a_tiny exported to MINDIR and ONNX (+ metadata)
+    ibnedge convert (Python 3.7)    -> Lite MINDIR
+    ibnedge infer --backend mindspore (3.11)   vs   ibnedge infer --backend lite (3.7)
+
+Both runs must give the same top-5 classes with probabilities within 1e-3. Every step is
+a subprocess of its own interpreter (``.venv/bin/python``, ``.venv37/bin/python``), so the
+test runs from the 3.11 suite and is skipped, with the reason, where either is missing.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from edge_helpers import PY37, PY311, interpreter_or_skip, run_py
+from ibnedge.results import read_rows
+
+pytestmark = pytest.mark.skipif(
+    sys.version_info < (3, 9), reason="driven from the Python 3.11 suite (it runs the 3.7 side as a subprocess)"
+)
+
+SIZE = 64  # small inputs keep the tiny model fast; preprocessing resizes to 73, crops 64
+
+EXPORT = textwrap.dedent(
+    """
+    import sys
+    import mindspore as ms
+    from train.models import create_model
+    from train.export import export_model
+    from ibnedge.metadata import ModelMetadata, PreprocessSpec, save_for_model
+
+    out, size = sys.argv[1], int(sys.argv[2])
+    ms.set_seed(0)
+    net = create_model("resnet_ibn_a_tiny", num_classes=1000)
+    meta = ModelMetadata(arch="resnet_ibn_a_tiny", num_classes=1000, input_shape=(-1, 3, size, size),
+                         preprocess=PreprocessSpec(resize=size + size // 7, crop=size, semantics="pil"),
+                         source="random-init")
+    for fmt, suffix in (("MINDIR", ".mindir"), ("ONNX", ".onnx")):
+        path = export_model(net, out + suffix, fmt, input_shape=(1, 3, size, size), dynamic_batch=True)
+        save_for_model(meta, path)
+    """
+)
+
+
+def _ok(proc):
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    py311 = interpreter_or_skip(PY311, "mindspore")
+    py37 = interpreter_or_skip(PY37, "mindspore_lite")
+    d = tmp_path_factory.mktemp("e2e")
+    script = d / "export.py"
+    script.write_text(EXPORT)
+    _ok(run_py(py311, [str(script), str(d / "tiny"), str(SIZE)]))
+    _ok(run_py(py37, ["-m", "ibnedge", "convert", str(d / "tiny.onnx"), "--to", "lite"]))
+    assert (d / "tiny_lite.mindir").is_file() and (d / "tiny_lite.json").is_file()
+    return d
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, imagenet_files, bad_cases):
+    root = tmp_path_factory.mktemp("photos")
+    (root / "nested" / "deeper").mkdir(parents=True)
+    for i, f in enumerate(imagenet_files[:12]):
+        shutil.copy(str(f), str(root / ("nested" if i % 3 == 1 else "nested/deeper" if i % 3 == 2 else "") / f.name))
+    for name in ("empty", "truncated", "not_image"):
+        case = next((c for c in bad_cases.values() if c.name.startswith(name)), None)
+        if case is not None and case.path.is_file():
+            shutil.copy(str(case.path), str(root / case.path.name))
+    return root
+
+
+def _same_top5(a, b, tol=1e-3):
+    """Top-5 labels equal and probabilities within ``tol``; two classes whose
+    probabilities are within ``tol`` of each other may swap ranks (a near tie)."""
+    pa = [t["prob"] for t in a["top"]]
+    pb = [t["prob"] for t in b["top"]]
+    assert pa == pytest.approx(pb, abs=tol)
+    la = [t["label"] for t in a["top"]]
+    lb = [t["label"] for t in b["top"]]
+    for i, (x, y) in enumerate(zip(la, lb)):
+        if x != y:
+            assert abs(pa[i] - pa[i + 1 if i + 1 < len(pa) else i - 1]) < tol, (a, b)
+
+
+def test_mindspore_and_lite_agree_on_real_photographs(exported, photos):
+    ms_out, lite_out = exported / "ms.jsonl", exported / "lite.jsonl"
+    _ok(run_py(PY311, ["-m", "ibnedge", "infer", str(photos), "--model", str(exported / "tiny.mindir"),
+                       "--backend", "mindspore", "--output", str(ms_out), "--batch", "4", "-q"]))
+    _ok(run_py(PY37, ["-m", "ibnedge", "infer", str(photos), "--model", str(exported / "tiny_lite.mindir"),
+                      "--backend", "lite", "--output", str(lite_out), "--batch", "4", "--threads", "2", "-q"]))
+    ms_rows, lite_rows = read_rows(ms_out), read_rows(lite_out)
+    files = sorted(str(p) for p in photos.rglob("*") if p.is_file())
+    assert sorted(r["path"] for r in ms_rows) == files == sorted(r["path"] for r in lite_rows)
+    lite_by_path = {r["path"]: r for r in lite_rows}
+    good = 0
+    for row in ms_rows:
+        other = lite_by_path[row["path"]]
+        if "error" in row:
+            assert other["error"]["kind"] == row["error"]["kind"]
+            continue
+        good += 1
+        assert len(row["top"]) == 5
+        _same_top5(row, other)
+    assert good == 12
+    # ImageNet names come from the metadata (1000 classes): real words, not indices.
+    assert all(not t["label"].startswith("class_") for r in ms_rows if "top" in r for t in r["top"])
+
+
+def test_onnx_runtime_agrees_too(exported, photos):
+    """The same ONNX file through ONNX Runtime (3.11) against Lite's conversion of it (3.7)."""
+    interpreter_or_skip(PY311, "onnxruntime")
+    ort_out, lite_out = exported / "ort.jsonl", exported / "lite2.jsonl"
+    _ok(run_py(PY311, ["-m", "ibnedge", "infer", str(photos), "--model", str(exported / "tiny.onnx"),
+                       "--backend", "onnx", "--output", str(ort_out), "-q"]))
+    _ok(run_py(PY37, ["-m", "ibnedge", "infer", str(photos), "--model", str(exported / "tiny_lite.mindir"),
+                      "--output", str(lite_out), "-q"]))  # auto picks lite in the 3.7 environment
+    lite_by_path = {r["path"]: r for r in read_rows(lite_out)}
+    for row in read_rows(ort_out):
+        if "top" in row:
+            _same_top5(row, lite_by_path[row["path"]])
+
+
+def test_checkpoint_exported_on_the_fly(exported, photos, tmp_path):
+    """``--model x.ckpt --arch NAME`` with the mindspore backend: exported once, then reused."""
+    script = tmp_path / "ckpt.py"
+    script.write_text(textwrap.dedent(
+        """
+        import sys
+        import mindspore as ms
+        from train.models import create_model
+        ms.set_seed(0)
+        ms.save_checkpoint(create_model("resnet_ibn_a_tiny", num_classes=1000), sys.argv[1])
+        """
+    ))
+    ckpt = tmp_path / "tiny.ckpt"
+    _ok(run_py(PY311, [str(script), str(ckpt)]))
+    home = tmp_path / "home"
+    env = {"IBNEDGE_HOME": str(home)}
+    out = tmp_path / "ckpt.jsonl"
+    proc = run_py(PY311, ["-m", "ibnedge", "infer", str(photos), "--model", str(ckpt), "--arch",
+                          "resnet_ibn_a_tiny", "--backend", "mindspore", "--output", str(out), "-q"], env=env)
+    _ok(proc)
+    rows = read_rows(out)
+    assert sum(1 for r in rows if "top" in r) == 12
+    exports = list((home / "exports").glob("*/resnet_ibn_a_tiny.mindir"))
+    assert len(exports) == 1 and (exports[0].with_suffix(".json")).is_file()
+    meta = json.loads(exports[0].with_suffix(".json").read_text())
+    assert meta["arch"] == "resnet_ibn_a_tiny" and meta["preprocess"]["semantics"] == "mindspore"
