@@ -100,20 +100,12 @@ def read_checkpoint(path: Path, arch: Optional[str] = None) -> Checkpoint:
 
 
 def _read_pth(path: Path, arch: Optional[str]) -> Checkpoint:
-    from . import convert
+    from .convert import convert_state_dict
+    from .pth_reader import load_state_dict
 
-    arch, params = convert.convert_file(path, arch=arch, strict=False)
-    num_classes = _num_classes_of(params)
-    info = ModelInfo(arch=arch, num_classes=num_classes, semantics="pil", source=path.name)
-    return Checkpoint(path, params, info)
-
-
-def _num_classes_of(params: Dict[str, np.ndarray]) -> int:
-    for prefix in HEAD_PREFIXES:
-        bias = params.get(prefix + "bias")
-        if bias is not None:
-            return int(bias.shape[0])
-    return 0
+    params, report = convert_state_dict(load_state_dict(path), arch=arch, strict=True)
+    info = ModelInfo(arch=report.arch, num_classes=report.num_classes, semantics="pil", source=path.name)
+    return Checkpoint(path, dict(params), info)
 
 
 def save_run_checkpoint(train_network, path: Path, info: ModelInfo, epoch: int, step_in_epoch: int) -> Path:

@@ -280,9 +280,14 @@ def build_parser(prog: str, description: str, groups: Iterable[Callable[[argpars
 
 
 def resolve(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """defaults < config file < command line, as one namespace holding every setting."""
+    """defaults < config file < command line, as one namespace holding every setting.
+
+    ``explicit`` lists the settings that came from the file or the command line (so that,
+    e.g., evaluation can prefer a checkpoint's own input size over a built-in default).
+    """
     given = vars(parser.parse_args(argv))
     settings = dict(DEFAULTS)
+    explicit = set(given)
     if given.get("config"):
         path = Path(given["config"])
         try:
@@ -290,7 +295,9 @@ def resolve(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = Non
         except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
             parser.error(str(exc))
         settings.update(from_file)
+        explicit |= set(from_file)
     settings.update(given)
+    settings["explicit"] = explicit
     return argparse.Namespace(**settings)
 
 

@@ -30,6 +30,7 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ibnedge.formats import HEAD_BYTES, image_size, sniff
 from ibnedge.metadata import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 # What mindspore.dataset.vision.Decode reads without PIL (GIF and WEBP need to_pil=True).
 DECODABLE_FORMATS = ("jpeg", "png", "bmp", "tiff")
 CHECK_MODES = ("header", "decode", "none")
-_HEAD_BYTES = 64
+# Pillow's decompression-bomb limit: a header claiming more pixels is refused before decoding.
+MAX_PIXELS = 178_956_970
 _TAIL_BYTES = 4096  # an end marker followed by a little padding still counts as complete
 
 
@@ -74,17 +76,6 @@ def list_classes(root: Path) -> List[str]:
     return classes
 
 
-def _sniff(head: bytes) -> Optional[str]:
-    try:
-        from ibnedge.formats import sniff
-    except ImportError:  # TEMPORARY until ibnedge.formats lands (engine helpers)
-        for magic, fmt in ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG", "png"), (b"BM", "bmp"), (b"II*\0", "tiff"), (b"MM\0*", "tiff")):
-            if head.startswith(magic):
-                return fmt
-        return None
-    return sniff(head)
-
-
 def header_problem(path: Path) -> Optional[str]:
     """Why ``path`` cannot be a complete image the training decoder reads, or ``None``.
 
@@ -96,16 +87,19 @@ def header_problem(path: Path) -> Optional[str]:
         if size == 0:
             return "empty file"
         with open(path, "rb") as f:
-            head = f.read(_HEAD_BYTES)
+            head = f.read(HEAD_BYTES)
             f.seek(max(0, size - _TAIL_BYTES))
             tail = f.read()
     except OSError as exc:
         return "unreadable (%s)" % (exc.strerror or exc)
-    fmt = _sniff(head)
+    fmt = sniff(head)
     if fmt is None:
         return "not an image (unknown format)"
     if fmt not in DECODABLE_FORMATS:
         return "unsupported format %s (MindSpore's Decode reads %s)" % (fmt, ", ".join(DECODABLE_FORMATS))
+    claimed = image_size(head)
+    if claimed is not None and claimed[0] * claimed[1] > MAX_PIXELS:
+        return "too large (%dx%d pixels claimed)" % claimed
     if fmt == "jpeg" and b"\xff\xd9" not in tail:
         return "truncated JPEG (no end-of-image marker)"
     if fmt == "png" and b"IEND" not in tail:

@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import mindspore.nn as nn
 import numpy as np
@@ -147,3 +147,106 @@ def export_model(
         shutil.rmtree(scratch, ignore_errors=True)
         net.set_train(was_training)
     return path
+
+
+# --------------------------------------------------------------------------- metadata and CLI
+# ``python -m train.export``: checkpoint -> model file + ``<model>.json`` (ibnedge.metadata)
+# beside it, so ibnedge preprocesses exactly as the model was trained or evaluated.
+
+
+def model_metadata(info, input_shape: Sequence[int], class_names: Optional[Sequence[str]] = None,
+                   semantics: Optional[str] = None):
+    """The ModelMetadata of a model described by ``info`` (train.checkpoint.ModelInfo).
+
+    Class names: ``class_names`` if given, else the checkpoint's (training folder names),
+    else ImageNet's 1000 names for a 1000-class model, else none (ibnedge shows indices).
+    Resize semantics: ``semantics`` if given, else the checkpoint's (``mindspore`` for
+    models trained here, ``pil`` for converted official weights).
+    """
+    from ibnedge.metadata import ModelMetadata, PreprocessSpec, imagenet_class_names
+
+    names = list(class_names) if class_names is not None else info.class_names
+    if names is None and info.num_classes == 1000:
+        names = imagenet_class_names()
+    spec = PreprocessSpec(
+        resize=int(info.resize),
+        crop=(int(input_shape[2]), int(input_shape[3])),
+        mean=tuple(info.mean),
+        std=tuple(info.std),
+        semantics=semantics or info.semantics,
+    )
+    return ModelMetadata(
+        arch=info.arch,
+        num_classes=int(info.num_classes),
+        preprocess=spec,
+        class_names=names,
+        input_shape=tuple(int(v) for v in input_shape),
+        source=info.source,
+    )
+
+
+def _read_class_names(path: PathLike) -> List[str]:
+    names = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not names:
+        raise ValueError("%s: no class names (one per line expected)" % path)
+    return names
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    import json
+    import sys
+
+    from ibnedge.metadata import save_for_model
+
+    from . import config as settings
+    from .checkpoint import ModelInfo, read_checkpoint
+    from .eval import build_network
+    from .loop import TrainingError, setup_context
+    from .models import create_model
+
+    cfg = settings.resolve(settings.export_parser(), argv)
+    try:
+        setup_context(cfg.device, cfg.mode)
+        if cfg.checkpoint:
+            ckpt = read_checkpoint(Path(cfg.checkpoint), arch=cfg.arch if "arch" in cfg.explicit else None)
+            if ckpt.info is None:
+                # A bare .ckpt (train.convert's output): converted official weights.
+                from .checkpoint import HEAD_PREFIXES
+
+                heads = [ckpt.params[p + "bias"].shape[0] for p in HEAD_PREFIXES if p + "bias" in ckpt.params]
+                ckpt.info = ModelInfo(arch=cfg.arch, num_classes=cfg.num_classes or (heads[0] if heads else 0),
+                                      semantics="pil", source=Path(cfg.checkpoint).name)
+            info = ckpt.info
+            net = build_network(ckpt, None, cfg.num_classes)
+        else:
+            if "arch" not in cfg.explicit:
+                raise ValueError("give --checkpoint (or --arch to export an untrained model)")
+            import mindspore as ms
+
+            ms.set_seed(cfg.seed)
+            num_classes = cfg.num_classes or 1000
+            info = ModelInfo(arch=cfg.arch, num_classes=num_classes, semantics="pil", source="random-init")
+            net = create_model(cfg.arch, num_classes=num_classes)
+        size = cfg.image_size if "image_size" in cfg.explicit else info.image_size
+        if "resize" in cfg.explicit:
+            info.resize = cfg.resize
+        fmt = cfg.format.upper()
+        output = Path(cfg.output) if cfg.output else Path("runs/export") / (info.arch + SUFFIXES[fmt])
+        batch = int(cfg.export_batch)
+        if batch < 0:
+            raise ValueError("--export-batch must be 0 (dynamic) or a positive batch size")
+        class_names = _read_class_names(cfg.class_names) if cfg.class_names else None
+        meta = model_metadata(info, (batch or -1, 3, size, size), class_names, cfg.semantics)
+        path = export_model(net, output, fmt, input_shape=(batch or 1, 3, size, size), dynamic_batch=batch == 0)
+        meta_path = save_for_model(meta, path)
+    except (ExportError, TrainingError, ValueError, FileNotFoundError) as exc:
+        print("error: %s" % exc, file=sys.stderr, flush=True)
+        return 2
+    print("exported %s (%s) and %s" % (path, fmt, meta_path), flush=True)
+    print(json.dumps({"model": str(path), "metadata": str(meta_path), "format": fmt, **meta.to_dict()},
+                     ensure_ascii=False), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
