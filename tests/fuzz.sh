@@ -63,7 +63,10 @@ from pathlib import Path
 from ibnedge import corpus
 out = Path(sys.argv[1])
 n = 0
-for case in corpus.bad_input_cases(corpus.default_cache_dir()).values():
+import os
+# The tests' cache (tests/conftest.py): the corpora are built once for both.
+root = Path(os.environ.get("IBNEDGE_CACHE") or ".cache") / "corpus"
+for case in corpus.bad_input_cases(root).values():
     if case.path.is_file() and case.path.stat().st_size <= 65536:
         shutil.copyfile(str(case.path), str(out / case.path.name)); n += 1
 for i, (w, h) in enumerate([(64, 48), (48, 64), (17, 9), (300, 20), (1, 1)]):

@@ -33,7 +33,10 @@ list="$BUILD/corpus.txt"
 "$PYTHON" - "$list" <<'EOF' || fail "building the corpora with $PYTHON"
 import sys
 from ibnedge import corpus
-root = corpus.default_cache_dir()
+import os
+from pathlib import Path
+# The tests' cache (tests/conftest.py): the corpora are built once for both.
+root = Path(os.environ.get("IBNEDGE_CACHE") or ".cache") / "corpus"
 rows = []
 for p in corpus.imagenet_like(root)[:12]:
     rows.append(("ok", p))

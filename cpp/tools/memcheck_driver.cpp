@@ -19,6 +19,8 @@
 #include <thread>
 #include <vector>
 
+#include <sys/stat.h>
+
 #include "engine.h"
 #include "preprocess_types.h"
 
@@ -54,8 +56,10 @@ std::vector<Entry> read_list(const char* list_path) {
         Entry e;
         e.expect = line.substr(0, tab);
         e.path = line.substr(tab + 1);
-        std::ifstream f(e.path, std::ios::binary);
-        if (f) {
+        struct stat st;
+        std::ifstream f;
+        if (::stat(e.path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) f.open(e.path, std::ios::binary);
+        if (f.is_open()) {
             e.bytes.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
             e.readable = !f.bad();
         }
