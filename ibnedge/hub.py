@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import urllib.error
@@ -246,43 +247,37 @@ def export_checkpoint(
     dest = Path(dest)
     if dest.is_file():
         return dest
-    try:  # lazy: train needs MindSpore (Python 3.9+)
-        from train.checkpoint import _num_classes_of, load_into, read_checkpoint
-        from train.export import export_model
-        from train.models import create_model
-    except ImportError as exc:
+    import importlib.util
+
+    spec = importlib.util.find_spec("train")
+    if spec is None or spec.origin is None or importlib.util.find_spec("mindspore") is None:
         raise ModelUnavailable(
-            "exporting %s needs MindSpore and the train package (%s): run where MindSpore is installed, "
-            "or pass an exported --model" % (weights, exc)
+            "exporting %s needs MindSpore and the train package (Python 3.9+): run where they are installed, "
+            "or pass an exported --model (.mindir, .onnx)" % weights
         )
-    from .metadata import ModelMetadata, PreprocessSpec, save_for_model
-
-    ckpt = read_checkpoint(weights, arch=arch)
-    info = ckpt.info
-    num_classes = info.num_classes if info is not None else _num_classes_of(ckpt.params)
-    if not num_classes:
-        raise ModelUnavailable("%s has no classifier weights: it cannot be used for classification" % weights)
-    if semantics is None:
-        # Official .pth weights were evaluated with torchvision/PIL; models trained here
-        # with mindspore.dataset ops.
-        semantics = info.semantics if info is not None else ("pil" if weights.suffix == ".pth" else "mindspore")
-    size = info.image_size if info is not None else 224
-    spec = PreprocessSpec(semantics=semantics) if info is None else PreprocessSpec(
-        resize=info.resize, crop=info.image_size, mean=info.mean, std=info.std, semantics=semantics)
-    meta = ModelMetadata(
-        arch=arch, num_classes=num_classes, preprocess=spec,
-        class_names=info.class_names if info is not None else None,
-        input_shape=(-1, 3, size, size), source=weights.name,
-    )
-    net = create_model(arch, num_classes=num_classes)
-    load_into(net, ckpt.params, str(weights), allow_new_head=False)
-
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=str(dest.parent)))
     try:
-        made = export_model(net, staging / dest.name, fmt.upper(), input_shape=(1, 3, size, size), dynamic_batch=True)
+        made = staging / dest.name
+        # ``python -m train.export`` owns checkpoint reading (.pth through train.convert),
+        # metadata and the export itself; a child process also keeps its MindSpore context
+        # settings (graph mode, device) out of this process's backend.
+        cmd = [sys.executable, "-m", "train.export", "--checkpoint", str(weights), "--arch", arch,
+               "--format", fmt.upper(), "--output", str(made), "--export-batch", "0"]
+        if semantics:
+            cmd += ["--semantics", semantics]
+        env = dict(os.environ)
+        train_root = str(Path(spec.origin).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (train_root, env.get("PYTHONPATH")) if p)
+        env.setdefault("GLOG_v", "3")
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        if proc.returncode != 0 or not made.is_file():
+            lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+            reason = next((ln for ln in reversed(lines) if ln.startswith("error:")), lines[-1] if lines else "")
+            raise ModelUnavailable("cannot export %s as %s (%s)" % (weights, arch, reason.replace("error: ", "", 1)))
         # Metadata first, the model last: a present model file means a complete pair.
-        os.replace(str(save_for_model(meta, made)), str(metadata_path(dest)))
+        if metadata_path(made).is_file():
+            os.replace(str(metadata_path(made)), str(metadata_path(dest)))
         os.replace(str(made), str(dest))
     finally:
         shutil.rmtree(str(staging), ignore_errors=True)

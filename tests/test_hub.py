@@ -121,3 +121,67 @@ def test_default_model_offline_says_pass_model(monkeypatch, tmp_path):
         hub.default_model("auto", progress=False)
     assert not (tmp_path / "weights" / "resnet50_ibn_a-d9d0bb7b.pth").exists()
     assert not list((tmp_path / "models").glob("**/*.onnx")) if (tmp_path / "models").exists() else True
+
+
+def _torch_pth(tmp_path, arch):
+    """A real PyTorch checkpoint of the reference ``arch`` (random weights, real statistics)."""
+    torch = pytest.importorskip("torch")
+    import torch_reference
+
+    model = torch_reference.build(arch, num_classes=1000)
+    raw = tmp_path / "raw.pth"
+    torch.save(model.state_dict(), str(raw))
+    data = raw.read_bytes()
+    return model, data, hashlib.sha256(data).hexdigest()[:8]
+
+
+def test_default_model_downloads_converts_exports_once(monkeypatch, tmp_path, imagenet_files):
+    """The whole first-use flow on loopback: download, verify, convert the .pth (train.convert),
+    export (train.export) once, reuse; logits equal to the PyTorch model's."""
+    pytest.importorskip("mindspore")
+    pytest.importorskip("train.checkpoint")
+    arch = "resnet_ibn_a_tiny"
+    model, data, prefix = _torch_pth(tmp_path, arch)
+    name = "%s-%s.pth" % (arch, prefix)
+
+    class Serve(http.server.BaseHTTPRequestHandler):
+        hits = []
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            type(self).hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Serve)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("IBNEDGE_HOME", str(tmp_path / "home"))
+        monkeypatch.setattr(hub, "DEFAULT_ARCH", arch)
+        monkeypatch.setattr(hub, "DEFAULT_WEIGHTS_URL", "http://127.0.0.1:%d/%s" % (httpd.server_address[1], name))
+        path = hub.default_model("mindspore", progress=False)
+        assert path == tmp_path / "home" / "models" / name[:-4] / (arch + ".mindir")
+        assert (tmp_path / "home" / "weights" / name).read_bytes() == data
+        assert hub.default_model("mindspore", progress=False) == path  # reused
+        assert len(Serve.hits) == 1
+
+        from ibnedge.classifier import Classifier
+
+        clf = Classifier(model=None, backend="mindspore", batch=2)
+        assert clf.model_path == path and clf.spec.semantics == "pil"
+        tensor = clf.preprocessor.run([str(f) for f in imagenet_files[:2]]).tensor
+        import torch
+
+        with torch.no_grad():
+            expected = model(torch.from_numpy(tensor)).numpy()
+        got = clf.logits(tensor)
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * float(np.abs(expected).max()))
+        preds = clf.predict(imagenet_files[:2], topk=3)
+        assert [p.indices[0] for p in preds] == [int(i) for i in expected.argmax(axis=1)]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
