@@ -209,6 +209,18 @@ def test_refuses_pickles_that_reference_other_globals(tmp_path, container):
         load_pth(crafted)
 
 
+def test_malformed_pickles_raise_pth_errors(tmp_path):
+    cases = {
+        "storage_called.pth": b"\x80\x02ctorch\nFloatStorage\n)R.",  # an allowed global misused
+        "bad_rebuild.pth": b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nK\x01\x85R.",  # no storage
+        "not_magic.pth": pickle.dumps({"a": 1}, protocol=2),  # a pickle, but not torch.save's
+    }
+    for name, payload in cases.items():
+        (tmp_path / name).write_bytes(payload)
+        with pytest.raises(PthError, match="corrupt|storage|not a PyTorch checkpoint"):
+            load_pth(tmp_path / name)
+
+
 def test_refuses_a_whole_pickled_module(tmp_path):
     torch.save(torch.nn.Linear(2, 2), str(tmp_path / "module.pth"))
     with pytest.raises(UnsafePickleError, match="torch.nn.modules.linear.Linear.*state_dict"):

@@ -174,6 +174,19 @@ class _StorageView(_Storage):
         self.view_offset = offset
 
 
+# What a malformed (not malicious: globals are already restricted) pickle raises while loading.
+_MALFORMED = (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError, struct.error, UnicodeDecodeError)
+
+
+def _unpickle(stream: BinaryIO, source: str, storages: Dict[str, _Storage], legacy: bool) -> Any:
+    try:
+        return _RestrictedUnpickler(stream, source, storages, legacy).load()
+    except PthError:
+        raise
+    except _MALFORMED as exc:
+        raise PthError("%s: truncated or corrupt pickle (%s: %s)" % (source, type(exc).__name__, exc)) from None
+
+
 def _storage_array(storage: _Storage, source: str) -> np.ndarray:
     if isinstance(storage, _StorageView):
         root = _storage_array(storage.root, source)
@@ -255,7 +268,7 @@ def _load_zip(path: Path) -> Any:
         storages: Dict[str, _Storage] = {}
         try:
             with archive.open(pickles[0]) as stream:
-                obj = _RestrictedUnpickler(stream, source, storages, legacy=False).load()
+                obj = _unpickle(stream, source, storages, legacy=False)
             for key, storage in storages.items():
                 record = "%sdata/%s" % (prefix, key)
                 if record not in names:
@@ -270,19 +283,16 @@ def _load_legacy(path: Path) -> Any:
     source = str(path)
     storages: Dict[str, _Storage] = {}
     with open(path, "rb") as stream:
-        try:
-            magic = _RestrictedUnpickler(stream, source, storages, legacy=True).load()
-            if magic != LEGACY_MAGIC_NUMBER:
-                raise PthError("%s: not a PyTorch checkpoint (no torch.save magic number)" % source)
-            protocol = _RestrictedUnpickler(stream, source, storages, legacy=True).load()
-            if protocol != LEGACY_PROTOCOL_VERSION:
-                raise PthError("%s: unsupported legacy torch.save protocol %r" % (source, protocol))
-            sys_info = _RestrictedUnpickler(stream, source, storages, legacy=True).load()
-            little_endian = bool(sys_info.get("little_endian", True)) if isinstance(sys_info, dict) else True
-            obj = _RestrictedUnpickler(stream, source, storages, legacy=True).load()
-            keys = _RestrictedUnpickler(stream, source, storages, legacy=True).load()
-        except (EOFError, pickle.UnpicklingError) as exc:
-            raise PthError("%s: truncated or corrupt legacy checkpoint (%s)" % (source, exc)) from None
+        magic = _unpickle(stream, source, storages, legacy=True)
+        if magic != LEGACY_MAGIC_NUMBER:
+            raise PthError("%s: not a PyTorch checkpoint (no torch.save magic number)" % source)
+        protocol = _unpickle(stream, source, storages, legacy=True)
+        if protocol != LEGACY_PROTOCOL_VERSION:
+            raise PthError("%s: unsupported legacy torch.save protocol %r" % (source, protocol))
+        sys_info = _unpickle(stream, source, storages, legacy=True)
+        little_endian = bool(sys_info.get("little_endian", True)) if isinstance(sys_info, dict) else True
+        obj = _unpickle(stream, source, storages, legacy=True)
+        keys = _unpickle(stream, source, storages, legacy=True)
         if not isinstance(keys, list):
             raise PthError("%s: legacy checkpoint without a storage key list" % source)
         for key in keys:
