@@ -261,3 +261,37 @@ def test_predict_iter_streams_and_stops_early(imagenet_files, model):
     assert all(p.ok for p in first)
     # Bounded read-ahead: a few batches beyond what was consumed, never the whole stream.
     assert len(consumed) <= 5 + 2 * 5
+
+
+def test_bench_json_and_plot(model, tmp_path, imagenet_files):
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    args = ["bench", "--model", model, "--corpus", imagenet_files[0].parent, "--images", "4", "--batch", "1,2",
+            "--repeat", "1", "--threads", "1", "--json", out]
+    try:
+        import matplotlib  # noqa: F401
+
+        args += ["--plot", png]
+    except ImportError:
+        png = None
+    proc = _cli(*args)
+    assert proc.returncode == 0, proc.stderr.decode()
+    table = proc.stdout.decode()
+    assert "ibnedge engine, pil semantics" in table and "end-to-end img/s" in table
+    result = json.loads(out.read_text())
+    assert result["files"] == 4
+    assert set(result["preprocess"]["per_image_1_thread"]) >= {"ibnedge_pil", "ibnedge_mindspore", "ibnedge_fast"}
+    rows = result["backends"]
+    assert rows and {r["batch"] for r in rows} == {1, 2}
+    for r in rows:
+        assert r["backend_img_s"] > 0 and r["end_to_end_img_s"] > 0 and r["latency_ms"] > 0
+        assert r["e2e_over_backend"] == pytest.approx(r["end_to_end_img_s"] / r["backend_img_s"])
+    if png is not None:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_without_any_usable_model(tmp_path):
+    bogus = tmp_path / "m.onnx"
+    bogus.write_bytes(b"nope")
+    proc = _cli("bench", "--model", bogus, "--images", "2", "--skip-preprocess", "--batch", "1", "--repeat", "1")
+    err = proc.stderr.decode().strip().splitlines()
+    assert proc.returncode == 2 and err[-1].startswith("ibnedge bench: error: no backend could run the model")

@@ -116,6 +116,7 @@ def test_mindspore_and_lite_agree_on_real_photographs(exported, photos):
     assert all(not t["label"].startswith("class_") for r in ms_rows if "top" in r for t in r["top"])
 
 
+@pytest.mark.slow
 def test_onnx_runtime_agrees_too(exported, photos):
     """The same ONNX file through ONNX Runtime (3.11) against Lite's conversion of it (3.7)."""
     interpreter_or_skip(PY311, "onnxruntime")
@@ -130,6 +131,7 @@ def test_onnx_runtime_agrees_too(exported, photos):
             _same_top5(row, lite_by_path[row["path"]])
 
 
+@pytest.mark.slow
 def test_checkpoint_exported_on_the_fly(exported, photos, tmp_path):
     """``--model x.ckpt --arch NAME`` with the mindspore backend: exported once, then reused."""
     script = tmp_path / "ckpt.py"

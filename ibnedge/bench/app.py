@@ -106,7 +106,8 @@ def preprocess_table(datas: Sequence[bytes], threads: int, repeats: int) -> Dict
     batch_rows = OrderedDict()  # type: Dict[str, Dict[str, float]]
     for key, by_threads in batches.items():
         batch_rows[key] = {str(t): 1.0 / s for t, s in sorted(by_threads.items())}
-    return {"per_image_1_thread": rows, "engine_batch_img_s": batch_rows}
+    missing = OrderedDict((k, pre.LABELS.get(k, k)) for k in wanted if k not in pipes)
+    return {"per_image_1_thread": rows, "engine_batch_img_s": batch_rows, "not_available": missing}
 
 
 def _time_backend(clf: Any, tensors: Sequence[np.ndarray]) -> float:
@@ -177,6 +178,8 @@ def format_table(result: Dict[str, Any]) -> str:
         for key, by_threads in pre["engine_batch_img_s"].items():
             parts = ", ".join("%s thread%s %.1f img/s" % (t, "" if t == "1" else "s", v) for t, v in by_threads.items())
             lines.append("  %-74s %s" % ("engine batch, " + key.replace("ibnedge_", "") + " mode", parts))
+        for label in pre.get("not_available", {}).values():
+            lines.append("  %-74s %s" % (label, "not installed here"))
         lines.append("")
     rows = result.get("backends", [])
     if rows:
@@ -262,17 +265,6 @@ def run_bench(args: Any) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             raise BenchSetupError("--plot needs matplotlib: pip install matplotlib (the ibnedge[bench] extra)")
-    files = bench_files(args.corpus, args.images)
-    result = OrderedDict()  # type: Dict[str, Any]
-    result["files"] = len(files)
-    result["threads"] = args.threads
-    result["repeat"] = args.repeat
-    result["python"] = sys.version.split()[0]
-
-    if not args.skip_preprocess:
-        _log("timing preprocessing on %d files..." % len(files))
-        result["preprocess"] = preprocess_table([f.read_bytes() for f in files], args.threads, args.repeat)
-
     names = list(args.backend)
     if "auto" in names:
         names = [n for n in AUTO_ORDER if get_backend_class(n).installed()]
@@ -289,11 +281,11 @@ def run_bench(args: Any) -> int:
             raise BenchSetupError("model file not found: %s (check the --model path)" % model)
     candidates = model_candidates(Path(model))
 
-    rows = []  # type: List[Dict[str, Any]]
+    # Load every backend first: a model nothing can run fails before minutes of timing.
+    classifiers = []  # type: List[Any]
     skipped = OrderedDict()  # type: Dict[str, str]
     for name in names:
-        cls = get_backend_class(name)
-        if not cls.installed():
+        if not get_backend_class(name).installed():
             skipped[name] = "not installed"
             continue
         clf, reasons = None, []
@@ -306,15 +298,29 @@ def run_bench(args: Any) -> int:
                 reasons.append(str(exc).splitlines()[0])
         if clf is None:
             skipped[name] = "; ".join(reasons) or "no model file it reads beside %s" % model
-            continue
-        result.setdefault("semantics", clf.spec.semantics)
-        _log("timing %s on %s..." % (name, clf.backend.model_path))
+        else:
+            classifiers.append(clf)
+    if not classifiers:
+        raise BenchSetupError("no backend could run the model: " + "; ".join("%s: %s" % kv for kv in skipped.items()))
+
+    files = bench_files(args.corpus, args.images)
+    result = OrderedDict()  # type: Dict[str, Any]
+    result["files"] = len(files)
+    result["threads"] = args.threads
+    result["repeat"] = args.repeat
+    result["python"] = sys.version.split()[0]
+    result["semantics"] = classifiers[0].spec.semantics
+    if not args.skip_preprocess:
+        _log("timing preprocessing on %d files..." % len(files))
+        result["preprocess"] = preprocess_table([f.read_bytes() for f in files], args.threads, args.repeat)
+
+    rows = []  # type: List[Dict[str, Any]]
+    for clf in classifiers:
+        _log("timing %s on %s..." % (clf.backend.name, clf.backend.model_path))
         try:
             rows += backend_table(clf, files, args.batch, args.repeat)
         finally:
             clf.close()
-    if not rows and skipped:
-        raise BenchSetupError("no backend could run the model: " + "; ".join("%s: %s" % kv for kv in skipped.items()))
     result["backends"] = rows
     result["ratios"] = _relative_rows(rows)
     result["skipped_backends"] = skipped
