@@ -101,7 +101,7 @@ ItemStatus decode_jpeg(const uint8_t* data, size_t size, const TensorSpec& spec,
 
     if (orientation != 1) {
         // Rotated or mirrored: decode the whole image, then resample an upright view of it.
-        const size_t stride = (size_t(decoded_width) + kRowPaddingPixels) * 4;
+        const size_t stride = size_t(decoded_width) * 4;  // resample_pixels copies rows into padded ones
         std::vector<uint8_t> image(stride * size_t(decoded_height));
         std::vector<uint8_t*> rows(static_cast<size_t>(decoded_height));
         for (int y = 0; y < decoded_height; ++y) rows[size_t(y)] = &image[stride * size_t(y)];
@@ -139,7 +139,7 @@ ItemStatus decode_jpeg(const uint8_t* data, size_t size, const TensorSpec& spec,
     status = decoder.skip_rows(y0);
     if (!status.ok()) return status;
 
-    const size_t stride = (size_t(columns) + kRowPaddingPixels) * 4;
+    const size_t stride = (size_t(columns) + row_padding_pixels(plan)) * 4;
     std::vector<uint8_t> strip(stride * kStripRows, 0);
     uint8_t* rows[kStripRows];
     for (int r = 0; r < kStripRows; ++r) rows[r] = &strip[stride * size_t(r)];

@@ -84,38 +84,54 @@ bool cpu_has_avx2() {
 
 // Pillow's 22-bit weights do not fit madd's int16, so each weight is split as
 // hi * 2048 + lo (both < 2^12) and the two sums are recombined exactly:
-// sum(p * w) = (sum(p * hi) << 11) + sum(p * lo). Four taps per step: pixels
-// [R0 G0 B0 X0 .. R3 G3 B3 X3] are shuffled to channel pairs [R0 R1 G0 G1 ..] so madd
-// yields per-channel partial sums.
+// sum(p * w) = (sum(p * hi) << 11) + sum(p * lo). Two outputs per step, one per 128-bit
+// lane; four taps per step: pixels [R0 G0 B0 X0 .. R3 G3 B3 X3] are shuffled to channel
+// pairs [R0 R1 G0 G1 ..] so madd yields per-channel partial sums with no reduction.
+// `split` holds, per output pair and 4-tap group, the vectors (taps 0-1 hi, taps 2-3 hi,
+// taps 0-1 lo, taps 2-3 lo), output A in the low lane, B in the high lane.
 __attribute__((target("avx2"))) void horizontal_antialias_avx2(const uint8_t* src, const AxisTaps& taps,
                                                                 const int* first, const int16_t* split,
                                                                 uint8_t* dst) {
-    const __m128i pairs = _mm_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
-    const __m128i bias = _mm_set1_epi32(1 << (kBits22 - 1));
+    const __m256i pairs = _mm256_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15,  //
+                                           0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
+    const __m256i zero = _mm256_setzero_si256();
+    const __m256i bias = _mm256_set1_epi32(1 << (kBits22 - 1));
+    const __m256i gather_pixels = _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0);
     const int groups_stride = taps.stride / 4;
-    for (int i = 0; i < taps.outputs; ++i) {
-        const uint8_t* p = src + size_t(first[i]) * 4;
-        const int16_t* w = split + size_t(i) * groups_stride * 32;
-        const int groups = (taps.count[i] + 3) / 4;
-        __m256i acc_hi = _mm256_setzero_si256();
-        __m256i acc_lo = _mm256_setzero_si256();
-        for (int g = 0; g < groups; ++g) {
-            __m128i px = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * g));
-            __m256i v = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(px, pairs));
-            acc_hi = _mm256_add_epi32(acc_hi,
-                                      _mm256_madd_epi16(v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w))));
-            acc_lo = _mm256_add_epi32(
-                acc_lo, _mm256_madd_epi16(v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16))));
-            w += 32;
+    const int outputs = taps.outputs;
+    for (int i = 0; i < outputs; i += 2) {
+        const int b = i + 1 < outputs ? i + 1 : i;  // an odd last output pairs with itself
+        const uint8_t* pa = src + size_t(first[i]) * 4;
+        const uint8_t* pb = src + size_t(first[b]) * 4;
+        // Every output runs the table's full group count (zero weights past its taps): a
+        // per-output count would make the loop exit unpredictable, which costs more.
+        const int groups = groups_stride;
+        const int16_t* w = split + size_t(i / 2) * groups_stride * 64;
+        __m256i acc_hi = zero, acc_lo = zero;
+        for (int g = 0; g < groups; ++g, w += 64) {
+            __m256i px = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pa + 16 * g))),
+                _mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + 16 * g)), 1);
+            px = _mm256_shuffle_epi8(px, pairs);
+            const __m256i t01 = _mm256_unpacklo_epi8(px, zero);
+            const __m256i t23 = _mm256_unpackhi_epi8(px, zero);
+            const __m256i* wv = reinterpret_cast<const __m256i*>(w);
+            acc_hi = _mm256_add_epi32(acc_hi, _mm256_add_epi32(_mm256_madd_epi16(t01, _mm256_loadu_si256(wv)),
+                                                               _mm256_madd_epi16(t23, _mm256_loadu_si256(wv + 1))));
+            acc_lo = _mm256_add_epi32(acc_lo, _mm256_add_epi32(_mm256_madd_epi16(t01, _mm256_loadu_si256(wv + 2)),
+                                                               _mm256_madd_epi16(t23, _mm256_loadu_si256(wv + 3))));
         }
-        __m128i hi = _mm_add_epi32(_mm256_castsi256_si128(acc_hi), _mm256_extracti128_si256(acc_hi, 1));
-        __m128i lo = _mm_add_epi32(_mm256_castsi256_si128(acc_lo), _mm256_extracti128_si256(acc_lo, 1));
-        __m128i sum = _mm_add_epi32(_mm_add_epi32(_mm_slli_epi32(hi, 11), lo), bias);
-        sum = _mm_srai_epi32(sum, kBits22);
-        sum = _mm_packs_epi32(sum, sum);
-        sum = _mm_packus_epi16(sum, sum);
-        const int32_t px4 = _mm_cvtsi128_si32(sum);
-        std::memcpy(dst + 4 * i, &px4, 4);
+        __m256i sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(acc_hi, 11), acc_lo), bias);
+        sum = _mm256_srai_epi32(sum, kBits22);
+        sum = _mm256_packs_epi32(sum, sum);
+        sum = _mm256_packus_epi16(sum, sum);  // lane k: bytes 0..3 = output k's RGBX
+        const __m128i two = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(sum, gather_pixels));
+        if (b != i) {
+            _mm_storel_epi64(reinterpret_cast<__m128i*>(dst + 4 * i), two);
+        } else {
+            const int32_t px4 = _mm_cvtsi128_si32(two);
+            std::memcpy(dst + 4 * i, &px4, 4);
+        }
     }
 }
 
@@ -178,6 +194,28 @@ __attribute__((target("avx2"))) void vertical_opencv_avx2(const int32_t* s0, con
     vertical_opencv_scalar(s0 + i, s1 + i, b0, b1, n - i, out + i);
 }
 
+// RGBX bytes -> three normalised float planes, 8 pixels per step (multiply, then add:
+// no FMA, so the result equals the scalar tail's).
+__attribute__((target("avx2"))) int store_planes_avx2(const uint8_t* rgbx, int width, const NormalizeTable& norm,
+                                                       float* r, float* g, float* b) {
+    const __m256i byte = _mm256_set1_epi32(0xFF);
+    const __m256 sr = _mm256_set1_ps(norm.scale[0]), sg = _mm256_set1_ps(norm.scale[1]),
+                 sb = _mm256_set1_ps(norm.scale[2]);
+    const __m256 br = _mm256_set1_ps(norm.bias[0]), bg = _mm256_set1_ps(norm.bias[1]),
+                 bb = _mm256_set1_ps(norm.bias[2]);
+    int i = 0;
+    for (; i + 8 <= width; i += 8) {
+        const __m256i px = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rgbx + 4 * i));
+        const __m256 vr = _mm256_cvtepi32_ps(_mm256_and_si256(px, byte));
+        const __m256 vg = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(px, 8), byte));
+        const __m256 vb = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(px, 16), byte));
+        _mm256_storeu_ps(r + i, _mm256_add_ps(_mm256_mul_ps(vr, sr), br));
+        _mm256_storeu_ps(g + i, _mm256_add_ps(_mm256_mul_ps(vg, sg), bg));
+        _mm256_storeu_ps(b + i, _mm256_add_ps(_mm256_mul_ps(vb, sb), bb));
+    }
+    return i;
+}
+
 #else
 bool cpu_has_avx2() { return false; }
 #endif
@@ -187,8 +225,15 @@ size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 }  // namespace
 
 NormalizeTable::NormalizeTable(const TensorSpec& spec) {
-    for (int c = 0; c < 3; ++c)
-        for (int v = 0; v < 256; ++v) value[c][v] = float((v / 255.0 - spec.mean[c]) / spec.std[c]);
+    for (int c = 0; c < 3; ++c) {
+        scale[c] = float(1.0 / (255.0 * spec.std[c]));
+        bias[c] = float(-spec.mean[c] / spec.std[c]);
+    }
+}
+
+int row_padding_pixels(const ResizePlan& plan) {
+    // The AVX2 horizontal pass reads whole 4-tap groups, for two outputs at a time.
+    return plan.horizontal.stride + 4;
 }
 
 Resampler::Resampler(const ResizePlan& plan, const NormalizeTable& norm, float* out)
@@ -213,18 +258,27 @@ Resampler::Resampler(const ResizePlan& plan, const NormalizeTable& norm, float* 
         for (int t = 0; t < v.count[j]; ++t) wanted_[size_t(v.first[j] + t - v.source_begin)] = 1;
 
     if (avx2_ && plan_.kind == FilterKind::kAntialiasBilinear) {
+        // Layout read by horizontal_antialias_avx2: per output pair, per 4-tap group, four
+        // vectors of 16 int16 (taps 0-1 hi, taps 2-3 hi, taps 0-1 lo, taps 2-3 lo); in
+        // each, lanes 0..7 belong to the pair's first output and 8..15 to the second, and
+        // within a lane the two taps alternate (R, G, B, X pairs).
         const AxisTaps& h = plan_.horizontal;
         const int groups = h.stride / 4;
-        split_weights_.assign(size_t(h.outputs) * groups * 32, 0);
-        for (int i = 0; i < h.outputs; ++i) {
-            for (int g = 0; g < groups; ++g) {
-                int16_t* dst = &split_weights_[(size_t(i) * groups + g) * 32];
-                const int32_t* w = &h.weights[size_t(i) * h.stride + 4 * g];
-                for (int lane = 0; lane < 16; ++lane) {
-                    // lanes 0..7 pair taps (0, 1), lanes 8..15 pair taps (2, 3)
-                    const int32_t k = w[(lane >= 8 ? 2 : 0) + (lane & 1)];
-                    dst[lane] = int16_t(k >> 11);
-                    dst[16 + lane] = int16_t(k & 2047);
+        const int pairs = (h.outputs + 1) / 2;
+        split_weights_.assign(size_t(pairs) * groups * 64, 0);
+        for (int p = 0; p < pairs; ++p) {
+            for (int half = 0; half < 2; ++half) {
+                const int i = std::min(2 * p + half, h.outputs - 1);
+                for (int g = 0; g < groups; ++g) {
+                    int16_t* dst = &split_weights_[(size_t(p) * groups + g) * 64];
+                    const int32_t* w = &h.weights[size_t(i) * h.stride + 4 * g];
+                    for (int lane = 0; lane < 8; ++lane) {
+                        const int t = lane & 1;
+                        dst[0 + 8 * half + lane] = int16_t(w[t] >> 11);
+                        dst[16 + 8 * half + lane] = int16_t(w[2 + t] >> 11);
+                        dst[32 + 8 * half + lane] = int16_t(w[t] & 2047);
+                        dst[48 + 8 * half + lane] = int16_t(w[2 + t] & 2047);
+                    }
                 }
             }
         }
@@ -324,13 +378,14 @@ void Resampler::store_row(int j, const uint8_t* rgbx) {
     float* r = out_ + size_t(j) * width;
     float* g = r + plane;
     float* b = g + plane;
-    const float* lut_r = norm_.value[0];
-    const float* lut_g = norm_.value[1];
-    const float* lut_b = norm_.value[2];
-    for (int i = 0; i < width; ++i) {
-        r[i] = lut_r[rgbx[4 * i + 0]];
-        g[i] = lut_g[rgbx[4 * i + 1]];
-        b[i] = lut_b[rgbx[4 * i + 2]];
+    int i = 0;
+#if IBNEDGE_X86
+    if (avx2_) i = store_planes_avx2(rgbx, width, norm_, r, g, b);
+#endif
+    for (; i < width; ++i) {
+        r[i] = float(rgbx[4 * i + 0]) * norm_.scale[0] + norm_.bias[0];
+        g[i] = float(rgbx[4 * i + 1]) * norm_.scale[1] + norm_.bias[1];
+        b[i] = float(rgbx[4 * i + 2]) * norm_.scale[2] + norm_.bias[2];
     }
 }
 
@@ -341,15 +396,18 @@ void resample_pixels(const PixelView& pixels, const ResizePlan& plan, const Norm
     Resampler resampler(plan, norm, out);
     const int x0 = resampler.column_begin();
     const int x1 = std::max(resampler.column_end(), x0);
-    std::vector<uint8_t> row(size_t(x1 - x0 + kRowPaddingPixels) * 4, 0);
+    std::vector<uint8_t> row(size_t(x1 - x0 + row_padding_pixels(plan)) * 4, 0);
     for (int y = resampler.row_begin(); y < resampler.row_end(); ++y) {
         if (!resampler.wants_row(y)) continue;
         const uint8_t* src = pixels.data + pixels.row_stride * y + pixels.pixel_stride * x0;
         uint8_t* dst = row.data();
-        for (int x = x0; x < x1; ++x, src += pixels.pixel_stride, dst += 4) {
-            dst[0] = src[0];
-            dst[1] = src[1];
-            dst[2] = src[2];
+        const int n = x1 - x0;
+        if (pixels.pixel_stride == 4) {
+            std::memcpy(dst, src, size_t(n) * 4);
+        } else if (pixels.pixel_stride == 3) {
+            for (int x = 0; x < n; ++x) std::memcpy(dst + 4 * x, src + 3 * x, 3);
+        } else {
+            for (int x = 0; x < n; ++x, src += pixels.pixel_stride) std::memcpy(dst + 4 * x, src, 3);
         }
         resampler.push_row(y, row.data(), x0);
     }

@@ -13,16 +13,19 @@
 
 namespace ibnedge {
 
-// Pixel value -> normalised float per channel: (v / 255 - mean) / std, computed in double.
+// Pixel value -> normalised float per channel: v * scale + bias with
+// scale = 1 / (255 std), bias = -mean / std (float multiply, then float add: the same in
+// the vector and scalar paths; mean 0, std 1/255 gives the pixel values exactly).
 struct NormalizeTable {
     explicit NormalizeTable(const TensorSpec& spec);
-    float value[3][256];
+    float scale[3];
+    float bias[3];
 };
 
-// Source rows are RGBX (4 bytes per pixel, X ignored). The vector loops read up to this
-// many pixels past the last column the filter uses (multiplied by zero weights): row
-// buffers must keep them readable.
-constexpr int kRowPaddingPixels = 4;
+// Source rows are RGBX (4 bytes per pixel, X ignored). The vector loops read past the last
+// column the filter uses (those pixels get zero weights): row buffers must keep this many
+// pixels after column_end() readable.
+int row_padding_pixels(const ResizePlan& plan);
 
 // A decoded image in memory: HWC uint8 with 3 (RGB) or 4 (RGBX/RGBA, 4th ignored) channels.
 struct PixelView {
@@ -48,7 +51,7 @@ public:
     bool wants_row(int y) const;
 
     // Source row y (increasing between calls) as RGBX pixels of columns x_origin, x_origin+1,
-    // ...; it must cover [column_begin, column_end) plus kRowPaddingPixels readable pixels.
+    // ...; it must cover [column_begin, column_end) plus row_padding_pixels() readable pixels.
     void push_row(int y, const uint8_t* rgbx, int x_origin);
     // Emits the output rows still pending (zero padding below the image). Call once, after
     // the last row.

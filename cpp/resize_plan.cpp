@@ -89,6 +89,16 @@ AxisTaps antialias_axis(int in_size, int out_size, int out_origin, int outputs) 
         axis.count[i] = std::max(xmax, 0);
     }
     finish_axis(&axis);
+    // Repack to the taps outputs really have (Pillow's bound above is up to one tap more):
+    // the vector passes run every output over `stride` taps.
+    const int stride = round_up4(std::max(axis.max_count, 1));
+    if (stride < axis.stride) {
+        std::vector<int32_t> packed(size_t(outputs) * stride, 0);
+        for (int i = 0; i < outputs; ++i)
+            std::copy_n(&axis.weights[size_t(i) * axis.stride], stride, &packed[size_t(i) * stride]);
+        axis.weights.swap(packed);
+        axis.stride = stride;
+    }
     return axis;
 }
 
