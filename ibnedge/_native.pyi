@@ -1,0 +1,34 @@
+# Type stub of the compiled engine (cpp/bindings.cpp). Use ibnedge.preprocess.Preprocessor;
+# this private module's API may change.
+from typing import Any, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__version__: str
+
+class Engine:
+    """A persistent thread pool that preprocesses batches (threads: total parallelism, 0 = one per CPU)."""
+
+    def __init__(self, threads: int = 0) -> None: ...
+    @property
+    def threads(self) -> int: ...
+    def run(
+        self,
+        items: List[Any],
+        types: str,
+        out: np.ndarray,
+        *,
+        semantics: str,
+        resize: int,
+        crop: Tuple[int, int],
+        mean: Sequence[float],
+        std: Sequence[float],
+        exif_orientation: bool = False,
+        allow_truncated: bool = False,
+        max_pixels: int = 178956970,
+        restrict_window: bool = True,
+    ) -> List[Optional[Tuple[str, str]]]:
+        """Fill ``out`` (N, 3, crop_h, crop_w) float32; one letter per item in ``types``:
+        b = encoded bytes-like, p = path (str or bytes), a = (H, W, 3|4) uint8 array,
+        n = skip (zero row). Returns None or (kind, message) per item; kinds include the
+        internal "not_jpeg" (an encoded item that is not a JPEG) and "skipped"."""

@@ -1,0 +1,183 @@
+"""Quick unit tests of the Preprocessor API and the native engine's contract.
+
+The exhaustive parity, bad-input and thread tests live in test_native_*.py; these check
+the API surface, error kinds, the non-JPEG path and that decoding only the crop's window
+changes nothing.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from ibnedge.formats import image_size, sniff
+from ibnedge.metadata import PreprocessSpec
+from ibnedge.preprocess import ERROR_KINDS, ItemError, PreprocessResult, Preprocessor
+
+PIXELS = dict(mean=(0.0, 0.0, 0.0), std=(1.0 / 255.0,) * 3)  # output == uint8 pixel values
+
+
+def _photo(width: int = 451, height: int = 300) -> np.ndarray:
+    import skimage.data
+    from PIL import Image
+
+    img = Image.fromarray(skimage.data.chelsea())
+    return np.asarray(img.resize((width, height), Image.BICUBIC))
+
+
+def _encode(pixels: np.ndarray, fmt: str = "JPEG", **kw) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _pil_reference(data: bytes, resize: int = 256, crop: int = 224) -> np.ndarray:
+    """torchvision Resize(resize) + CenterCrop(crop) on Pillow's decode, HWC uint8."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    w, h = img.size
+    size = (resize, int(resize * h / w)) if w <= h else (int(resize * w / h), resize)
+    img = img.resize(size, getattr(Image, "Resampling", Image).BILINEAR)
+    left, top = int(round((size[0] - crop) / 2.0)), int(round((size[1] - crop) / 2.0))
+    return np.asarray(img.crop((left, top, left + crop, top + crop)))
+
+
+def _pixels(res: PreprocessResult, i: int) -> np.ndarray:
+    return np.rint(res.tensor[i]).astype(np.uint8).transpose(1, 2, 0)
+
+
+@pytest.fixture(scope="module")
+def jpeg() -> bytes:
+    return _encode(_photo(), quality=90)
+
+
+def test_result_shape_dtype_and_errors(jpeg):
+    pre = Preprocessor(spec=PreprocessSpec(crop=(128, 96), resize=160), threads=1)
+    res = pre.run([jpeg, jpeg])
+    assert isinstance(res, PreprocessResult)
+    assert res.tensor.shape == (2, 3, 128, 96) and res.tensor.dtype == np.float32
+    assert res.tensor.flags["C_CONTIGUOUS"]
+    assert res.errors == [None, None] and res.ok == [True, True]
+    assert np.array_equal(res.tensor[0], res.tensor[1])
+
+
+@pytest.mark.parametrize("semantics", ["pil", "mindspore", "fast"])
+def test_window_decode_equals_full_decode(semantics, jpeg):
+    """Decoding only the rows and MCU columns the crop needs gives bitwise the full decode's result."""
+    pre = Preprocessor(spec=PreprocessSpec(semantics=semantics, **PIXELS), threads=1)
+    for data in (jpeg, _encode(_photo(1000, 333), quality=85, subsampling=1), _encode(_photo(301, 777), quality=95)):
+        outs = []
+        for restrict in (True, False):
+            out = np.empty((1, 3, 224, 224), np.float32)
+            status = pre._engine.run([data], "b", out, semantics=semantics, resize=256, crop=(224, 224),
+                                     mean=[0.0] * 3, std=[1 / 255.0] * 3, restrict_window=restrict)
+            assert status == [None]
+            outs.append(out)
+        assert np.array_equal(outs[0], outs[1])
+
+
+def test_pil_mode_matches_pillow(jpeg):
+    res = Preprocessor(spec=PreprocessSpec(semantics="pil", **PIXELS), threads=1).run([jpeg])
+    assert res.errors == [None]
+    diff = np.abs(_pixels(res, 0).astype(int) - _pil_reference(jpeg))
+    assert diff.max() <= 1
+
+
+def test_normalisation(jpeg):
+    spec = PreprocessSpec()
+    got = Preprocessor(spec=spec, threads=1).run([jpeg]).tensor[0]
+    pixels = Preprocessor(spec=PreprocessSpec(**PIXELS), threads=1).run([jpeg]).tensor[0]
+    want = (pixels / 255.0 - np.asarray(spec.mean)[:, None, None]) / np.asarray(spec.std)[:, None, None]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+def test_error_kinds_and_messages(jpeg, tmp_path):
+    missing = tmp_path / "missing.jpg"
+    items = [b"", b"hello world, not an image", jpeg[: len(jpeg) // 2], str(missing), 3.5, jpeg]
+    pre = Preprocessor(spec=PreprocessSpec(**PIXELS), threads=2, max_pixels=10 ** 9)
+    res = pre.run(items)
+    kinds = [e.kind if e else None for e in res.errors]
+    assert kinds == ["empty", "not_image", "truncated", "unreadable", "unsupported", None]
+    assert all(isinstance(e, ItemError) and e.kind in ERROR_KINDS for e in res.errors[:-1])
+    assert "missing.jpg" in res.errors[3].message
+    assert "allow_truncated" in res.errors[2].message
+    assert not res.tensor[:-1].any()  # failed rows are zero
+    assert res.tensor[-1].any()
+
+
+def test_truncated_policy_can_accept(jpeg):
+    half = jpeg[: len(jpeg) // 2]
+    res = Preprocessor(spec=PreprocessSpec(**PIXELS), threads=1, allow_truncated=True).run([half])
+    assert res.errors == [None]
+
+
+def test_pixel_cap_refuses_from_the_header(jpeg):
+    # A valid JPEG header claiming 65535 x 65535 pixels, with almost no data.
+    huge = bytearray(jpeg)
+    sof = huge.index(b"\xff\xc0")
+    huge[sof + 5: sof + 9] = b"\xff\xff\xff\xff"
+    res = Preprocessor(spec=PreprocessSpec(), threads=1).run([bytes(huge)])
+    assert res.errors[0].kind == "too_large" and "65535" in res.errors[0].message
+    small = Preprocessor(spec=PreprocessSpec(), threads=1, max_pixels=451 * 300 - 1).run([jpeg])
+    assert small.errors[0].kind == "too_large"
+
+
+def test_other_formats_by_content(tmp_path):
+    pixels = _photo(200, 150)
+    png = _encode(pixels, "PNG")
+    misnamed = tmp_path / "really_a_png.jpg"
+    misnamed.write_bytes(png)
+    rgba = np.dstack([pixels, np.full(pixels.shape[:2], 7, np.uint8)])
+    items = [pixels, png, misnamed, _encode(pixels, "BMP"), _encode(rgba, "PNG"), pixels[:, :, 0]]
+    res = Preprocessor(spec=PreprocessSpec(**PIXELS), threads=2).run(items)
+    assert res.errors == [None] * len(items)
+    for i in range(1, 5):  # lossless formats: exactly what the array gives
+        assert np.array_equal(res.tensor[i], res.tensor[0]), i
+    gray = res.tensor[5]
+    assert np.array_equal(gray[0], gray[1]) and np.array_equal(gray[1], gray[2])
+
+
+def test_exif_orientation_is_a_view_of_the_decoded_image():
+    """Orientation 6 (rotate 90 clockwise) applied natively equals resizing the rotated decode."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = _encode(_photo(400, 300), quality=90, exif=exif.tobytes())
+    stored = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    upright = np.ascontiguousarray(np.rot90(stored, k=-1))
+    pre = Preprocessor(spec=PreprocessSpec(**PIXELS), threads=1, exif_orientation=True)
+    res = pre.run([data, upright])
+    assert res.errors == [None, None]
+    assert np.array_equal(res.tensor[0], res.tensor[1])
+    plain = Preprocessor(spec=PreprocessSpec(**PIXELS), threads=1).run([data, stored])
+    assert np.array_equal(plain.tensor[0], plain.tensor[1])
+
+
+def test_out_buffer(jpeg):
+    pre = Preprocessor(spec=PreprocessSpec(), threads=1)
+    out = np.full((2, 3, 224, 224), 5.0, np.float32)
+    res = pre.run([jpeg, b""], out=out)
+    assert res.tensor is out and not out[1].any()
+    with pytest.raises(ValueError, match="float32"):
+        pre.run([jpeg], out=np.zeros((1, 3, 224, 224), np.float64))
+    with pytest.raises(ValueError, match="shape"):
+        pre.run([jpeg], out=np.zeros((2, 3, 224, 224), np.float32))
+
+
+def test_sniff_and_header_sizes(jpeg):
+    assert sniff(jpeg) == "jpeg"
+    png = _encode(_photo(40, 30), "PNG")
+    assert sniff(png) == "png" and image_size(png) == (40, 30)
+    bmp = _encode(_photo(40, 30), "BMP")
+    assert sniff(bmp) == "bmp" and image_size(bmp) == (40, 30)
+    gif = _encode(_photo(40, 30), "GIF")
+    assert sniff(gif) == "gif" and image_size(gif) == (40, 30)
+    webp = _encode(_photo(40, 30), "WEBP", lossless=True)
+    assert sniff(webp) == "webp" and image_size(webp) == (40, 30)
+    assert sniff(b"BM not a bitmap at all") is None
+    assert sniff(b"") is None and image_size(b"") is None
