@@ -74,14 +74,6 @@ def hash_prefix(file_name: str) -> str:
     return match.group(1)
 
 
-def sha256_file(path: PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(str(path), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download(
     url: str,
     dest_dir: Optional[PathLike] = None,
