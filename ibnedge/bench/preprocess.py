@@ -338,6 +338,7 @@ def run_set(name: str, paths: Sequence[Path], repeats: int, resize: int = 256, c
             log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Time every pipeline on one set of files; returns medians in milliseconds."""
     datas = [Path(p).read_bytes() for p in paths]
+    load_before = _load_average()
     log("%s: %d files, %.2f MB mean, timing %d repeats" % (
         name, len(datas), np.mean([len(d) for d in datas]) / 1e6, repeats))
     pipes = make_pipelines(resize, crop, threads=1)
@@ -350,7 +351,16 @@ def run_set(name: str, paths: Sequence[Path], repeats: int, resize: int = 256, c
         "median_ms": {k: 1e3 * statistics.median(v) for k, v in per_file.items()},
         "per_file_ms": {k: [1e3 * x for x in v] for k, v in per_file.items()},
         "batch_ms_per_image": {k: {str(t): 1e3 * s for t, s in v.items()} for k, v in batches.items()},
+        "load_average": [load_before, _load_average()],
     }
+
+
+def _load_average() -> Optional[float]:
+    """The 1-minute load average (other processes competing for the cores), when the OS says."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def format_report(sets: Dict[str, Dict[str, Any]], targets: List[Dict[str, Any]]) -> str:
@@ -378,6 +388,12 @@ def format_report(sets: Dict[str, Dict[str, Any]], targets: List[Dict[str, Any]]
         for key, by_threads in sorted(sets[n].get("batch_ms_per_image", {}).items()):
             parts = ", ".join("%s thread%s %.2f" % (t, "" if t == "1" else "s", v) for t, v in sorted(by_threads.items()))
             lines.append("  %-14s %-18s %s" % (n, key, parts))
+    cpus = os.cpu_count() or 1
+    for n in names:
+        loads = [v for v in sets[n].get("load_average", []) if v is not None]
+        if loads and max(loads) > 0.5 * cpus:
+            lines.append("  note: %s ran with load average up to %.1f on %d CPUs: other processes took cores, "
+                         "so thread scaling (and every figure) is disturbed" % (n, max(loads), cpus))
     lines.append("")
     lines.append("%-14s %-52s %8s %8s  %s" % ("set", "target", "measured", "needed", "verdict"))
     for row in targets:
