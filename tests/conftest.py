@@ -72,12 +72,15 @@ def torchvision_reference(img, resize: int = 256, crop: Union[int, Tuple[int, in
     crop_h, crop_w = (crop, crop) if isinstance(crop, int) else crop
     img = img.convert("RGB")
     w, h = torchvision_size(img.size[0], img.size[1], resize)
-    img = img.resize((w, h), _bilinear())
+    pixels = np.asarray(img.resize((w, h), _bilinear()), dtype=np.uint8)
     if crop_w > w or crop_h > h:
-        raise ValueError("reference does not model torchvision's zero padding (crop larger than image)")
+        # torchvision's center_crop pads with zeros first: the smaller half on the left/top.
+        pad_w, pad_h = max(crop_w - w, 0), max(crop_h - h, 0)
+        pixels = np.pad(pixels, ((pad_h // 2, (pad_h + 1) // 2), (pad_w // 2, (pad_w + 1) // 2), (0, 0)))
+        h, w = pixels.shape[:2]
     top = int(round((h - crop_h) / 2.0))
     left = int(round((w - crop_w) / 2.0))
-    return np.asarray(img.crop((left, top, left + crop_w, top + crop_h)), dtype=np.uint8)
+    return pixels[top:top + crop_h, left:left + crop_w]
 
 
 def pillow_open(item) -> "object":

@@ -62,7 +62,8 @@ def test_rounding_rules_odd_tiny_and_extreme_sizes(semantics, size):
 
 
 @pytest.mark.parametrize("semantics", EXACT_MODES)
-@pytest.mark.parametrize("resize,crop", [(232, (224, 224)), (160, (128, 112)), (300, (299, 150)), (64, 64)])
+@pytest.mark.parametrize("resize,crop", [(232, (224, 224)), (160, (128, 112)), (300, (299, 150)), (64, 64),
+                                         (200, (224, 224)), (100, (128, 90))])
 def test_other_resize_and_crop_sizes(semantics, resize, crop, imagenet_files):
     items = imagenet_files[:4] + [_jpeg(2000, 100, index=3), _jpeg(99, 101, index=4)]
     rows, errors = run_pixels(items, semantics, resize=resize, crop=crop)
