@@ -146,3 +146,16 @@ def test_captured_native_stderr_and_reason():
     assert log and "the real reason" in log[0]
     assert native_reason(RuntimeError("build failed! Error is Common error code."), log) == "the real reason"
     assert native_reason(RuntimeError("specific failure\nstack"), log) == "specific failure"
+
+
+@needs_lite
+@needs_onnx
+def test_lite_device_without_plugin_says_so(tmp_path):
+    _, lite_path = lite_model(tmp_path)
+    try:
+        backend = create_backend("lite", lite_path, device="gpu")
+    except BackendError as exc:
+        assert "cannot use --device gpu" in str(exc) and "--device cpu" in str(exc)
+    else:  # a Lite build with GPU support on a machine with a GPU: it must then run
+        x = _batch(2)
+        np.testing.assert_allclose(backend.run(x), tiny_reference(x), rtol=1e-3, atol=1e-3)

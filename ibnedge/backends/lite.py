@@ -42,10 +42,17 @@ class LiteBackend(Backend):
                 model.build_from_file(str(self.model_path), model_type, context)
         except RuntimeError as exc:
             reason = native_reason(exc, log)
-            raise BackendError(
-                "MindSpore Lite cannot load %s (%s); a MINDIR written by MindSpore itself must be converted "
-                "first: export ONNX and run `ibnedge convert MODEL.onnx --to lite`" % (self.model_path, reason)
-            )
+            if self.device != "cpu" and ("DLSoOpen" in reason or "plugin" in reason):
+                hint = (
+                    "this MindSpore Lite build cannot use --device %s (its %s plugin does not load): install the "
+                    "Lite package for that device from mindspore.cn, or use --device cpu" % (self.device, self.device)
+                )
+            else:
+                hint = (
+                    "a MINDIR written by MindSpore itself must be converted first: export ONNX and run "
+                    "`ibnedge convert MODEL.onnx --to lite`"
+                )
+            raise BackendError("MindSpore Lite cannot load %s (%s); %s" % (self.model_path, reason, hint))
         self._model = model
         self._inputs = model.get_inputs()  # type: List[Any]
         if len(self._inputs) != 1:
