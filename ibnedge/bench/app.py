@@ -130,37 +130,49 @@ def _time_end_to_end(clf: Any, files: Sequence[Path]) -> float:
     return time.perf_counter() - t0
 
 
-def backend_table(clf: Any, files: Sequence[Path], batch_sizes: Sequence[int], repeats: int,
+def backend_table(classifiers: Sequence[Any], files: Sequence[Path], batch_sizes: Sequence[int], repeats: int,
                   log: Callable[[str], None] = _log) -> List[Dict[str, Any]]:
-    """Backend-alone and end-to-end figures per batch size for one loaded Classifier."""
+    """Backend-alone and end-to-end figures per backend and batch size.
+
+    Within a batch size, every repeat runs each backend alone and then end to end, backend
+    after backend, so a noisy neighbour slows all of them alike and their ratios hold.
+    """
     rows = []
-    tensor_all = clf.preprocessor.run([str(f) for f in files]).tensor
+    tensor_all = classifiers[0].preprocessor.run([str(f) for f in files]).tensor
     for b in batch_sizes:
-        n = (len(files) // b) * b or b  # whole batches, so both runs do the same calls
+        n = (len(files) // b) * b or b  # whole batches, so both runs make the same calls
         use = [files[i % len(files)] for i in range(n)]
         tensors = [np.ascontiguousarray(tensor_all[np.arange(i, i + b) % len(files)]) for i in range(0, n, b)]
-        clf.batch = b
-        clf.backend.run(tensors[0])  # warm-up: first-call graph build / shape resize
-        _time_end_to_end(clf, use[:b])
-        alone, e2e, latency = [], [], []
+        samples = OrderedDict()  # type: Dict[str, Dict[str, List[float]]]
+        for clf in classifiers:
+            clf.batch = b
+            clf.backend.run(tensors[0])  # warm-up: first-call graph build / shape resize
+            _time_end_to_end(clf, use[:b])
+            samples[clf.backend.name] = {"alone": [], "e2e": [], "latency": []}
         for r in range(repeats):
-            t_alone = _time_backend(clf, tensors)
-            alone.append(n / t_alone)
-            latency.append(1e3 * t_alone / len(tensors))
-            e2e.append(n / _time_end_to_end(clf, use))
-            log("  %s batch %d repeat %d/%d: backend %.2f img/s, end-to-end %.2f img/s"
-                % (clf.backend.name, b, r + 1, repeats, alone[-1], e2e[-1]))
-        row = {
-            "backend": clf.backend.name,
-            "model": str(clf.backend.model_path),
-            "batch": b,
-            "images": n,
-            "latency_ms": statistics.median(latency),
-            "backend_img_s": statistics.median(alone),
-            "end_to_end_img_s": statistics.median(e2e),
-        }
-        row["e2e_over_backend"] = row["end_to_end_img_s"] / row["backend_img_s"]
-        rows.append(row)
+            for clf in classifiers:
+                s = samples[clf.backend.name]
+                t_alone = _time_backend(clf, tensors)
+                s["alone"].append(n / t_alone)
+                s["latency"].append(1e3 * t_alone / len(tensors))
+                s["e2e"].append(n / _time_end_to_end(clf, use))
+                log("  batch %d repeat %d/%d %s: backend %.2f img/s, end-to-end %.2f img/s"
+                    % (b, r + 1, repeats, clf.backend.name, s["alone"][-1], s["e2e"][-1]))
+        for clf in classifiers:
+            s = samples[clf.backend.name]
+            row = {
+                "backend": clf.backend.name,
+                "model": str(clf.backend.model_path),
+                "batch": b,
+                "images": n,
+                "latency_ms": statistics.median(s["latency"]),
+                "backend_img_s": statistics.median(s["alone"]),
+                "end_to_end_img_s": statistics.median(s["e2e"]),
+                "backend_img_s_runs": s["alone"],
+                "end_to_end_img_s_runs": s["e2e"],
+            }
+            row["e2e_over_backend"] = row["end_to_end_img_s"] / row["backend_img_s"]
+            rows.append(row)
     return rows
 
 
@@ -314,12 +326,11 @@ def run_bench(args: Any) -> int:
         _log("timing preprocessing on %d files..." % len(files))
         result["preprocess"] = preprocess_table([f.read_bytes() for f in files], args.threads, args.repeat)
 
-    rows = []  # type: List[Dict[str, Any]]
-    for clf in classifiers:
-        _log("timing %s on %s..." % (clf.backend.name, clf.backend.model_path))
-        try:
-            rows += backend_table(clf, files, args.batch, args.repeat)
-        finally:
+    _log("timing %s..." % ", ".join("%s on %s" % (c.backend.name, c.backend.model_path) for c in classifiers))
+    try:
+        rows = backend_table(classifiers, files, args.batch, args.repeat)
+    finally:
+        for clf in classifiers:
             clf.close()
     result["backends"] = rows
     result["ratios"] = _relative_rows(rows)
