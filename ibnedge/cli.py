@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_positive, default=8, metavar="N", help="images per backend call (default: 8)")
     p.add_argument("--topk", type=_positive, default=5, metavar="K", help="classes per image (default: 5)")
     p.add_argument(
-        "--output", metavar="FILE", help="write rows to FILE (.jsonl or .csv by suffix); default: a table on stdout"
+        "--output", metavar="FILE",
+        help="write rows to FILE (.jsonl or .csv by suffix; replaced unless --resume); default: a table on stdout"
     )
     p.add_argument(
         "--resume", action="store_true", help="skip files already in --output and append the rest (after a kill)"
