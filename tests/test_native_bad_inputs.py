@@ -6,9 +6,11 @@ is an error of kind ``truncated`` (libjpeg would otherwise pad it with grey).
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
-from conftest import max_abs_diff, pil_reference, pixel_spec, tensor_pixels
+from conftest import max_abs_diff, pil_reference, pixel_spec, run_pixels, tensor_pixels
 
 from ibnedge import corpus
 from ibnedge.preprocess import Preprocessor
@@ -173,3 +175,39 @@ def test_random_damage_never_crashes(semantics, bad_cases):
     assert np.array_equal(res.tensor[-1], pre.run([control]).tensor[0])
     # The engine survives and still works after all that.
     assert pre.run([control]).errors == [None]
+
+
+def test_unusual_path_names(tmp_path, imagenet_files):
+    data = imagenet_files[0].read_bytes()
+    names = ["with space.jpg", "ünïcødé фото.jpg", "no_extension", "UPPER.JPEG", "-starts-with-dash.jpg"]
+    paths = []
+    for name in names:
+        p = tmp_path / name
+        p.write_bytes(data)
+        paths.append(p)
+    rows, errors = run_pixels(paths + [str(p) for p in paths], "pil")
+    assert errors == [None] * (2 * len(names))
+    for got in rows[1:]:
+        assert np.array_equal(got, rows[0])
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc to read the resident size")
+def test_failing_items_do_not_leak(bad_cases, imagenet_files):
+    """Hundreds of failed decodes (every error path) leave the resident size flat."""
+    bad = [c for c in bad_cases.values() if not c.must_decode]
+    items = [c.path for c in bad] + [c.path.read_bytes() for c in bad if c.path.is_file()] + list(imagenet_files[:2])
+    pre = Preprocessor(spec=pixel_spec("pil"), threads=2)
+    out = np.empty((len(items), 3, 224, 224), np.float32)
+    for _ in range(5):  # warm-up: allocator pools, OpenCV and libjpeg first-use state
+        pre.run(items, out=out)
+    before = _resident_bytes()
+    for _ in range(40):
+        pre.run(items, out=out)
+    growth = _resident_bytes() - before
+    failures = 40 * sum(1 for e in pre.run(items, out=out).errors if e is not None)
+    assert growth < 16 * 2 ** 20, "resident size grew %.1f MB over %d failed items" % (growth / 2 ** 20, failures)

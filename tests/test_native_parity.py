@@ -52,6 +52,23 @@ def test_imagenet_like_batch_matches_reference(semantics, imagenet_files):
 
 
 @pytest.mark.parametrize("semantics", EXACT_MODES)
+def test_12_megapixel_photo_matches_reference(semantics, phone_files):
+    """A 12x downscale: wide antialiasing filters (pil) and sparse 2-tap rows (mindspore)."""
+    rows, errors = run_pixels(phone_files[:1], semantics)
+    assert errors == [None]
+    assert max_abs_diff(rows[0], reference(semantics, phone_files[0])) <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("semantics", EXACT_MODES)
+def test_phone_like_set_matches_reference(semantics, phone_files):
+    rows, errors = run_pixels(phone_files, semantics, threads=2)
+    assert errors == [None] * len(phone_files)
+    for path, got in zip(phone_files, rows):
+        assert max_abs_diff(got, reference(semantics, path)) <= 1, path.name
+
+
+@pytest.mark.parametrize("semantics", EXACT_MODES)
 @pytest.mark.parametrize("size", ROUNDING_SIZES, ids=lambda s: "%dx%d" % s)
 def test_rounding_rules_odd_tiny_and_extreme_sizes(semantics, size):
     data = _jpeg(*size, index=sum(size) % 7)
@@ -213,6 +230,20 @@ def _with_orientation(pixels: np.ndarray, orientation: int) -> bytes:
     return buf.getvalue()
 
 
+# EXIF orientation -> the PIL transpose that makes the image upright (as ImageOps.exif_transpose).
+_UPRIGHT = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
+            7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
+def _upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    from PIL import Image
+
+    if orientation == 1:
+        return pixels
+    method = getattr(getattr(Image, "Transpose", Image), _UPRIGHT[orientation])
+    return np.asarray(Image.fromarray(pixels).transpose(method))
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_ignored_by_default_and_applied_on_request(orientation):
     from PIL import ImageOps
@@ -229,6 +260,32 @@ def test_exif_orientation_ignored_by_default_and_applied_on_request(orientation)
     assert max_abs_diff(rows[0], upright) <= 1
     if orientation != 1:
         assert max_abs_diff(plain, upright) > 10  # the test can tell the two apart
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_in_mindspore_mode(orientation):
+    """MindSpore's Decode ignores EXIF: the reference turns its decode upright, then resizes."""
+    vision = pytest.importorskip("mindspore.dataset.vision", reason="MindSpore needs Python 3.9+")
+    data = _with_orientation(corpus.photo(500, 290, index=4), orientation)
+    decoded = vision.Decode()(np.frombuffer(data, dtype=np.uint8))
+    rows, errors = run_pixels([data, data], "mindspore", exif_orientation=True)
+    assert errors == [None, None]
+    assert max_abs_diff(rows[0], reference("mindspore", np.ascontiguousarray(_upright(decoded, orientation)))) <= 1
+    rows, errors = run_pixels([data], "mindspore")
+    assert max_abs_diff(rows[0], reference("mindspore", data)) <= 1
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_with_dct_reduction_in_fast_mode(orientation):
+    """1200x700 is reduced in the DCT domain and cropped off-centre in the stored image's
+    coordinates: the window must follow the rotation."""
+    from PIL import ImageOps
+
+    data = _with_orientation(corpus.photo(1200, 700, index=6), orientation)
+    upright = torchvision_reference(ImageOps.exif_transpose(pillow_open(data)))
+    rows, errors = run_pixels([data], "fast", exif_orientation=True)
+    assert errors == [None]
+    assert psnr(rows[0], upright) >= 35.0
 
 
 # --------------------------------------------------------------------------- pixel cap
