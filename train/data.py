@@ -270,7 +270,9 @@ def _build(
         python_multiprocessing=False,
         **shard,
     )
-    data = data.map(operations=transforms, input_columns="image", num_parallel_workers=max(1, workers))
+    # MindSpore refuses more parallel workers than CPU cores.
+    workers = max(1, min(int(workers), os.cpu_count() or 1))
+    data = data.map(operations=transforms, input_columns="image", num_parallel_workers=workers)
     data = data.map(operations=ds.transforms.TypeCast(ms.int32), input_columns="label")
     return data.batch(batch_size, drop_remainder=drop_remainder)
 

@@ -68,8 +68,10 @@ def metrics() -> Dict[str, object]:
 def evaluate(net, dataset) -> Dict[str, float]:
     """Model.eval of ``net`` (eval mode) over ``dataset`` batches of (image, label)."""
     import mindspore as ms
+    from mindspore import nn
 
-    model = ms.Model(net, metrics=metrics())
+    # With a loss, Model builds its standard eval network (logits and labels for the metrics).
+    model = ms.Model(net, loss_fn=nn.CrossEntropyLoss(), metrics=metrics())
     result = model.eval(dataset, dataset_sink_mode=False)
     return {"top1": float(result["top_1_accuracy"]), "top5": float(result["top_5_accuracy"])}
 

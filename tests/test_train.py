@@ -1,0 +1,228 @@
+"""python -m train / train.eval end to end on a tiny ImageFolder of real photographs.
+
+Small variant (resnet_ibn_a_tiny), 64 px crops, MindSpore graph mode (a few seconds of
+compile per process). Every CLI runs in a fresh interpreter, as a user would run it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ms = pytest.importorskip("mindspore", reason="train/ needs MindSpore (Python 3.9+)")
+
+from train import config, data, schedule  # noqa: E402
+from train.checkpoint import read_checkpoint  # noqa: E402
+from train.loop import TrainingError, resolve_amp  # noqa: E402
+from train_helpers import CLASSES, CORRUPT_NAME, last_json, make_image_folder, run_module  # noqa: E402
+
+pytestmark = pytest.mark.needs_mindspore
+
+TINY = ["--device", "CPU", "--arch", "resnet_ibn_a_tiny", "--image-size", "64", "--resize", "73",
+        "--workers", "2", "--log-every", "1"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("photos"), per_class=6, size=80)
+
+
+def _weights(path: Path) -> dict:
+    with np.load(str(path)) as z:
+        return {k: z[k] for k in z.files if not k.startswith("__")}
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float(np.abs(a[k] - b[k]).max()) for k in a)
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def test_config_file_then_flags_override(tmp_path):
+    (tmp_path / "run.yaml").write_text("epochs: 7\nbatch-size: 12\nmilestones: [2, 4]\nlr_schedule: cosine\n"
+                                      "train_dir: data/train\nfreeze: stem,layer1\nno_wd_norm_bias: true\n")
+    (tmp_path / "run.toml").write_text('epochs = 5\nlabel_smoothing = 0.1\nmilestones = "1,3"\n')
+    cfg = config.resolve(config.train_parser(), ["--config", str(tmp_path / "run.yaml"), "--epochs", "9"])
+    assert (cfg.epochs, cfg.batch_size, cfg.milestones, cfg.lr_schedule) == (9, 12, [2, 4], "cosine")
+    assert cfg.train_dir == str(tmp_path / "data" / "train")  # relative to the config file
+    assert cfg.freeze == ["stem", "layer1"] and cfg.no_wd_norm_bias is True
+    assert cfg.momentum == 0.9 and cfg.weight_decay == 1e-4  # the seed's defaults stay
+    assert {"epochs", "batch_size", "milestones"} <= cfg.explicit and "momentum" not in cfg.explicit
+    cfg = config.resolve(config.train_parser(), ["--config", str(tmp_path / "run.toml")])
+    assert (cfg.epochs, cfg.label_smoothing, cfg.milestones, cfg.batch_size) == (5, 0.1, [1, 3], 64)
+
+
+def test_config_file_errors_name_the_file_and_setting(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epoch: 3\n")
+    with pytest.raises(SystemExit):
+        config.resolve(config.train_parser(), ["--config", str(bad)])
+    err = capsys.readouterr().err
+    assert str(bad) in err and "'epoch'" in err
+
+
+def test_seed_defaults_and_schedules():
+    d = config.DEFAULTS
+    assert (d["batch_size"], d["epochs"], d["momentum"], d["weight_decay"], d["milestones"]) == (64, 100, 0.9, 1e-4, [30, 60, 90])
+    lr = schedule.scaled_lr(8 * 64)  # 8 devices x 64: 0.2
+    assert lr == pytest.approx(0.2)
+    steps = schedule.learning_rates(lr, 100, 10)
+    assert len(steps) == 1000
+    for epoch, expected in ((0, 0.2), (29, 0.2), (30, 0.02), (59, 0.02), (60, 0.002), (90, 0.0002), (99, 0.0002)):
+        assert steps[epoch * 10] == pytest.approx(expected, rel=1e-5)
+    warm = schedule.learning_rates(0.1, 10, 4, warmup_epochs=2)
+    np.testing.assert_allclose(warm[:8], 0.1 * np.arange(1, 9) / 8, rtol=1e-6)
+    cos = schedule.learning_rates(0.1, 10, 4, "cosine", min_lr=0.001)
+    assert cos[0] == pytest.approx(0.1, rel=1e-6) and np.all(np.diff(cos) <= 0)
+    assert cos[-1] == pytest.approx(0.001 + 0.5 * 0.099 * (1 + np.cos(np.pi * 39 / 40)), rel=1e-5)
+    with pytest.raises(ValueError, match="unknown lr schedule"):
+        schedule.learning_rates(0.1, 1, 1, "linear")
+
+
+def test_amp_is_refused_on_cpu_with_a_clear_message(folder):
+    assert resolve_amp("auto", "CPU") == "O0" and resolve_amp("auto", "GPU") == "O2"
+    assert resolve_amp("O2", "Ascend") == "O2"
+    with pytest.raises(TrainingError, match="needs a GPU or Ascend"):
+        resolve_amp("O2", "CPU")
+    proc = run_module("train", TINY + ["--train-dir", folder, "--amp-level", "O2"], check=False)
+    assert proc.returncode == 2 and "--amp-level O2 needs a GPU or Ascend" in proc.stdout
+    assert "Traceback" not in proc.stdout
+
+
+@pytest.mark.parametrize("module", ["train", "train.eval", "train.export", "train.distributed"])
+def test_help(module):
+    out = run_module(module, ["--help"]).stdout
+    assert "usage: python -m %s" % module in out
+    if module != "train.distributed":
+        assert "--device" in out and "--config" in out
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def test_training_lowers_the_loss_and_eval_matches_a_manual_computation(folder, tmp_path):
+    out = tmp_path / "run"
+    proc = run_module("train", TINY + [
+        "--train-dir", folder, "--val-dir", folder, "--batch-size", "6", "--epochs", "4", "--lr", "0.02",
+        "--no-augment", "--eval-every", "2", "--keep-checkpoints", "2", "--output-dir", out,
+    ])
+    summary = last_json(proc.stdout)
+    assert CORRUPT_NAME in proc.stdout and "skipping" in proc.stdout  # reported by name, not fatal
+    assert any(CORRUPT_NAME in s for s in summary["skipped_images"])
+    losses = summary["losses"]
+    assert len(losses) == 4 * 3 and summary["epochs_completed"] == 4
+    first, last = np.mean(losses[:3]), np.mean(losses[-3:])
+    assert last < 0.8 * first, "loss did not drop: first epoch %.3f, last epoch %.3f" % (first, last)
+    assert "img/s" in proc.stdout and summary["img_per_s"] > 0
+    # eval every 2 epochs; the latest 2 checkpoints kept, plus the best one
+    assert [e["epoch"] for e in summary["evals"]] == [2, 4]
+    kept = sorted(p.name for p in out.glob("*.ckpt"))
+    assert kept == ["best.ckpt", "resnet_ibn_a_tiny-e003.ckpt", "resnet_ibn_a_tiny-e004.ckpt"]
+    assert json.loads((out / "summary.json").read_text())["global_step"] == 12
+    best = max(summary["evals"], key=lambda e: e["top1"])
+    assert summary["best"]["top1"] == best["top1"]
+
+    # python -m train.eval on the best checkpoint: it knows its arch, classes and input size
+    res = last_json(run_module("train.eval", ["--device", "CPU", "--checkpoint", out / "best.ckpt",
+                                              "--val-dir", folder, "--batch-size", "5"]).stdout)
+    assert res["images"] == 18 and res["image_size"] == 64 and res["top1"] == pytest.approx(best["top1"])
+
+    # the same predictions by hand: logits of the eval network over the eval pipeline
+    from train.eval import build_network, topk_hits
+
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ckpt = read_checkpoint(out / "best.ckpt")
+    assert ckpt.info.class_names == sorted(CLASSES) and ckpt.info.semantics == "mindspore"
+    net = build_network(ckpt, None, None)
+    val = data.scan_image_folder(folder, classes=ckpt.info.class_names, report=lambda m: None)
+    logits, labels = [], []
+    for img, lab in data.eval_dataset(val, 5, 64, 73, workers=2).create_tuple_iterator(output_numpy=True, num_epochs=1):
+        logits.append(net(ms.Tensor(img)).asnumpy())
+        labels.append(lab)
+    logits, labels = np.concatenate(logits), np.concatenate(labels)
+    top1 = float(np.mean(np.argmax(logits, axis=1) == labels))
+    top5 = float(np.mean(topk_hits(logits, labels, 5)))
+    assert res["top1"] == pytest.approx(top1) and res["top5"] == pytest.approx(top5)
+    assert top5 == 1.0  # 3 classes: always within the top 5
+
+
+def test_resume_continues_exactly_where_the_run_stopped(folder, tmp_path):
+    """2 epochs straight == 1 epoch, stop, resume, 1 epoch (augmentation on, seeded)."""
+    common = TINY + ["--train-dir", folder, "--batch-size", "6", "--epochs", "2", "--lr", "0.05",
+                     "--lr-schedule", "step", "--milestones", "1", "--seed", "5"]
+    run_module("train", common + ["--output-dir", tmp_path / "a", "--dump-weights", tmp_path / "a.npz"])
+    stopped = last_json(run_module("train", common + ["--output-dir", tmp_path / "b", "--max-steps", "3"]).stdout)
+    assert stopped["epochs_completed"] == 1 and stopped["global_step"] == 3
+    resumed = run_module("train", common + ["--output-dir", tmp_path / "b", "--dump-weights", tmp_path / "b.npz",
+                                            "--resume", tmp_path / "b" / "resnet_ibn_a_tiny-e001.ckpt"])
+    summary = last_json(resumed.stdout)
+    assert summary["start_epoch"] == 1 and summary["global_step"] == 6 and len(summary["losses"]) == 3
+    assert "lr 0.005000" in resumed.stdout  # the step schedule after milestone 1 (x0.1)
+    diff = _max_diff(_weights(tmp_path / "a.npz"), _weights(tmp_path / "b.npz"))
+    print("resume max abs weight difference: %g" % diff)
+    assert diff <= 1e-6
+
+
+@pytest.mark.slow
+def test_resume_from_inside_an_epoch(folder, tmp_path):
+    common = TINY + ["--train-dir", folder, "--batch-size", "6", "--epochs", "2", "--lr", "0.05", "--seed", "5"]
+    run_module("train", common + ["--output-dir", tmp_path / "a", "--dump-weights", tmp_path / "a.npz"])
+    run_module("train", common + ["--output-dir", tmp_path / "b", "--max-steps", "4"])
+    assert (tmp_path / "b" / "resnet_ibn_a_tiny-e001-s00001.ckpt").is_file()
+    run_module("train", common + ["--output-dir", tmp_path / "b", "--dump-weights", tmp_path / "b.npz",
+                                  "--resume", "latest"])
+    assert _max_diff(_weights(tmp_path / "a.npz"), _weights(tmp_path / "b.npz")) <= 1e-6
+
+
+def test_optional_training_settings_run(folder, tmp_path):
+    """Warmup + cosine, label smoothing, no weight decay on norms/biases, BN frozen."""
+    proc = run_module("train", TINY + [
+        "--train-dir", folder, "--batch-size", "6", "--epochs", "2", "--max-steps", "2", "--lr", "0.05",
+        "--lr-schedule", "cosine", "--warmup-epochs", "1", "--label-smoothing", "0.1", "--no-wd-norm-bias",
+        "--freeze-bn", "--output-dir", tmp_path / "opt",
+    ])
+    summary = last_json(proc.stdout)
+    assert summary["global_step"] == 2 and all(np.isfinite(summary["losses"]))
+    assert "lr 0.016667" in proc.stdout and "lr 0.033333" in proc.stdout  # warmup: 1/3, 2/3 of 0.05
+    assert "BatchNorm frozen" in proc.stdout
+
+
+# ----------------------------------------------------------------------------- transfer learning
+
+
+@pytest.mark.parametrize("kind", ["pth", "ckpt"])
+def test_fine_tune_from_converted_weights(folder, tmp_path, kind):
+    torch = pytest.importorskip("torch", reason="the PyTorch reference is a test-only dependency")
+    import torch_reference
+    from train.convert import convert_file, convert_state_dict
+    from train.pth_reader import load_state_dict
+
+    pth = tmp_path / "tiny_imagenet.pth"
+    torch.save(torch_reference.build("resnet_ibn_a_tiny", num_classes=1000).state_dict(), str(pth))
+    pretrained = pth
+    if kind == "ckpt":
+        pretrained = tmp_path / "tiny_imagenet.ckpt"
+        convert_file(pth, pretrained, arch="resnet_ibn_a_tiny")
+    source, _ = convert_state_dict(load_state_dict(pth), "resnet_ibn_a_tiny")
+
+    out = tmp_path / "ft"
+    proc = run_module("train", TINY + [
+        "--train-dir", folder, "--batch-size", "6", "--epochs", "1", "--lr", "0.05", "--pretrained", pretrained,
+        "--freeze", "stem,layer1", "--output-dir", out, "--dump-weights", tmp_path / "ft.npz",
+    ])
+    assert "classifier replaced" in proc.stdout and "fc.weight 1000x128 -> 3x128" in proc.stdout
+    trained = read_checkpoint(out / "resnet_ibn_a_tiny-e001.ckpt").params
+    assert trained["fc.weight"].shape == (3, 128) and trained["fc.bias"].shape == (3,)
+    frozen = [k for k in source if k.startswith(("conv1.", "bn1.", "layer1."))]
+    assert len(frozen) > 10 and any("moving_mean" in k for k in frozen)
+    for name in frozen:  # weights AND running statistics of the frozen parts
+        np.testing.assert_array_equal(trained[name], source[name], err_msg=name)
+    dumped = _weights(tmp_path / "ft.npz")
+    assert not any(k.startswith(("conv1.", "bn1.", "layer1.")) for k in dumped)  # not trainable
+    changed = [k for k in source if k.startswith("layer3.") and not np.array_equal(trained[k], source[k])]
+    assert changed, "the unfrozen backbone did not train"
+    assert np.allclose(trained["layer4.0.conv1.weight"], source["layer4.0.conv1.weight"], atol=0.05)  # loaded, then fine-tuned
