@@ -42,6 +42,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+# The error kinds of ibnedge.preprocess.ItemError (the shared contract), re-exported for the tests.
+from ibnedge.preprocess import ERROR_KINDS
+
 __all__ = [
     "ERROR_KINDS",
     "BadInput",
@@ -59,8 +62,6 @@ __all__ = [
 # Bump when any recipe below changes: every cached corpus is rebuilt.
 CORPUS_VERSION = 3
 
-# The error kinds of ibnedge.preprocess.ItemError (the shared contract).
-ERROR_KINDS = ("unreadable", "empty", "truncated", "corrupt", "not_image", "too_large", "unsupported")
 # Expected outcome of an item that must decode: no error.
 OK = None
 

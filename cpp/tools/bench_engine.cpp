@@ -43,9 +43,11 @@ struct JumpError {
 
 void jump_on_error(j_common_ptr cinfo) { std::longjmp(reinterpret_cast<JumpError*>(cinfo->err)->jump, 1); }
 
-// The floor: libjpeg-turbo decoding the whole file to RGB at scale_num/8 (what simplejpeg
-// does), no resize. `rows` is caller-owned so no C++ object lives across the setjmp.
-bool decode_floor(const std::vector<uint8_t>& file, int scale_eighths, std::vector<uint8_t>* image) {
+// The floor: libjpeg-turbo decoding the whole file to RGB (what simplejpeg does), no
+// resize; with min_short_side > 0 at the smallest DCT scale M/8 that keeps the short side
+// at least that long (simplejpeg's min_height = min_width rule). `image` is caller-owned
+// so no C++ object lives across the setjmp.
+bool decode_floor(const std::vector<uint8_t>& file, int min_short_side, std::vector<uint8_t>* image) {
     jpeg_decompress_struct cinfo;
     JumpError err;
     cinfo.err = jpeg_std_error(&err.pub);
@@ -58,8 +60,15 @@ bool decode_floor(const std::vector<uint8_t>& file, int scale_eighths, std::vect
     jpeg_mem_src(&cinfo, file.data(), (unsigned long)file.size());
     jpeg_read_header(&cinfo, TRUE);
     cinfo.out_color_space = JCS_EXT_RGB;
-    cinfo.scale_num = (unsigned)scale_eighths;
+    cinfo.scale_num = 8;
     cinfo.scale_denom = 8;
+    const unsigned short_side = std::min(cinfo.image_width, cinfo.image_height);
+    for (unsigned m = 1; min_short_side > 0 && m < 8; ++m) {
+        if ((short_side * m + 7) / 8 >= unsigned(min_short_side)) {
+            cinfo.scale_num = m;
+            break;
+        }
+    }
     jpeg_calc_output_dimensions(&cinfo);
     size_t stride = size_t(cinfo.output_width) * 3;
     if (image->size() < stride * cinfo.output_height) image->resize(stride * cinfo.output_height);
@@ -71,27 +80,6 @@ bool decode_floor(const std::vector<uint8_t>& file, int scale_eighths, std::vect
     jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);
     return true;
-}
-
-// The smallest libjpeg scale M/8 whose output keeps the short side >= target (simplejpeg's
-// min_height = min_width = target rule).
-int floor_scale(const std::vector<uint8_t>& file, int target) {
-    jpeg_decompress_struct cinfo;
-    JumpError err;
-    cinfo.err = jpeg_std_error(&err.pub);
-    err.pub.error_exit = jump_on_error;
-    if (setjmp(err.jump)) {
-        jpeg_destroy_decompress(&cinfo);
-        return 8;
-    }
-    jpeg_create_decompress(&cinfo);
-    jpeg_mem_src(&cinfo, file.data(), (unsigned long)file.size());
-    jpeg_read_header(&cinfo, TRUE);
-    unsigned short_side = std::min(cinfo.image_width, cinfo.image_height);
-    jpeg_destroy_decompress(&cinfo);
-    for (int m = 1; m <= 8; ++m)
-        if ((short_side * unsigned(m) + 7) / 8 >= unsigned(target)) return m;
-    return 8;
 }
 
 std::vector<int> parse_list(const std::string& s) {
@@ -140,8 +128,6 @@ int main(int argc, char** argv) {
     const char* names[] = {"floor_full", "floor_scaled", "ibnedge_pil", "ibnedge_mindspore", "ibnedge_fast"};
     const Semantics modes[] = {Semantics::kPil, Semantics::kMindSpore, Semantics::kFast};
     std::vector<std::vector<std::vector<double>>> samples(5, std::vector<std::vector<double>>(n));
-    std::vector<int> scales(n);
-    for (size_t i = 0; i < n; ++i) scales[i] = floor_scale(files[i], base.resize);
     std::vector<uint8_t> image;
     std::vector<float> out(base.item_floats());
     std::vector<TensorSpec> specs(3, base);
@@ -157,9 +143,9 @@ int main(int argc, char** argv) {
                 auto t0 = Clock::now();
                 bool ok = true;
                 if (k == 0) {
-                    ok = decode_floor(files[i], 8, &image);
+                    ok = decode_floor(files[i], 0, &image);
                 } else if (k == 1) {
-                    ok = decode_floor(files[i], scales[i], &image);
+                    ok = decode_floor(files[i], base.resize, &image);
                 } else {
                     ok = preprocess_item(items[i], specs[k - 2], options, norms[k - 2], out.data()).ok();
                 }
@@ -173,16 +159,15 @@ int main(int argc, char** argv) {
         }
     }
     std::printf("%zu files, per-image median ms, 1 thread:\n", n);
-    double floor_full = 0, floor_scaled = 0;
+    double medians[5];
     for (int k = 0; k < 5; ++k) {
         std::vector<double> per_file;
         for (auto& s : samples[k]) per_file.push_back(median(s));
-        double ms = 1e3 * median(per_file);
-        if (k == 0) floor_full = ms;
-        if (k == 1) floor_scaled = ms;
-        std::printf("  %-20s %9.3f   x full %.2f   x scaled %.2f\n", names[k], ms, ms / floor_full,
-                    floor_scaled > 0 ? ms / floor_scaled : 0.0);
+        medians[k] = 1e3 * median(per_file);
     }
+    for (int k = 0; k < 5; ++k)
+        std::printf("  %-20s %9.3f   x full decode %.2f   x scaled decode %.2f\n", names[k], medians[k],
+                    medians[k] / medians[0], medians[k] / medians[1]);
 
     // Whole batches on the engine's pool.
     std::printf("batch ms per image by threads:\n");
