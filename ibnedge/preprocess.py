@@ -17,9 +17,11 @@ such files too). ``allow_truncated=True`` accepts them, grey padding included.
 """
 from __future__ import annotations
 
+import io
 import os
+import threading
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -98,6 +100,8 @@ class Preprocessor:
         self.max_pixels = max_pixels
         self.allow_truncated = bool(allow_truncated)
         self._engine = _native.Engine(self.threads)
+        self._lock = threading.Lock()
+        self._decode_pool = None  # thread pool for OpenCV decodes of non-JPEG items, made on first use
 
     @property
     def output_shape(self) -> Tuple[int, int, int]:
@@ -122,17 +126,25 @@ class Preprocessor:
                 "allocate it with numpy.empty(%r, numpy.float32)"
                 % (shape, out.dtype, out.shape, "" if out.flags["C_CONTIGUOUS"] else " (not contiguous)", shape)
             )
-        native_items = []  # type: List[Any]
-        types = []  # type: List[str]
+        native_items = [None] * n  # type: List[Any]
+        types = ["n"] * n
         errors = [None] * n  # type: List[Optional[ItemError]]
-        labels = [""] * n
+        labels = [_label(i, item) for i, item in enumerate(items)]
+        encoded_others = []  # type: List[Tuple[int, bytes]]
         for i, item in enumerate(items):
-            labels[i] = _label(i, item)
             letter, payload, error = self._prepare(item)
-            native_items.append(payload)
-            types.append(letter)
+            if letter == "decode":  # bytes of another format: decoded below, in parallel
+                encoded_others.append((i, payload))
+                continue
+            native_items[i] = payload
+            types[i] = letter
             if error is not None:
                 errors[i] = ItemError(error[0], "%s: %s" % (labels[i], error[1]))
+        for (i, _), (pixels, error) in zip(encoded_others, self._map(self._decode_other, [d for _, d in encoded_others])):
+            if error is not None:
+                errors[i] = ItemError(error[0], "%s: %s" % (labels[i], error[1]))
+            else:
+                native_items[i], types[i] = pixels, "a"
 
         statuses = self._native_run(native_items, "".join(types), out)
         others = []  # paths the engine found not to be JPEGs: decoded here, resized natively
@@ -145,7 +157,7 @@ class Preprocessor:
             else:
                 errors[i] = ItemError(kind, "%s: %s" % (labels[i], message))
         if others:
-            self._run_other_files(items, others, out, errors, labels)
+            self._run_other_files([items[i] for i in others], others, out, errors, labels)
         return PreprocessResult(tensor=out, errors=errors)
 
     # -- internals -----------------------------------------------------------------
@@ -158,8 +170,19 @@ class Preprocessor:
             allow_truncated=self.allow_truncated, max_pixels=self.max_pixels,
         )
 
+    def _map(self, fn: Callable[[Any], Any], args: List[Any]) -> List[Any]:
+        """fn over args, on a small thread pool when it pays (OpenCV decodes release the GIL)."""
+        if len(args) < 2 or self.threads < 2:
+            return [fn(a) for a in args]
+        with self._lock:
+            if self._decode_pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._decode_pool = ThreadPoolExecutor(max_workers=self.threads)
+        return list(self._decode_pool.map(fn, args))
+
     def _prepare(self, item: Any) -> Tuple[str, Any, Optional[Tuple[str, str]]]:
-        """(type letter, payload for the engine, error or None) of one item."""
+        """(type letter, payload, error or None) of one item; letter "decode": non-JPEG bytes."""
         if isinstance(item, np.ndarray):
             return self._prepare_array(item)
         if isinstance(item, (bytes, bytearray, memoryview)):
@@ -170,10 +193,7 @@ class Preprocessor:
                 return "n", None, ("empty", "empty (0 bytes)")
             if sniff(bytes(data[:HEAD_BYTES])) == "jpeg":
                 return "b", data, None
-            pixels, error = self._decode_other(bytes(data))
-            if error is not None:
-                return "n", None, error
-            return "a", pixels, None
+            return "decode", bytes(data), None
         if isinstance(item, (str, os.PathLike)):
             return "p", os.fspath(item), None
         return "n", None, (
@@ -196,7 +216,8 @@ class Preprocessor:
         return "a", arr, None
 
     def _decode_other(self, data: bytes) -> Tuple[Optional[np.ndarray], Optional[Tuple[str, str]]]:
-        """OpenCV decode of a non-JPEG image to HWC uint8 RGB (alpha dropped, 16 bits -> 8)."""
+        """OpenCV decode of a non-JPEG image to HWC uint8 RGB (alpha dropped, 16 bits -> 8).
+        GIF/TIFF files this OpenCV build cannot read go to Pillow when it is installed."""
         fmt = sniff(data[:HEAD_BYTES])
         if fmt is None:
             return None, ("not_image", "not an image: unknown signature %s (JPEG, PNG, BMP, WebP, GIF and TIFF "
@@ -220,11 +241,14 @@ class Preprocessor:
         else:
             detail = "OpenCV could not decode it"
         if bgr is None:
+            if fmt in ("gif", "tiff"):
+                pixels = _pillow_decode(data, self.exif_orientation)
+                if pixels is not None:
+                    return pixels, None
+                return None, ("unsupported", "%s image that neither OpenCV nor Pillow here can decode (%s); "
+                                             "convert it to PNG or JPEG" % (fmt.upper(), detail))
             if fmt == "png" and b"IEND" not in data[-64:]:
                 return None, ("truncated", "truncated PNG: no IEND chunk at the end; re-fetch the file")
-            if fmt in ("gif", "tiff"):
-                return None, ("unsupported", "%s image that this OpenCV cannot decode (%s); convert it to PNG or JPEG"
-                              % (fmt.upper(), detail))
             return None, ("corrupt", "corrupt %s: %s" % (fmt.upper(), detail))
         if bgr.ndim == 2:
             bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
@@ -232,23 +256,24 @@ class Preprocessor:
             bgr = (bgr >> 8).astype(np.uint8) if bgr.dtype == np.uint16 else bgr.astype(np.uint8)
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), None
 
-    def _run_other_files(self, items: List[Any], indices: List[int], out: np.ndarray,
+    def _read_and_decode(self, path: Any) -> Tuple[Optional[np.ndarray], Optional[Tuple[str, str]]]:
+        try:
+            with open(os.fspath(path), "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            return None, ("unreadable", "cannot read the file: %s" % (exc.strerror or exc))
+        return self._decode_other(data)
+
+    def _run_other_files(self, paths: List[Any], indices: List[int], out: np.ndarray,
                          errors: List[Optional[ItemError]], labels: List[str]) -> None:
         arrays = []
         kept = []
-        for i in indices:
-            try:
-                with open(os.fspath(items[i]), "rb") as f:
-                    data = f.read()
-            except OSError as exc:
-                errors[i] = ItemError("unreadable", "%s: cannot read the file: %s" % (labels[i], exc.strerror or exc))
-                continue
-            pixels, error = self._decode_other(data)
+        for i, (pixels, error) in zip(indices, self._map(self._read_and_decode, paths)):
             if error is not None:
                 errors[i] = ItemError(error[0], "%s: %s" % (labels[i], error[1]))
-                continue
-            arrays.append(pixels)
-            kept.append(i)
+            else:
+                arrays.append(pixels)
+                kept.append(i)
         if not kept:
             return
         sub = np.empty((len(kept),) + self.output_shape, dtype=np.float32)
@@ -257,6 +282,21 @@ class Preprocessor:
             out[i] = sub[row]
             if status is not None:
                 errors[i] = ItemError(status[0], "%s: %s" % (labels[i], status[1]))
+
+
+def _pillow_decode(data: bytes, exif_orientation: bool) -> Optional[np.ndarray]:
+    """Pillow's RGB decode (first frame), or None when Pillow is absent or fails."""
+    try:
+        from PIL import Image, ImageOps
+    except ImportError:
+        return None
+    try:
+        img = Image.open(io.BytesIO(data))
+        if exif_orientation:
+            img = ImageOps.exif_transpose(img)
+        return np.asarray(img.convert("RGB"))
+    except Exception:  # any decoder failure means "cannot decode"; the caller reports it
+        return None
 
 
 def _label(index: int, item: Any) -> str:
