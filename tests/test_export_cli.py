@@ -1,0 +1,184 @@
+"""python -m train.export: MINDIR/ONNX round trips against the eval network, metadata JSON,
+and the ONNX file through MindSpore Lite 2.0's converter (Python 3.7 environment)."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ms = pytest.importorskip("mindspore", reason="train/ needs MindSpore (Python 3.9+)")
+
+from ibnedge.metadata import ModelMetadata, imagenet_class_names, load_for_model  # noqa: E402
+from train.checkpoint import ModelInfo, read_checkpoint, save_run_checkpoint  # noqa: E402
+from train.eval import build_network  # noqa: E402
+from train.models import create_model  # noqa: E402
+from train_helpers import REPO, last_json, run_module  # noqa: E402
+
+pytestmark = pytest.mark.needs_mindspore
+
+CLASSES = ["astronaut", "chelsea", "coffee"]
+VENV37_PYTHON = REPO / ".venv37" / "bin" / "python"
+
+
+def relative_error(out: np.ndarray, ref: np.ndarray) -> float:
+    assert out.shape == ref.shape, "shape %r != reference %r" % (out.shape, ref.shape)
+    return float(np.abs(out - ref).max() / np.abs(ref).max())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A run checkpoint as python -m train writes it (weights perturbed away from init)."""
+    root = tmp_path_factory.mktemp("export")
+    ms.set_seed(3)
+    net = create_model("resnet_ibn_a_tiny", num_classes=3)
+    rng = np.random.default_rng(3)
+    for p in net.get_parameters():
+        value = p.asnumpy()
+        if p.name.endswith("moving_variance"):
+            value = rng.uniform(0.5, 2.0, value.shape)
+        elif p.name.endswith(("moving_mean", "beta")) or p.name.endswith("bias"):
+            value = rng.normal(0, 0.2, value.shape)
+        elif p.name.endswith("gamma"):
+            value = rng.uniform(0.6, 1.4, value.shape)
+        p.set_data(ms.Tensor(value.astype(np.float32)))
+    info = ModelInfo(arch="resnet_ibn_a_tiny", num_classes=3, class_names=CLASSES, image_size=64, resize=73)
+    ckpt = save_run_checkpoint(net, root / "run.ckpt", info, epoch=3, step_in_epoch=0)
+    x = np.random.default_rng(0).normal(size=(3, 3, 64, 64)).astype(np.float32)
+    ms.set_context(mode=ms.GRAPH_MODE)
+    reference = build_network(read_checkpoint(ckpt), None, None)(ms.Tensor(x)).asnumpy()
+    return {"root": root, "ckpt": ckpt, "x": x, "reference": reference}
+
+
+def _export(ckpt: Path, out: Path, fmt: str, *extra) -> dict:
+    proc = run_module("train.export", ["--device", "CPU", "--checkpoint", ckpt, "--format", fmt, "--output", out, *extra])
+    return last_json(proc.stdout)
+
+
+def _check_metadata(path: Path, batch: int) -> ModelMetadata:
+    raw = json.loads(path.with_suffix(".json").read_text())
+    assert set(raw) == {"version", "arch", "num_classes", "class_names", "input_shape", "preprocess", "source"}
+    meta = load_for_model(path)
+    assert meta.arch == "resnet_ibn_a_tiny" and meta.num_classes == 3 and meta.class_names == CLASSES
+    assert list(meta.input_shape) == [batch, 3, 64, 64]
+    spec = meta.preprocess
+    assert (spec.resize, spec.crop, spec.semantics) == (73, (64, 64), "mindspore")
+    assert spec.mean == (0.485, 0.456, 0.406) and spec.std == (0.229, 0.224, 0.225)
+    return meta
+
+
+def test_mindir_round_trip_through_graphcell(trained):
+    out = trained["root"] / "tiny.mindir"
+    summary = _export(trained["ckpt"], out, "mindir")
+    assert summary["model"] == str(out) and out.is_file()
+    _check_metadata(out, -1)
+    from mindspore import nn
+
+    graph = nn.GraphCell(ms.load(str(out)))
+    for n in (3, 1):  # dynamic batch
+        got = graph(ms.Tensor(trained["x"][:n])).asnumpy()
+        err = relative_error(got, trained["reference"][:n])
+        print("MINDIR batch %d relative error %.3g" % (n, err))
+        assert err <= 1e-4
+
+
+def test_onnx_round_trip_and_lite_compatibility(trained):
+    import onnx
+    import onnxruntime as ort
+
+    out = trained["root"] / "tiny.onnx"
+    _export(trained["ckpt"], out, "ONNX")
+    _check_metadata(out, -1)
+    model = onnx.load(str(out))
+    pools = [n for n in model.graph.node if n.op_type == "MaxPool"]
+    assert pools and not any(a.name == "dilations" for n in pools for a in n.attribute)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    for n in (3, 2):
+        got = session.run(None, {name: trained["x"][:n]})[0]
+        err = relative_error(got, trained["reference"][:n])
+        print("ONNX batch %d relative error %.3g" % (n, err))
+        assert err <= 1e-4
+
+
+def test_onnx_fixed_batch(trained):
+    import onnxruntime as ort
+
+    out = trained["root"] / "tiny_b2.onnx"
+    _export(trained["ckpt"], out, "ONNX", "--export-batch", "2")
+    _check_metadata(out, 2)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [2, 3, 64, 64]
+    got = session.run(None, {session.get_inputs()[0].name: trained["x"][:2]})[0]
+    assert relative_error(got, trained["reference"][:2]) <= 1e-4
+
+
+# Converting and running in one Lite 2.0 process crashes (SIGSEGV); each gets its own.
+_LITE_CONVERT = """
+import sys
+from ibnedge.convert import convert_to_lite
+
+convert_to_lite(sys.argv[1], sys.argv[2])
+"""
+_LITE_RUN = """
+import sys
+import numpy as np
+import mindspore_lite as mslite
+
+x = np.load(sys.argv[2])
+context = mslite.Context()
+context.target = ["cpu"]
+context.cpu.thread_num = 1
+model = mslite.Model()
+model.build_from_file(sys.argv[1], mslite.ModelType.MINDIR, context)
+inputs = model.get_inputs()
+model.resize(inputs, [list(x.shape)])
+inputs[0].set_data_from_numpy(x)
+np.save(sys.argv[3], model.predict(inputs)[0].get_data_to_numpy())
+"""
+
+
+def _python37(script: str, args, cwd: Path) -> None:
+    proc = subprocess.run([str(VENV37_PYTHON), "-c", script] + [str(a) for a in args], cwd=str(cwd),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert proc.returncode == 0, "Python 3.7 / Lite 2.0 step failed (%d):\n%s" % (proc.returncode, proc.stdout[-4000:])
+
+
+@pytest.mark.needs_lite
+@pytest.mark.skipif(not VENV37_PYTHON.exists(), reason="needs .venv37 with mindspore-lite 2.0 (make venv37)")
+def test_onnx_converts_and_runs_in_mindspore_lite_2_0(trained, tmp_path):
+    onnx_path = trained["root"] / "tiny.onnx"
+    if not onnx_path.exists():
+        _export(trained["ckpt"], onnx_path, "ONNX")
+    lite = tmp_path / "tiny_lite.mindir"
+    np.save(str(tmp_path / "x.npy"), trained["x"])
+    _python37(_LITE_CONVERT, [onnx_path, lite], tmp_path)
+    _python37(_LITE_RUN, [lite, tmp_path / "x.npy", tmp_path / "y.npy"], tmp_path)
+    err = relative_error(np.load(str(tmp_path / "y.npy")), trained["reference"])
+    print("Lite 2.0 (converted ONNX) relative error %.3g" % err)
+    assert err <= 1e-4
+
+
+def test_converted_official_weights_export_with_imagenet_names_and_pil_semantics(tmp_path):
+    torch = pytest.importorskip("torch", reason="the PyTorch reference is a test-only dependency")
+    import torch_reference
+
+    pth = tmp_path / "resnet_ibn_a_tiny-0000.pth"
+    torch.save(torch_reference.build("resnet_ibn_a_tiny", num_classes=1000).state_dict(), str(pth))
+    out = tmp_path / "official.onnx"
+    _export(pth, out, "ONNX", "--arch", "resnet_ibn_a_tiny", "--image-size", "64", "--resize", "73")
+    meta = load_for_model(out)
+    assert meta.num_classes == 1000 and meta.class_names == imagenet_class_names()
+    assert meta.class_names[0] == "tench" and len(set(meta.class_names)) == 1000
+    assert meta.preprocess.semantics == "pil" and meta.source == pth.name
+
+
+def test_air_is_refused_off_ascend_and_bad_input_is_one_line(trained, tmp_path):
+    proc = run_module("train.export", ["--device", "CPU", "--checkpoint", trained["ckpt"], "--format", "AIR",
+                                       "--output", tmp_path / "m.air"], check=False)
+    assert proc.returncode == 2 and "AIR export needs MindSpore running on an Ascend device" in proc.stdout
+    assert "Traceback" not in proc.stdout and not (tmp_path / "m.air").exists()
+    proc = run_module("train.export", ["--checkpoint", tmp_path / "missing.ckpt"], check=False)
+    assert proc.returncode == 2 and "missing.ckpt: checkpoint not found" in proc.stdout
