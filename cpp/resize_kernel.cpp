@@ -153,11 +153,10 @@ __attribute__((target("avx2"))) void vertical_antialias_avx2(const uint8_t* cons
         __m128i p8 = _mm_packus_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), p8);
     }
-    if (i < n) {
-        const uint8_t* tail_rows[64];
-        int t = 0;
-        for (; t < taps && t < 64; ++t) tail_rows[t] = rows[t] + i;
-        vertical_antialias_scalar(tail_rows, w, t, n - i, out + i);
+    for (; i < n; ++i) {
+        int32_t acc = 1 << (kBits22 - 1);
+        for (int t = 0; t < taps; ++t) acc += rows[t][i] * w[t];
+        out[i] = clip8_22(acc);
     }
 }
 
@@ -250,6 +249,7 @@ Resampler::Resampler(const ResizePlan& plan, const NormalizeTable& norm, float* 
     // Rounded up so the vector loops may run over whole 16-pixel blocks.
     ring_stride_ = round_up(size_t(width) * bytes_per_pixel + 64, 64);
     ring_.assign(ring_stride_ * ring_rows_, 0);
+    row_pointers_.assign(size_t(ring_rows_), nullptr);
     row_out_.assign(round_up(size_t(width) * 4 + 64, 64), 0);
 
     const AxisTaps& v = plan_.vertical;
@@ -348,8 +348,8 @@ void Resampler::emit_row(int j) {
         // Zero padding (or rows the source never delivered: the caller reports that item as failed).
         std::memset(row, 0, size_t(n));
     } else if (plan_.kind == FilterKind::kAntialiasBilinear) {
-        const uint8_t* rows[64];
-        const int taps = std::min(v.count[j], 64);
+        const uint8_t** rows = row_pointers_.data();
+        const int taps = v.count[j];
         for (int t = 0; t < taps; ++t) rows[t] = &ring_[ring_stride_ * size_t((v.first[j] + t) % ring_rows_)];
         const int32_t* w = &v.weights[size_t(j) * v.stride];
 #if IBNEDGE_X86

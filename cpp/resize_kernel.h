@@ -77,6 +77,7 @@ private:
     int last_row_;
     std::vector<int16_t> split_weights_;  // AVX2 layout of the horizontal antialias weights
     std::vector<uint8_t> row_out_;        // one finished uint8 RGBX output row
+    std::vector<const uint8_t*> row_pointers_;  // the ring rows of one output row's taps
 };
 
 // Resamples a decoded image (all of it in memory) through `plan`.

@@ -11,6 +11,14 @@ BMP, WebP, GIF, TIFF; detected by content) are decoded here with OpenCV and resi
 same native kernel. Errors are per item: a bad image gets a zero-filled row and an
 ``ItemError``; the other rows are exact.
 
+Semantics (``spec.semantics``), each reproducing its reference on the same bytes:
+``pil`` is torchvision's Resize + CenterCrop on a Pillow image (antialiased bilinear with
+Pillow's fixed-point arithmetic, horizontal pass first as Pillow <= 12 always does; Pillow
+13 runs the vertical pass first for some sizes, which moves a few pixels by 1);
+``mindspore`` is mindspore.dataset.vision Decode + Resize + CenterCrop (OpenCV
+INTER_LINEAR); ``fast`` decodes at a DCT-domain reduction (1/2, 1/4, 1/8 keeping the short
+side >= resize) and then resizes like ``pil``.
+
 Truncated JPEGs are errors of kind ``truncated`` by default: libjpeg would pad the missing
 rows with grey and the model would silently classify a half-grey picture (Pillow refuses
 such files too). ``allow_truncated=True`` accepts them, grey padding included.

@@ -132,11 +132,13 @@ def test_other_formats_by_content(tmp_path):
     misnamed = tmp_path / "really_a_png.jpg"
     misnamed.write_bytes(png)
     rgba = np.dstack([pixels, np.full(pixels.shape[:2], 7, np.uint8)])
-    items = [pixels, png, misnamed, _encode(pixels, "BMP"), _encode(rgba, "PNG"), pixels[:, :, 0]]
+    items = [pixels, png, misnamed, _encode(pixels, "BMP"), _encode(rgba, "PNG"), pixels[:, :, 0],
+             _encode(pixels, "WEBP", lossless=True), _encode(pixels, "GIF")]
     res = Preprocessor(spec=PreprocessSpec(**PIXELS), threads=2).run(items)
     assert res.errors == [None] * len(items)
-    for i in range(1, 5):  # lossless formats: exactly what the array gives
+    for i in (1, 2, 3, 4, 6):  # lossless formats: exactly what the array gives
         assert np.array_equal(res.tensor[i], res.tensor[0]), i
+    assert res.tensor[7].any()  # GIF (palette): OpenCV or the Pillow fallback
     gray = res.tensor[5]
     assert np.array_equal(gray[0], gray[1]) and np.array_equal(gray[1], gray[2])
 
