@@ -54,13 +54,14 @@ __all__ = [
     "encode_jpeg",
     "have_cjpeg",
     "imagenet_like",
+    "jpeg_variants",
     "phone_like",
     "photo",
     "source_photos",
 ]
 
 # Bump when any recipe below changes: every cached corpus is rebuilt.
-CORPUS_VERSION = 3
+CORPUS_VERSION = 4
 
 # Expected outcome of an item that must decode: no error.
 OK = None
@@ -417,22 +418,12 @@ def _bad_input_recipes() -> List[Tuple[str, str, Optional[bytes], Tuple[str, ...
     # --- valid JPEG variants: must decode, pixels as Pillow decodes them
     ok("baseline", "baseline.jpg", good, "plain baseline 4:2:0 JPEG, the control")
     ok("grayscale", "grayscale.jpg", encode_jpeg(gray, quality=90), "1-component JPEG: gray replicated to RGB")
-    ok("cmyk", "cmyk_adobe.jpg", encode_jpeg(_rgb_to_cmyk(rgb), quality=92, mode="CMYK"),
-       "4-component Adobe (inverted) CMYK JPEG with a real K channel")
-    ok("progressive", "progressive.jpg", encode_jpeg(rgb, quality=90, progressive=True), "progressive JPEG")
-    ok("optimized", "optimized.jpg", encode_jpeg(rgb, quality=90, optimize=True), "optimised Huffman tables")
-    ok("subsampling_444", "sub444.jpg", encode_jpeg(rgb, quality=90, subsampling=0), "4:4:4 sampling")
-    ok("subsampling_422", "sub422.jpg", encode_jpeg(rgb, quality=90, subsampling=1), "4:2:2 sampling")
+    for name, (data, note) in jpeg_variants(rgb).items():
+        if name not in ("baseline", "grayscale"):
+            ok(name, name + ".jpg", data, note)
     restart = _restart_marker_jpeg(rgb_big)
     if restart is not None:
-        ok("restart_markers", "restart.jpg", restart, "restart marker after every MCU row")
-    if have_cjpeg():
-        ok("arithmetic", "arithmetic.jpg", _cjpeg(rgb, ["-arithmetic", "-quality", "90"]),
-           "arithmetic-coded JPEG (cjpeg -arithmetic)")
-        ok("subsampling_440", "sub440.jpg", _cjpeg(rgb, ["-quality", "90", "-sample", "1x2,1x1,1x1"]),
-           "4:4:0 sampling (cjpeg -sample 1x2)")
-        ok("progressive_arithmetic", "progressive_arithmetic.jpg",
-           _cjpeg(rgb, ["-arithmetic", "-progressive", "-quality", "85"]), "progressive + arithmetic")
+        ok("restart_markers_640x480", "restart_640x480.jpg", restart, "restart markers, 40 MCU rows")
     ok("tiny_jpeg", "tiny_7x5.jpg", encode_jpeg(photo(7, 5, index=3), quality=90), "7x5 JPEG: upscaled to 256")
 
     # --- other formats, detected by content: must decode, alpha dropped
@@ -576,12 +567,45 @@ def _flip_bytes(jpeg: bytes, seed: int, count: int) -> bytes:
     return bytes(data)
 
 
-def _restart_marker_jpeg(rgb: np.ndarray) -> Optional[bytes]:
+def jpeg_variants(rgb: np.ndarray, quality: int = 90) -> "OrderedDict[str, Tuple[bytes, str]]":
+    """One RGB photo encoded every way a JPEG decoder must handle: ``name -> (bytes, note)``.
+
+    Always: baseline 4:2:0, grayscale, Adobe CMYK with a real K channel, progressive,
+    optimised Huffman tables, 4:4:4 and 4:2:2 sampling. With ``cjpeg`` (see
+    :func:`have_cjpeg`): arithmetic coding, 4:4:0 sampling, progressive + arithmetic; and
+    restart markers (also with Pillow >= 10.2).
+    """
+    from PIL import Image
+
+    out = OrderedDict()  # type: OrderedDict[str, Tuple[bytes, str]]
+    out["baseline"] = (encode_jpeg(rgb, quality=quality), "plain baseline 4:2:0 JPEG")
+    gray = np.asarray(Image.fromarray(rgb).convert("L"))
+    out["grayscale"] = (encode_jpeg(gray, quality=quality), "1-component JPEG: gray replicated to RGB")
+    out["cmyk"] = (encode_jpeg(_rgb_to_cmyk(rgb), quality=quality, mode="CMYK"),
+                   "4-component Adobe (inverted) CMYK JPEG with a real K channel")
+    out["progressive"] = (encode_jpeg(rgb, quality=quality, progressive=True), "progressive JPEG")
+    out["optimized"] = (encode_jpeg(rgb, quality=quality, optimize=True), "optimised Huffman tables")
+    out["subsampling_444"] = (encode_jpeg(rgb, quality=quality, subsampling=0), "4:4:4 sampling")
+    out["subsampling_422"] = (encode_jpeg(rgb, quality=quality, subsampling=1), "4:2:2 sampling")
+    restart = _restart_marker_jpeg(rgb, quality)
+    if restart is not None:
+        out["restart_markers"] = (restart, "restart marker after every MCU row")
+    if have_cjpeg():
+        q = str(quality)
+        out["arithmetic"] = (_cjpeg(rgb, ["-arithmetic", "-quality", q]), "arithmetic-coded JPEG (cjpeg -arithmetic)")
+        out["subsampling_440"] = (_cjpeg(rgb, ["-quality", q, "-sample", "1x2,1x1,1x1"]),
+                                  "4:4:0 sampling (cjpeg -sample 1x2)")
+        out["progressive_arithmetic"] = (_cjpeg(rgb, ["-arithmetic", "-progressive", "-quality", q]),
+                                         "progressive + arithmetic")
+    return out
+
+
+def _restart_marker_jpeg(rgb: np.ndarray, quality: int = 90) -> Optional[bytes]:
     """A JPEG with a restart marker after every MCU row, via cjpeg or Pillow >= 10.2."""
     if have_cjpeg():
-        return _cjpeg(rgb, ["-quality", "90", "-restart", "1"])
+        return _cjpeg(rgb, ["-quality", str(quality), "-restart", "1"])
     try:
-        data = encode_jpeg(rgb, quality=90, restart_marker_rows=1)
+        data = encode_jpeg(rgb, quality=quality, restart_marker_rows=1)
     except (TypeError, ValueError):
         return None
     # Pillow before 10.2 silently ignores the option.
