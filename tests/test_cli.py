@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from edge_helpers import have, make_tiny_onnx, run_py
-from ibnedge import corpus
 from ibnedge.cli import main
 from ibnedge.results import read_rows
 
@@ -216,7 +215,6 @@ def test_kill_and_resume_gives_every_file_once(imagenet_files, model, tmp_path):
 def test_classifier_api_arrays_bytes_and_paths(imagenet_files, model):
     import numpy as np
 
-    from ibnedge import corpus as _corpus  # noqa: F401  (the fixture's source)
     from ibnedge.classifier import Classifier
 
     clf = Classifier(model=model, batch=3, threads=1)
