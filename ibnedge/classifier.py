@@ -150,7 +150,7 @@ class Classifier(object):
         :func:`ibnedge.files.iter_input_files`); it is consumed in the background thread."""
         if int(topk) < 1:
             raise ValueError("topk must be >= 1, got %r" % (topk,))
-        pipeline = _Pipeline(self, items)
+        pipeline = _Pipeline(self, _as_items(items))
         try:
             for batch in pipeline:
                 for prediction in self._decode(batch, int(topk)):
@@ -210,6 +210,16 @@ _END = object()
 class _Failure(object):
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
+
+
+def _as_items(items: Any) -> Iterable[Any]:
+    """One path, bytes or HWC image given alone is a list of one (not its characters/rows);
+    an (N, H, W, 3) array is N images."""
+    if isinstance(items, (str, bytes, bytearray, memoryview, Path)) or hasattr(items, "__fspath__"):
+        return [items]
+    if isinstance(items, np.ndarray) and items.ndim == 3:
+        return [items]
+    return items
 
 
 def _describe(item: Any, index: int) -> Tuple[str, Any, Optional[Tuple[str, str]]]:

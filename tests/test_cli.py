@@ -238,6 +238,11 @@ def test_classifier_api_arrays_bytes_and_paths(imagenet_files, model):
     p = softmax(clf.logits(tensor))[0]
     assert preds[0].probs[0] == pytest.approx(float(p.max()), abs=1e-6)
     assert preds[0].indices[0] == int(p.argmax())
+    # One item given alone, and an (N, H, W, 3) stack of images.
+    assert [q.source for q in clf.predict(str(photo))] == [str(photo)]
+    assert [q.source for q in clf.predict(rgb)] == ["array[0]"]
+    stack = np.stack([rgb, rgb])
+    assert [q.labels for q in clf.predict(stack, topk=3)] == [preds[2].labels] * 2
 
 
 def test_predict_iter_streams_and_stops_early(imagenet_files, model):
