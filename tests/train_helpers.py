@@ -60,15 +60,21 @@ def env() -> Dict[str, str]:
 
 def run_module(module: str, args: Sequence[str], cwd: Optional[Path] = None, timeout: float = 600,
                check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", module] + [str(a) for a in args],
-        cwd=str(cwd or REPO),
-        env=env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=timeout,
-    )
+    cmd = [sys.executable, "-m", module] + [str(a) for a in args]
+    proc = subprocess.Popen(cmd, cwd=str(cwd or REPO), env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # SIGTERM first: train.distributed then stops msrun and every rank it started.
+        proc.terminate()
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        raise AssertionError("python -m %s timed out after %ds:\n%s" % (module, timeout, (out or "")[-6000:]))
+    proc = subprocess.CompletedProcess(cmd, proc.returncode, out, None)
     if check and proc.returncode != 0:
         raise AssertionError("python -m %s %s failed (%d):\n%s" % (module, " ".join(map(str, args)), proc.returncode, proc.stdout[-6000:]))
     return proc

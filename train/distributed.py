@@ -105,6 +105,10 @@ def failed_ranks(log_dir: Path) -> List[Tuple[int, List[str]]]:
     return failures
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _stop(proc: subprocess.Popen, grace: float = 30.0) -> int:
     """SIGINT makes msrun kill every rank and the scheduler; SIGKILL if it does not exit in time."""
     try:
@@ -162,12 +166,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         started = time.time()
         # Own session: an interrupt of this launcher reaches msrun, which then stops every rank.
         proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+        # msrun and the ranks run in sessions of their own: a terminated launcher must stop them.
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             code = _supervise(proc, log_dir)
         except KeyboardInterrupt:
             _stop(proc)
             print("interrupted: all ranks stopped", file=sys.stderr)
             return 130
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     failures = failed_ranks(log_dir)
     if code == 0 and not failures:

@@ -1,0 +1,115 @@
+"""python -m train.distributed: 2 ranks through msrun on loopback (CPU, mccl).
+
+One data-parallel step on 2 ranks x 4 images must equal one single-process step on the
+combined 8 images. BatchNorm is frozen (--freeze-bn: running statistics, per-sample like
+IN) so a rank's batch statistics cannot differ from the combined batch's; gradients are
+averaged over ranks (gradients_mean) and the loss is a per-rank mean, so the averaged
+gradient is the combined batch's gradient.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ms = pytest.importorskip("mindspore", reason="train/ needs MindSpore (Python 3.9+)")
+
+from train.loop import FAULT_ENV  # noqa: E402
+from train_helpers import CLASSES, last_json, make_image_folder, run_module  # noqa: E402
+
+pytestmark = pytest.mark.needs_mindspore
+
+STEP = ["--arch", "resnet_ibn_a_tiny", "--image-size", "64", "--resize", "73", "--workers", "1", "--epochs", "1",
+        "--lr", "0.05", "--no-augment", "--no-shuffle", "--freeze-bn", "--max-steps", "1"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def eight_images(tmp_path_factory) -> Path:
+    """Exactly 8 readable images (3 + 3 + 2) and one corrupt file: 2 ranks x batch 4 = all of them."""
+    root = make_image_folder(tmp_path_factory.mktemp("eight"), per_class=3, size=80)
+    (root / CLASSES[2] / ("%s_02.jpg" % CLASSES[2])).unlink()
+    return root
+
+
+def _weights(path: Path):
+    with np.load(str(path)) as z:
+        return {k: z[k] for k in z.files if not k.startswith("__")}, [str(f) for f in z["__shard_files__"]]
+
+
+def test_two_ranks_equal_a_single_process_step_on_the_combined_batch(eight_images, tmp_path):
+    logs = tmp_path / "logs"
+    proc = run_module("train.distributed", [
+        "--nproc", "2", "--device", "CPU", "--master-port", free_port(), "--log-dir", logs, "--quiet", "--",
+        *STEP, "--train-dir", eight_images, "--batch-size", "4", "--output-dir", tmp_path / "dist",
+        "--dump-weights", tmp_path / "dist.npz",
+    ], timeout=900)
+    assert "all 2 ranks finished" in proc.stdout
+    for rank in (0, 1):
+        log = (logs / ("worker_%d.log" % rank)).read_text()
+        assert "2 process(es), 1 steps/epoch of 8 images" in log
+        assert last_json("\n".join(ln for ln in log.splitlines() if ln.startswith("{")))["rank"] == rank
+    rank0, shard0 = _weights(tmp_path / "dist.rank0.npz")
+    rank1, shard1 = _weights(tmp_path / "dist.rank1.npz")
+    # disjoint shards that together are the whole (checked) dataset
+    assert len(shard0) == len(shard1) == 4 and not set(shard0) & set(shard1)
+    assert len(set(shard0) | set(shard1)) == 8
+
+    single = last_json(run_module("train", STEP + [
+        "--device", "CPU", "--train-dir", eight_images, "--batch-size", "8", "--output-dir", tmp_path / "single",
+        "--dump-weights", tmp_path / "single.npz",
+    ]).stdout)
+    assert single["world_size"] == 1 and single["global_step"] == 1
+    reference, _ = _weights(tmp_path / "single.npz")
+
+    from train.models import create_model
+
+    ms.set_seed(1)  # the CLI's default seed: the initial weights of every run above
+    initial = {p.name: p.asnumpy() for p in create_model("resnet_ibn_a_tiny", num_classes=3).trainable_params()}
+    assert rank0.keys() == rank1.keys() == reference.keys() == initial.keys()
+    ranks_diff = max(float(np.abs(rank0[k] - rank1[k]).max()) for k in rank0)
+    dist_diff = max(float(np.abs(rank0[k] - reference[k]).max()) for k in rank0)
+    moved = max(float(np.abs(reference[k] - initial[k]).max()) for k in reference)
+    print("rank0 vs rank1 %.3g, distributed vs single %.3g, step size %.3g" % (ranks_diff, dist_diff, moved))
+    assert ranks_diff == 0.0
+    assert moved > 1e-3  # the step really changed the weights...
+    assert dist_diff <= 1e-5  # ...and both ways the same
+
+
+def test_a_crashing_rank_stops_every_rank_and_the_launcher_fails_with_its_error(eight_images, tmp_path, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "1")
+    logs = tmp_path / "logs"
+    proc = run_module("train.distributed", [
+        "--nproc", "2", "--device", "CPU", "--master-port", free_port(), "--log-dir", logs, "--quiet",
+        "--cluster-timeout", "120", "--", "--train-dir", eight_images, "--batch-size", "2", "--epochs", "3",
+        "--arch", "resnet_ibn_a_tiny", "--image-size", "64", "--resize", "73", "--workers", "1",
+        "--output-dir", tmp_path / "out",
+    ], check=False, timeout=600)
+    assert proc.returncode != 0
+    assert "==== rank 1 failed" in proc.stdout and "fault injected on rank 1" in proc.stdout
+    assert "rank 0 failed" not in proc.stdout
+    assert "every rank was stopped" in proc.stdout
+    # rank 0 did not go on training alone: it never finished its 3 epochs
+    assert "epochs_completed" not in (logs / "worker_0.log").read_text()
+    assert not _processes_mentioning(str(tmp_path / "out")), "ranks left running"
+
+
+def _processes_mentioning(text: str):
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append((entry.name, cmdline))
+    return found
