@@ -145,9 +145,11 @@ def test_symmetric_max_pool_matches_pytorch(size):
     np.testing.assert_array_equal(MaxPool2dSymmetric(3, 2, 1)(ms.Tensor(x)).asnumpy(), expected)
 
 
-def test_graph_mode_matches_pynative():
+@pytest.mark.parametrize("name", ["resnet_ibn_a_tiny", "resnet18_ibn_b", *[
+    pytest.param(n, marks=pytest.mark.slow) for n in ("densenet121_ibn_a", "resnext101_ibn_a", "se_resnet101_ibn_a")]])
+def test_graph_mode_matches_pynative(name):
     """The training loop compiles graphs; the same weights give the same logits there."""
-    net = create_model("resnet_ibn_a_tiny", num_classes=5)
+    net = create_model(name, num_classes=5)
     net.set_train(False)
     x = ms.Tensor(np.random.default_rng(3).standard_normal((2, 3, 48, 48)).astype(np.float32))
     eager = net(x).asnumpy()

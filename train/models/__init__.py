@@ -6,6 +6,7 @@ Every model: ``construct(x)`` -> logits, ``forward_features(x)`` -> pooled embed
 """
 from __future__ import annotations
 
+from ._base import ImageClassifier
 from ._registry import create_model, is_model, list_models, model_entrypoint, register_model
 from . import densenet_ibn, resnet_ibn  # noqa: F401  (register the families)
 from .densenet_ibn import DenseNetIBN
@@ -19,6 +20,7 @@ __all__ = [
     "model_entrypoint",
     "register_model",
     "IBN",
+    "ImageClassifier",
     "InstanceNorm2d",
     "MaxPool2dSymmetric",
     "DenseNetIBN",

@@ -14,6 +14,7 @@ from typing import Sequence
 import mindspore.nn as nn
 import mindspore.ops as ops
 
+from ._base import ImageClassifier
 from ._registry import register_model
 from .layers import IBN, MaxPool2dSymmetric, batch_norm2d, conv2d, global_avg_pool
 
@@ -63,8 +64,10 @@ def make_transition(num_input_features: int, num_output_features: int) -> nn.Seq
     )
 
 
-class DenseNetIBN(nn.Cell):
+class DenseNetIBN(ImageClassifier):
     """DenseNet-BC with IBN-a; same contract as ``ResNetIBN`` (``forward_features`` etc.)."""
+
+    head_name = "classifier"
 
     def __init__(
         self,
@@ -94,15 +97,7 @@ class DenseNetIBN(nn.Cell):
         self.features = nn.SequentialCell(stages)
         self.relu = nn.ReLU()
         self.num_features = channels
-        self.num_classes = 0
-        self.classifier = nn.Identity()
         self.reset_classifier(num_classes)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        if num_classes < 0:
-            raise ValueError("num_classes must be >= 0, got %d" % num_classes)
-        self.num_classes = num_classes
-        self.classifier = nn.Dense(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_features(self, x):
         return global_avg_pool(self.relu(self.features(x)))
@@ -111,9 +106,6 @@ class DenseNetIBN(nn.Cell):
         if pre_logits:
             return features
         return self.classifier(features)
-
-    def construct(self, x):
-        return self.forward_head(self.forward_features(x))
 
 
 def _create_densenet(block_config: Sequence[int], **kwargs) -> DenseNetIBN:

@@ -22,6 +22,7 @@ from typing import Optional, Sequence, Tuple, Type, Union
 
 import mindspore.nn as nn
 
+from ._base import ImageClassifier
 from ._registry import register_model
 from .layers import IBN, InstanceNorm2d, MaxPool2dSymmetric, batch_norm2d, conv2d, global_avg_pool
 
@@ -169,7 +170,7 @@ def make_stage(
     return nn.SequentialCell(blocks), outplanes
 
 
-class ResNetIBN(nn.Cell):
+class ResNetIBN(ImageClassifier):
     """ResNet with IBN placement ``ibn_cfg`` (one entry per stage: 'a', 'b' or None).
 
     ``construct(x)`` returns logits; ``forward_features(x)`` the pooled embedding of
@@ -206,16 +207,7 @@ class ResNetIBN(nn.Cell):
         self.layer3, inplanes = make_stage(block, inplanes, channels[2], layers[2], 2, ibn_cfg[2], **block_kwargs)
         self.layer4, inplanes = make_stage(block, inplanes, channels[3], layers[3], 2, ibn_cfg[3], **block_kwargs)
         self.num_features = inplanes
-        self.num_classes = 0
-        self.fc = nn.Identity()
         self.reset_classifier(num_classes)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """New ``fc`` for ``num_classes`` outputs (0: no classifier, logits = embedding)."""
-        if num_classes < 0:
-            raise ValueError("num_classes must be >= 0, got %d" % num_classes)
-        self.num_classes = num_classes
-        self.fc = nn.Dense(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_features(self, x):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -226,9 +218,6 @@ class ResNetIBN(nn.Cell):
         if pre_logits:
             return features
         return self.fc(features)
-
-    def construct(self, x):
-        return self.forward_head(self.forward_features(x))
 
 
 def _create_resnet(block: Block, layers: Sequence[int], ibn_cfg: Sequence[Optional[str]], **kwargs) -> ResNetIBN:
