@@ -49,7 +49,7 @@ def test_two_ranks_equal_a_single_process_step_on_the_combined_batch(eight_image
     logs = tmp_path / "logs"
     proc = run_module("train.distributed", [
         "--nproc", "2", "--device", "CPU", "--master-port", free_port(), "--log-dir", logs, "--quiet", "--",
-        *STEP, "--train-dir", eight_images, "--batch-size", "4", "--output-dir", tmp_path / "dist",
+        *STEP, "--train-dir", eight_images, "--val-dir", eight_images, "--batch-size", "4", "--output-dir", tmp_path / "dist",
         "--dump-weights", tmp_path / "dist.npz",
     ], timeout=900)
     assert "all 2 ranks finished" in proc.stdout
@@ -57,6 +57,8 @@ def test_two_ranks_equal_a_single_process_step_on_the_combined_batch(eight_image
         log = (logs / ("worker_%d.log" % rank)).read_text()
         assert "2 process(es), 1 steps/epoch of 8 images" in log
         assert last_json("\n".join(ln for ln in log.splitlines() if ln.startswith("{")))["rank"] == rank
+        assert ("eval epoch 1: top-1" in log) == (rank == 0)  # rank 0 evaluates and checkpoints
+    assert (tmp_path / "dist" / "best.ckpt").is_file()
     rank0, shard0 = _weights(tmp_path / "dist.rank0.npz")
     rank1, shard1 = _weights(tmp_path / "dist.rank1.npz")
     # disjoint shards that together are the whole (checked) dataset

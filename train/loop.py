@@ -255,6 +255,14 @@ def _resume(model, ckpt, state: RunState, say) -> None:
     say("resumed from %s at epoch %d, step %d" % (ckpt.path, state.epoch, state.step_in_epoch))
 
 
+def _read_or_explain(path: Path, arch: Optional[str]):
+    """read_checkpoint with conversion and format errors as one-line TrainingErrors."""
+    try:
+        return read_checkpoint(path, arch=arch)
+    except (ValueError, OSError) as exc:  # PthError, ConversionError, unreadable files
+        raise TrainingError("%s: %s" % (path, exc) if str(path) not in str(exc) else str(exc)) from None
+
+
 def _dump_path(path: str, cluster: Cluster) -> Path:
     p = Path(path)
     if cluster.world > 1:
@@ -313,10 +321,13 @@ def run(cfg) -> Dict:
     net = create_model(cfg.arch, num_classes=num_classes)
     source = "random-init"
     if cfg.pretrained:
-        pre = read_checkpoint(Path(cfg.pretrained), arch=cfg.arch)
+        pre = _read_or_explain(Path(cfg.pretrained), cfg.arch)
         if pre.info is not None and pre.info.arch != cfg.arch:
             raise TrainingError("%s holds %s weights, not --arch %s" % (cfg.pretrained, pre.info.arch, cfg.arch))
-        loaded = load_into(net, pre.params, cfg.pretrained, allow_new_head=True, report=say)
+        try:
+            loaded = load_into(net, pre.params, cfg.pretrained, allow_new_head=True, report=say)
+        except ValueError as exc:
+            raise TrainingError(str(exc)) from None
         say("pretrained: %d parameters from %s" % (len(loaded), cfg.pretrained))
         source = Path(cfg.pretrained).name
     if cfg.freeze:
@@ -359,7 +370,7 @@ def run(cfg) -> Dict:
             if not found:
                 raise TrainingError("--resume latest: no checkpoint in %s" % cfg.output_dir)
             resume_path = found[-1]
-        ckpt = read_checkpoint(resume_path)
+        ckpt = _read_or_explain(resume_path, None)
         if ckpt.info is not None and (ckpt.info.arch, ckpt.info.class_names) != (cfg.arch, list(classes)):
             raise TrainingError(
                 "%s was trained as %s on classes %s; this run is %s on %s"
