@@ -86,6 +86,7 @@ def test_two_ranks_equal_a_single_process_step_on_the_combined_batch(eight_image
     assert dist_diff <= 1e-5  # ...and both ways the same
 
 
+@pytest.mark.slow
 def test_a_crashing_rank_stops_every_rank_and_the_launcher_fails_with_its_error(eight_images, tmp_path, monkeypatch):
     monkeypatch.setenv(FAULT_ENV, "1")
     logs = tmp_path / "logs"
