@@ -12,16 +12,28 @@ BUILD_DEPS := "scikit-build-core>=0.10" "pybind11>=2.10" cmake ninja
 EDITABLE := --no-build-isolation -Cbuild-dir=build/{wheel_tag}
 JOBS     ?= $(shell nproc)
 
-.PHONY: demo test test-slow test-py test-py37 test-wheel memcheck fuzz venv venv37 native clean
+.PHONY: sysdeps demo test test-slow test-py test-py37 test-wheel memcheck fuzz venv venv37 native clean
 
-$(VENV)/.stamp: pyproject.toml
+# System packages: libjpeg-turbo headers for the engine, cjpeg for test images (arithmetic
+# coding, restart markers). Installed with apt-get when missing and we are root.
+SYSDEPS_CHECK := dpkg -s libjpeg62-turbo-dev >/dev/null 2>&1 && command -v cjpeg >/dev/null 2>&1 && command -v g++ >/dev/null 2>&1
+sysdeps:
+	@if ! { $(SYSDEPS_CHECK); }; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjpeg62-turbo-dev libjpeg-turbo-progs g++; \
+	  else \
+	    echo "missing system packages: run 'sudo apt-get install libjpeg62-turbo-dev libjpeg-turbo-progs g++'"; exit 2; \
+	  fi; \
+	fi
+
+$(VENV)/.stamp: pyproject.toml | sysdeps
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -U pip
 	$(VENV)/bin/pip install -q $(BUILD_DEPS)
 	$(VENV)/bin/pip install -q $(EDITABLE) -e ".[train,onnx,bench,test]"
 	touch $@
 
-$(VENV37)/.stamp: pyproject.toml
+$(VENV37)/.stamp: pyproject.toml | sysdeps
 	@test -x "$(PY37)" || { echo "Python 3.7 not found: install it with 'pyenv install 3.7' or pass PY37=/path/to/python3.7"; exit 2; }
 	$(PY37) -m venv $(VENV37)
 	$(VENV37)/bin/pip install -q -U pip
