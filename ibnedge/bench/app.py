@@ -171,7 +171,9 @@ def backend_table(classifiers: Sequence[Any], files: Sequence[Path], batch_sizes
                 "backend_img_s_runs": s["alone"],
                 "end_to_end_img_s_runs": s["e2e"],
             }
-            row["e2e_over_backend"] = row["end_to_end_img_s"] / row["backend_img_s"]
+            # Paired per repeat (the two runs are back to back), then the median: steadier than a
+            # ratio of medians when the machine's speed drifts during the benchmark.
+            row["e2e_over_backend"] = statistics.median(e / a for e, a in zip(s["e2e"], s["alone"]))
             rows.append(row)
     return rows
 
@@ -198,6 +200,7 @@ def format_table(result: Dict[str, Any]) -> str:
         lines.append("inference (threads=%s, preprocessing %s)" % (result["threads"], result.get("semantics")))
         lines.append("  %-10s %6s %12s %14s %16s %10s  %s" % (
             "backend", "batch", "latency ms", "backend img/s", "end-to-end img/s", "e2e/backend", "model"))
+        lines.append("  (medians over repeats; e2e/backend is the median of each repeat's back-to-back ratio)")
         for r in rows:
             lines.append("  %-10s %6d %12.1f %14.2f %16.2f %9.1f%%  %s" % (
                 r["backend"], r["batch"], r["latency_ms"], r["backend_img_s"], r["end_to_end_img_s"],
@@ -205,7 +208,7 @@ def format_table(result: Dict[str, Any]) -> str:
         ratios = result.get("ratios", [])
         if ratios:
             lines.append("")
-            lines.append("  same model, threads and batch, backend img/s relative to onnx (ONNX Runtime):")
+            lines.append("  same model, threads and batch, backend img/s relative to onnx (ONNX Runtime), median of repeats:")
             for r in ratios:
                 lines.append("    batch %-4d %s" % (r["batch"], ", ".join(
                     "%s %.2fx" % (k, v) for k, v in r["relative_to_onnx"].items())))
@@ -222,8 +225,10 @@ def _relative_rows(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     for b in sorted({r["batch"] for r in rows}):
         at = {r["backend"]: r for r in rows if r["batch"] == b}
         if "onnx" in at and len(at) > 1:
+            ref = at["onnx"]["backend_img_s_runs"]
             out.append({"batch": b, "relative_to_onnx": OrderedDict(
-                (k, v["backend_img_s"] / at["onnx"]["backend_img_s"]) for k, v in at.items() if k != "onnx")})
+                (k, statistics.median(x / y for x, y in zip(v["backend_img_s_runs"], ref)))
+                for k, v in at.items() if k != "onnx")})
     return out
 
 
