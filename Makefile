@@ -38,7 +38,7 @@ $(VENV37)/.stamp: pyproject.toml | sysdeps
 	$(PY37) -m venv $(VENV37)
 	$(VENV37)/bin/pip install -q -U pip
 	$(VENV37)/bin/pip install -q $(BUILD_DEPS)
-	$(VENV37)/bin/pip install -q $(EDITABLE) -e ".[lite,test]"
+	$(VENV37)/bin/pip install -q $(EDITABLE) -e ".[lite,onnx,test]"
 	touch $@
 
 venv: $(VENV)/.stamp

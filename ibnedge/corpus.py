@@ -92,11 +92,11 @@ _PHONE_SIZES = ((4000, 3000), (4000, 3000), (3000, 4000), (4000, 3000))
 
 
 def default_cache_dir() -> Path:
-    """Where corpora go when the caller has no preference: ``$IBNEDGE_CACHE/corpus``
-    or ``~/.cache/ibnedge/corpus``."""
-    root = os.environ.get("IBNEDGE_CACHE")
-    base = Path(root) if root else Path.home() / ".cache" / "ibnedge"
-    return base / "corpus"
+    """Where corpora go when the caller has no preference: ``corpus/`` in ibnedge's cache
+    (``$IBNEDGE_HOME``, default ``~/.cache/ibnedge``)."""
+    from .hub import cache_dir
+
+    return cache_dir() / "corpus"
 
 
 # --------------------------------------------------------------------------- sources

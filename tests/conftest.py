@@ -3,12 +3,13 @@
 The references are the libraries the engine must reproduce, run on the same bytes:
 Pillow as torchvision uses it (``pil`` semantics) and ``mindspore.dataset.vision``
 (``mindspore`` semantics). Corpora come from :mod:`ibnedge.corpus` and are cached under
-``$IBNEDGE_CACHE/corpus`` (default: ``<repo>/.cache/corpus``, git-ignored).
+``$IBNEDGE_HOME/corpus`` (default: ``<repo>/.cache/corpus``, git-ignored).
 """
 from __future__ import annotations
 
 import io
 import os
+import tempfile
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
 
@@ -121,7 +122,15 @@ def mindspore_reference(item, resize: int = 256, crop: Union[int, Tuple[int, int
         img = item
     else:
         data = bytes(item) if isinstance(item, (bytes, bytearray)) else Path(item).read_bytes()
-        img = vision.Decode()(np.frombuffer(data, dtype=np.uint8))
+        # On failure MindSpore's Decode dumps the input as ./unsupported_image.<ext>: let it
+        # write into a scratch directory, not the repository.
+        with tempfile.TemporaryDirectory() as scratch:
+            cwd = os.getcwd()
+            os.chdir(scratch)
+            try:
+                img = vision.Decode()(np.frombuffer(data, dtype=np.uint8))
+            finally:
+                os.chdir(cwd)
     img = vision.Resize(resize, vision.Inter.LINEAR)(img)
     crop_hw = [crop, crop] if isinstance(crop, int) else list(crop)
     img = vision.CenterCrop(crop_hw)(img)
@@ -157,7 +166,7 @@ def run_pixels(items: Sequence, semantics: str, resize: int = 256, crop: Union[i
 
 @pytest.fixture(scope="session")
 def corpus_dir() -> Path:
-    root = os.environ.get("IBNEDGE_CACHE")
+    root = os.environ.get("IBNEDGE_HOME")
     path = Path(root) / "corpus" if root else REPO / ".cache" / "corpus"
     path.mkdir(parents=True, exist_ok=True)
     return path

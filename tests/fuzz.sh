@@ -65,7 +65,7 @@ out = Path(sys.argv[1])
 n = 0
 import os
 # The tests' cache (tests/conftest.py): the corpora are built once for both.
-root = Path(os.environ.get("IBNEDGE_CACHE") or ".cache") / "corpus"
+root = Path(os.environ.get("IBNEDGE_HOME") or ".cache") / "corpus"
 for case in corpus.bad_input_cases(root).values():
     if case.path.is_file() and case.path.stat().st_size <= 65536:
         shutil.copyfile(str(case.path), str(out / case.path.name)); n += 1

@@ -45,7 +45,7 @@ from ibnedge import corpus
 import os
 from pathlib import Path
 # The tests' cache (tests/conftest.py): the corpora are built once for both.
-root = Path(os.environ.get("IBNEDGE_CACHE") or ".cache") / "corpus"
+root = Path(os.environ.get("IBNEDGE_HOME") or ".cache") / "corpus"
 rows = []
 for p in corpus.imagenet_like(root)[:12]:
     rows.append(("ok", p))

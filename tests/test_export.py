@@ -102,6 +102,7 @@ def test_dynamic_batch(tmp_path):
     net = randomised("resnet_ibn_a_tiny")
     session, x, expected = check_onnx(net, tmp_path / "onnx" / "dyn.onnx", (2, 3, 64, 64), dynamic_batch=True)
     assert session.get_inputs()[0].shape[0] == "batch"
+    assert session.get_outputs()[0].shape[0] == "batch"  # not MindSpore's fixed 1
     x3 = np.concatenate([x, x[:1]])
     out = session.run(None, {session.get_inputs()[0].name: x3})[0]
     assert relative_error(out, np.concatenate([expected, expected[:1]])) <= REL_TOL

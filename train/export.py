@@ -61,16 +61,19 @@ def _example_input(shape: Tuple[int, int, int, int], dynamic_batch: bool):
     return ms.Tensor(np.zeros(shape, dtype=np.float32))
 
 
-def strip_maxpool_dilations(onnx_path: PathLike) -> int:
-    """Remove ``dilations`` from every MaxPool node (in place); returns how many were removed.
+def fix_onnx_for_lite(onnx_path: PathLike, dynamic_batch: bool) -> None:
+    """Post-process MindSpore's ONNX file in place for the runtimes that read it.
 
-    Only all-ones dilations (the ONNX default) are removed; anything else would change the
-    model and raises ExportError.
+    - Removes ``dilations`` from every MaxPool node: MindSpore Lite 2.0's converter rejects
+      the attribute ("pooling op not support dilations now"). Only all-ones dilations (the
+      ONNX default) are removed; anything else would change the model and raises ExportError.
+    - With ``dynamic_batch``, makes the outputs' batch dimension symbolic as well: MindSpore
+      2.10 marks only the inputs, leaving the outputs at batch 1, which runtimes then
+      contradict on every batch of another size.
     """
     import onnx
 
     model = onnx.load(str(onnx_path))
-    removed = 0
     for node in model.graph.node:
         if node.op_type != "MaxPool":
             continue
@@ -82,10 +85,13 @@ def strip_maxpool_dilations(onnx_path: PathLike) -> int:
                         % (onnx_path, node.name, list(attr.ints))
                     )
                 node.attribute.remove(attr)
-                removed += 1
-    if removed:
-        onnx.save(model, str(onnx_path))
-    return removed
+    if dynamic_batch:
+        for value in model.graph.output:
+            dims = value.type.tensor_type.shape.dim
+            if len(dims) > 0:
+                dims[0].ClearField("dim_value")
+                dims[0].dim_param = "batch"
+    onnx.save(model, str(onnx_path))
 
 
 def export_model(
@@ -141,7 +147,7 @@ def export_model(
         if not produced.is_file():
             raise ExportError("MindSpore wrote no %s file for %s (expected %s)" % (fmt, type(net).__name__, produced))
         if fmt == "ONNX":
-            strip_maxpool_dilations(produced)
+            fix_onnx_for_lite(produced, dynamic_batch)
         os.replace(produced, path)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -32,9 +32,6 @@ class OnnxBackend(Backend):
                 "onnxruntime-cann or use --device cpu" % (provider, self.device, ", ".join(ort.get_available_providers()))
             )
         options = ort.SessionOptions()
-        # Warnings (e.g. a fixed output batch dim in the graph's metadata) would print once
-        # per run on stderr; errors still raise.
-        options.log_severity_level = 3
         if self.threads:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
