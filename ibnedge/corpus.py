@@ -610,3 +610,26 @@ def _restart_marker_jpeg(rgb: np.ndarray, quality: int = 90) -> Optional[bytes]:
         return None
     # Pillow before 10.2 silently ignores the option.
     return data if b"\xff\xd0" in data else None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m ibnedge.corpus KIND DEST``: write a corpus and print its paths."""
+    import argparse
+
+    makers = {"imagenet": imagenet_like, "phone": phone_like, "bad": bad_inputs}
+    parser = argparse.ArgumentParser(
+        prog="python -m ibnedge.corpus",
+        description="Write sample photographs made from scikit-image's pictures (deterministic).")
+    parser.add_argument("kind", choices=sorted(makers), help="imagenet: ~500x375 q90; phone: 4000x3000 q92; "
+                        "bad: the bad-input cases (corrupt, truncated, not an image, ...)")
+    parser.add_argument("dest", help="directory to write into")
+    parser.add_argument("--count", type=int, default=None, help="how many photos (imagenet, phone)")
+    args = parser.parse_args(argv)
+    kwargs = {} if args.count is None or args.kind == "bad" else {"count": args.count}
+    for path in makers[args.kind](args.dest, **kwargs):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

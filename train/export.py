@@ -249,7 +249,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("error: %s" % exc, file=sys.stderr, flush=True)
         return 2
     print("exported %s (%s) and %s" % (path, fmt, meta_path), flush=True)
-    print(json.dumps({"model": str(path), "metadata": str(meta_path), "format": fmt, **meta.to_dict()},
+    # One machine-readable line; the class names are in the metadata file, not repeated here.
+    summary = {k: v for k, v in meta.to_dict().items() if k != "class_names"}
+    print(json.dumps({"model": str(path), "metadata": str(meta_path), "format": fmt, **summary},
                      ensure_ascii=False), flush=True)
     return 0
 
