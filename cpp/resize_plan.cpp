@@ -46,6 +46,17 @@ void finish_axis(AxisTaps* axis) {
     axis->max_count = max_count;
 }
 
+// An axis of `outputs` outputs with room for `stride` taps each, all zero (padding).
+AxisTaps empty_axis(int outputs, int stride) {
+    AxisTaps axis;
+    axis.outputs = outputs;
+    axis.stride = stride;
+    axis.first.assign(outputs, 0);
+    axis.count.assign(outputs, 0);
+    axis.weights.assign(size_t(outputs) * stride, 0);
+    return axis;
+}
+
 // Port of Pillow's precompute_coeffs + normalize_coeffs_8bpc (libImaging/Resample.c) for
 // the outputs [out_origin, out_origin + outputs) of an in_size -> out_size resize, same
 // double arithmetic in the same order, so the fixed-point weights are bit-identical.
@@ -55,12 +66,7 @@ AxisTaps antialias_axis(int in_size, int out_size, int out_origin, int outputs) 
     const double support = 1.0 * filterscale;  // the bilinear filter's support is 1
     const int max_taps = int(std::ceil(support)) * 2 + 1;
 
-    AxisTaps axis;
-    axis.outputs = outputs;
-    axis.stride = round_up4(max_taps);
-    axis.first.assign(outputs, 0);
-    axis.count.assign(outputs, 0);
-    axis.weights.assign(size_t(outputs) * axis.stride, 0);
+    AxisTaps axis = empty_axis(outputs, round_up4(max_taps));
     std::vector<double> k(max_taps + 1);
     for (int i = 0; i < outputs; ++i) {
         const int xx = out_origin + i;
@@ -125,12 +131,7 @@ CvTap opencv_tap(int d, double scale) {
 // Columns: out of range taps are clamped to the border with weights (2048, 0), i.e. one tap.
 AxisTaps opencv_horizontal(int in_size, int out_size, int out_origin, int outputs) {
     const double scale = 1.0 / (double(out_size) / in_size);
-    AxisTaps axis;
-    axis.outputs = outputs;
-    axis.stride = 4;
-    axis.first.assign(outputs, 0);
-    axis.count.assign(outputs, 0);
-    axis.weights.assign(size_t(outputs) * axis.stride, 0);
+    AxisTaps axis = empty_axis(outputs, 4);
     for (int i = 0; i < outputs; ++i) {
         const int d = out_origin + i;
         if (d < 0 || d >= out_size) continue;
@@ -155,12 +156,7 @@ AxisTaps opencv_horizontal(int in_size, int out_size, int out_origin, int output
 // (resizeGeneric_Invoker); count 1 means both taps read the same row.
 AxisTaps opencv_vertical(int in_size, int out_size, int out_origin, int outputs) {
     const double scale = 1.0 / (double(out_size) / in_size);
-    AxisTaps axis;
-    axis.outputs = outputs;
-    axis.stride = 4;
-    axis.first.assign(outputs, 0);
-    axis.count.assign(outputs, 0);
-    axis.weights.assign(size_t(outputs) * axis.stride, 0);
+    AxisTaps axis = empty_axis(outputs, 4);
     for (int i = 0; i < outputs; ++i) {
         const int d = out_origin + i;
         if (d < 0 || d >= out_size) continue;
