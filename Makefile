@@ -51,7 +51,7 @@ native: venv venv37
 
 # The default suite skips tests marked slow (every model variant at full size, big corpora);
 # `make test-slow` runs those, before an issue is resolved.
-test-py: venv
+test-py: venv venv37  # cross-interpreter tests (Lite in 3.7 vs MindSpore in 3.11) need both
 	$(VENV)/bin/python -m pytest -q -m "not slow" tests
 
 test-py37: venv37

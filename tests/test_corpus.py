@@ -116,8 +116,8 @@ def test_photo_is_deterministic_and_sized():
 
 
 def test_default_cache_dir_honours_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("IBNEDGE_CACHE", str(tmp_path))
+    monkeypatch.setenv("IBNEDGE_HOME", str(tmp_path))
     assert corpus.default_cache_dir() == tmp_path / "corpus"
-    monkeypatch.delenv("IBNEDGE_CACHE")
+    monkeypatch.delenv("IBNEDGE_HOME")
     assert corpus.default_cache_dir().parts[-2:] == ("ibnedge", "corpus")
     assert os.path.isabs(str(corpus.default_cache_dir()))
