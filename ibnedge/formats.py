@@ -9,6 +9,9 @@ from __future__ import annotations
 import struct
 from typing import Optional, Tuple
 
+# Pillow's decompression-bomb limit: a header claiming more pixels is refused before decoding.
+PILLOW_MAX_PIXELS = 178_956_970
+
 # Bytes that sniff() and image_size() need at most (a WebP VP8X/VP8 header ends at byte 30).
 HEAD_BYTES = 64
 

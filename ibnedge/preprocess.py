@@ -33,7 +33,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .formats import HEAD_BYTES, image_size, sniff
+from .formats import HEAD_BYTES, PILLOW_MAX_PIXELS, image_size, sniff
 from .metadata import PreprocessSpec
 
 __all__ = ["ERROR_KINDS", "ItemError", "PreprocessResult", "Preprocessor", "default_threads"]
@@ -41,7 +41,6 @@ __all__ = ["ERROR_KINDS", "ItemError", "PreprocessResult", "Preprocessor", "defa
 # The kinds an ItemError can have.
 ERROR_KINDS = ("unreadable", "empty", "truncated", "corrupt", "not_image", "too_large", "unsupported")
 
-PILLOW_MAX_PIXELS = 178_956_970  # Pillow's decompression-bomb limit
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ibnedge.formats import HEAD_BYTES, image_size, sniff
+from ibnedge.formats import HEAD_BYTES, PILLOW_MAX_PIXELS as MAX_PIXELS, image_size, sniff
 from ibnedge.metadata import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,6 @@ log = logging.getLogger(__name__)
 # What mindspore.dataset.vision.Decode reads without PIL (GIF and WEBP need to_pil=True).
 DECODABLE_FORMATS = ("jpeg", "png", "bmp", "tiff")
 CHECK_MODES = ("header", "decode", "none")
-# Pillow's decompression-bomb limit: a header claiming more pixels is refused before decoding.
-MAX_PIXELS = 178_956_970
 _TAIL_BYTES = 4096  # an end marker followed by a little padding still counts as complete
 
 
