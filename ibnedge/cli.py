@@ -225,12 +225,15 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
     if args.resume and not args.output:
         raise SetupError("--resume needs --output FILE (.jsonl or .csv): it reads what that file already holds")
+    # The model is loaded before the output is opened: a setup failure must not truncate
+    # an earlier results file.
+    clf = _make_classifier(args, args.backend, args.batch)
     try:
         done = load_done(args.output, args.topk) if args.resume else set()
         writer = open_writer(args.output, args.topk, resume=args.resume)
     except _setup_errors() as exc:
+        clf.close()
         raise SetupError(_one_line(exc))
-    clf = _make_classifier(args, args.backend, args.batch)
 
     progress = Progress(enabled=None if not args.quiet else False)
     skipped = [0]
@@ -258,6 +261,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
                 rows += 1
                 errors += 0 if prediction.ok else 1
                 progress.update()
+    except _setup_errors() as exc:
+        # A backend or output failure mid-run: the rows written so far stay, so --resume continues.
+        raise SetupError("%s (after %d rows; rerun with --resume to continue)" % (_one_line(exc), rows))
     finally:
         progress.close()
         clf.close()

@@ -175,7 +175,7 @@ def default_model(backend: str = "auto", progress: Optional[bool] = None) -> Pat
     reasons = []
     for name in wanted:
         if name == "lite":
-            from .convert import converter_available, convert_to_lite
+            from .convert import ConvertError, converter_available, convert_to_lite
 
             if converter_available() is None:
                 reasons.append("lite: no MindSpore Lite converter")
@@ -185,7 +185,11 @@ def default_model(backend: str = "auto", progress: Optional[bool] = None) -> Pat
                     reasons.append("lite: the ONNX export needs MindSpore")
                     continue
                 _export_default(files["onnx"], "onnx", progress)
-            return convert_to_lite(files["onnx"], files["lite"])
+            try:
+                return convert_to_lite(files["onnx"], files["lite"])
+            except ConvertError as exc:  # e.g. a Lite build without the converter's plugins
+                reasons.append("lite: %s" % exc)
+                continue
         if not have_mindspore:
             reasons.append("%s: converting the official weights needs MindSpore" % name)
             continue

@@ -81,6 +81,14 @@ def test_bad_flags_one_line_exit_2(argv, message, model, tmp_path):
     assert message in err
 
 
+def test_setup_failure_leaves_an_earlier_output_file_alone(tmp_path):
+    previous = tmp_path / "results.jsonl"
+    previous.write_text('{"path": "a.jpg", "top": []}\n')
+    proc = _cli("infer", "x.jpg", "--model", "/nonexistent/m.onnx", "--output", previous, cwd=str(tmp_path))
+    assert proc.returncode == 2 and "model file not found" in proc.stderr.decode()
+    assert previous.read_text() == '{"path": "a.jpg", "top": []}\n'
+
+
 def test_convert_cli_carries_metadata(tmp_path):
     pytest.importorskip("mindspore_lite")
     src = make_tiny_onnx(tmp_path / "net.onnx", class_names=NAMES)
