@@ -202,7 +202,15 @@ class Preprocessor:
                 return "b", data, None
             return "decode", bytes(data), None
         if isinstance(item, (str, os.PathLike)):
-            return "p", os.fspath(item), None
+            # Encoded here, so that a name the file system cannot take is this item's error,
+            # not an exception that fails the whole batch (and a NUL cannot cut the name short).
+            try:
+                path = os.fsencode(item)
+            except UnicodeEncodeError as exc:
+                return "n", None, ("unreadable", "the path cannot be encoded for the file system (%s)" % exc.reason)
+            if b"\0" in path:
+                return "n", None, ("unreadable", "the path contains a NUL byte")
+            return "p", path, None
         return "n", None, (
             "unsupported", "items must be paths, bytes or HWC uint8 arrays, got %s" % type(item).__name__)
 
@@ -216,6 +224,10 @@ class Preprocessor:
                                % (arr.shape,))
         if arr.shape[0] == 0 or arr.shape[1] == 0:
             return "n", None, ("empty", "pixel array has no pixels (shape %r)" % (arr.shape,))
+        if arr.shape[0] * arr.shape[1] > self.max_pixels:
+            return "n", None, ("too_large", "pixel array of %dx%d = %d pixels, over the cap of %d; raise max_pixels "
+                               "if the image is genuine" % (arr.shape[1], arr.shape[0], arr.shape[0] * arr.shape[1],
+                                                            self.max_pixels))
         if arr.shape[2] == 1:
             arr = np.repeat(arr, 3, axis=2)
         elif arr.strides[2] != 1:

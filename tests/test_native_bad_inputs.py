@@ -191,6 +191,19 @@ def test_unusual_path_names(tmp_path, imagenet_files):
         assert np.array_equal(got, rows[0])
 
 
+def test_unencodable_paths_and_oversized_arrays_are_item_errors(imagenet_files):
+    """A path the file system cannot take, a NUL inside a path (which would otherwise open
+    the name before it) and an array over the pixel cap fail alone, not the batch."""
+    good = str(imagenet_files[0])
+    huge = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (5000, 5000, 3))
+    pre = Preprocessor(threads=2, max_pixels=10_000_000)
+    res = pre.run(["lone\ud800surrogate.jpg", good + "\0.png", huge, good])
+    assert [e and e.kind for e in res.errors] == ["unreadable", "unreadable", "too_large", None]
+    assert "cannot be encoded" in res.errors[0].message and "NUL" in res.errors[1].message
+    assert "over the cap" in res.errors[2].message
+    assert not res.tensor[:3].any() and res.tensor[3].any()
+
+
 def _resident_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
