@@ -44,7 +44,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .pth_reader import PathLike, PthError, load_state_dict
+from .pth_reader import PathLike, load_state_dict
 
 MS_TO_TORCH_LEAF = {
     "gamma": "weight",
@@ -249,7 +249,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     started = time.perf_counter()
     try:
         report = convert_file(args.src, args.dst, args.arch, args.strict, args.num_classes)
-    except (PthError, ConversionError) as exc:
+    except (ValueError, OSError) as exc:  # PthError, ConversionError, an unknown --arch, an unwritable OUT
         print("error: %s" % exc, file=sys.stderr)
         return 1
     if not report.ok:

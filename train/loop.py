@@ -384,8 +384,7 @@ def run(cfg) -> Dict:
     if val_folder is not None and cluster.is_main:
         val_set = data.eval_dataset(val_folder, cfg.batch_size, cfg.image_size, cfg.resize, cfg.workers)
     callbacks = _callbacks(state, cfg, cluster, model, lrs, info, val_set, say)
-    shard_files = [str(train_set.files[i]) for i in data.shard_indices(
-        len(train_set), cfg.seed, state.epoch, cluster.world, cluster.rank, cfg.shuffle)]
+    first_epoch = state.epoch  # the shard this rank reads first, reported by --dump-weights
     say(
         "%s, %d classes, %s on %s, %d process(es), %d steps/epoch of %d images, lr %.5f (%s), amp %s"
         % (cfg.arch, num_classes, cfg.mode, cluster.device, cluster.world, steps_per_epoch, global_batch,
@@ -412,6 +411,8 @@ def run(cfg) -> Dict:
     if cfg.dump_weights:
         dump = _dump_path(cfg.dump_weights, cluster)
         dump.parent.mkdir(parents=True, exist_ok=True)
+        shard_files = [str(train_set.files[i]) for i in data.shard_indices(
+            len(train_set), cfg.seed, first_epoch, cluster.world, cluster.rank, cfg.shuffle)]
         np.savez(str(dump), __shard_files__=np.asarray(shard_files), **trainable_arrays(net))
         say("trainable parameters written to %s" % dump)
 
@@ -452,7 +453,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     cfg = settings.resolve(settings.train_parser(), argv)
     try:
         run(cfg)
-    except (TrainingError, FileNotFoundError) as exc:
+    except (TrainingError, ValueError, OSError) as exc:  # bad --arch/--freeze/paths: one line, no traceback
         print("error: %s" % exc, file=sys.stderr, flush=True)
         return 2
     return 0
