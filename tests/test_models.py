@@ -122,20 +122,75 @@ def test_ibn_b_placement():
         assert all(isinstance(b.bn1, ms.nn.BatchNorm2d) for b in blocks)
 
 
-def test_instance_norm_uses_per_sample_statistics_in_train_and_eval():
-    rng = np.random.default_rng(1)
+def _instance_norm_case(seed: int = 1):
+    rng = np.random.default_rng(seed)
     x = (rng.standard_normal((3, 4, 5, 7)) * 3 + 2).astype(np.float32)
-    layer = InstanceNorm2d(4)
     gamma = rng.uniform(0.5, 1.5, 4).astype(np.float32)
     beta = rng.standard_normal(4).astype(np.float32)
+    upstream = rng.standard_normal(x.shape).astype(np.float32)  # d(loss)/d(output)
+    return x, gamma, beta, upstream
+
+
+def _instance_norm_layer(gamma, beta, portable: bool) -> InstanceNorm2d:
+    layer = InstanceNorm2d(4, portable=portable)
     layer.gamma.set_data(ms.Tensor(gamma))
     layer.beta.set_data(ms.Tensor(beta))
+    return layer
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["fused", "portable"])
+def test_instance_norm_uses_per_sample_statistics_in_train_and_eval(portable):
+    x, gamma, beta, _ = _instance_norm_case()
+    layer = _instance_norm_layer(gamma, beta, portable)
     mean = x.mean(axis=(2, 3), keepdims=True)
     var = x.var(axis=(2, 3), keepdims=True)
     expected = (x - mean) / np.sqrt(var + 1e-5) * gamma[None, :, None, None] + beta[None, :, None, None]
-    for training in (False, True):
+    for training in (False, True, False):  # and no state carried over from training
         layer.set_train(training)
         np.testing.assert_allclose(layer(ms.Tensor(x)).asnumpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["fused", "portable"])
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+def test_instance_norm_gradients_match_pytorch(portable, mode):
+    """Both forms train alike: d/dx, d/dgamma, d/dbeta equal torch's instance_norm backward."""
+    x, gamma, beta, upstream = _instance_norm_case(seed=4)
+    layer = _instance_norm_layer(gamma, beta, portable)
+    layer.set_train(True)
+    weights = ms.Tensor(upstream)
+
+    def loss(inp):
+        return (layer(inp) * weights).sum()
+
+    if mode == "graph":
+        ms.set_context(mode=ms.GRAPH_MODE)
+    grad_fn = ms.value_and_grad(loss, grad_position=0, weights=layer.trainable_params())
+    _, (dx, (dgamma, dbeta)) = grad_fn(ms.Tensor(x))
+
+    tx = torch.from_numpy(x).requires_grad_()
+    tg, tb = torch.from_numpy(gamma).requires_grad_(), torch.from_numpy(beta).requires_grad_()
+    out = torch.nn.functional.instance_norm(tx, weight=tg, bias=tb, eps=1e-5)
+    (out * torch.from_numpy(upstream)).sum().backward()
+    for name, ours, ref in (("x", dx, tx.grad), ("gamma", dgamma, tg.grad), ("beta", dbeta, tb.grad)):
+        ref = ref.numpy()
+        err = float(np.abs(ours.asnumpy() - ref).max() / np.abs(ref).max())
+        assert err <= 1e-5, "d/d%s differs from PyTorch by %.3g (relative)" % (name, err)
+
+
+def test_portable_ops_switches_every_instance_norm_and_restores_them():
+    from train.models import portable_ops
+
+    net = create_model("resnet18_ibn_b", num_classes=5)  # IN in the stem and after residual adds
+    net.set_train(False)
+    layers = [c for _, c in net.cells_and_names() if isinstance(c, InstanceNorm2d)]
+    assert len(layers) >= 3 and not any(c.portable for c in layers)
+    x = ms.Tensor(np.random.default_rng(5).standard_normal((2, 3, 48, 48)).astype(np.float32))
+    fused = net(x).asnumpy()
+    with portable_ops(net):
+        assert all(c.portable for c in layers)
+        portable = net(x).asnumpy()
+    assert not any(c.portable for c in layers)
+    np.testing.assert_allclose(portable, fused, rtol=1e-5, atol=1e-5 * np.abs(fused).max())
 
 
 @pytest.mark.parametrize("size", [(9, 9), (10, 7), (1, 2), (112, 111)])

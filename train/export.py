@@ -17,6 +17,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 import mindspore.nn as nn
 import numpy as np
 
+from .models import portable_ops
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 FORMATS = ("MINDIR", "ONNX", "AIR")
@@ -130,19 +132,22 @@ def export_model(
         example = _example_input(shape, dynamic_batch)
         graph = _ExportGraph(net)
         graph.set_train(False)
-        if fmt == "ONNX":
-            from mindspore import onnx as ms_onnx
+        # The exported graph must not depend on a static batch size (dynamic_batch) and must
+        # use only operators every target runtime maps.
+        with portable_ops(net):
+            if fmt == "ONNX":
+                from mindspore import onnx as ms_onnx
 
-            ms_onnx.export(
-                graph,
-                example if not dynamic_batch else ms.Tensor(np.zeros(shape, dtype=np.float32)),
-                file_name=stem,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None,
-            )
-        else:
-            ms.export(graph, example, file_name=stem, file_format=fmt)
+                ms_onnx.export(
+                    graph,
+                    example if not dynamic_batch else ms.Tensor(np.zeros(shape, dtype=np.float32)),
+                    file_name=stem,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None,
+                )
+            else:
+                ms.export(graph, example, file_name=stem, file_format=fmt)
         produced = scratch / ("model" + SUFFIXES[fmt])
         if not produced.is_file():
             raise ExportError("MindSpore wrote no %s file for %s (expected %s)" % (fmt, type(net).__name__, produced))

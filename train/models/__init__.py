@@ -10,7 +10,7 @@ from ._base import ImageClassifier
 from ._registry import create_model, is_model, list_models, model_entrypoint, register_model
 from . import densenet_ibn, resnet_ibn  # noqa: F401  (register the families)
 from .densenet_ibn import DenseNetIBN
-from .layers import IBN, InstanceNorm2d, MaxPool2dSymmetric
+from .layers import IBN, InstanceNorm2d, MaxPool2dSymmetric, portable_ops
 from .resnet_ibn import ResNetIBN
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "ImageClassifier",
     "InstanceNorm2d",
     "MaxPool2dSymmetric",
+    "portable_ops",
     "DenseNetIBN",
     "ResNetIBN",
 ]

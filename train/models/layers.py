@@ -1,9 +1,13 @@
 """Building blocks written with operators that every MindSpore backend runs and exports.
 
 Why not the stock layers (measured with MindSpore 2.10, see shared/notes/ibn-net.md):
-- ``nn.InstanceNorm2d`` has no CPU kernel and ``nn.GroupNorm`` does not export to ONNX, so
-  instance normalisation is written as ReduceMean/Sub/Mul/Add/Sqrt/Div (no Rsqrt either:
-  the ONNX exporter cannot map it).
+- ``nn.InstanceNorm2d`` has no CPU kernel and ``nn.GroupNorm`` does not export to ONNX.
+  Instance normalisation therefore has two forms with the same maths: for training and
+  MindSpore evaluation, a training-mode BatchNorm over a (1, N*C, H, W) view (one fused
+  kernel and its fused backward: 7x faster than the reduction form on CPU, forward and
+  backward); for export (``portable_ops``), ReduceMean/Sub/Mul/Add/Sqrt/Div, which
+  ONNX, Lite's converter and a dynamic batch dimension all accept (no Rsqrt: the ONNX
+  exporter cannot map it).
 - ``pad_mode='same'`` pads asymmetrically (the extra row/column at the end) whereas PyTorch
   pads symmetrically; convolutions therefore use ``pad_mode='pad'`` with ``k // 2``.
 - ``nn.MaxPool2d(pad_mode='pad')`` lowers to MaxPool3DWithArgmax, which neither ONNX nor
@@ -11,8 +15,12 @@ Why not the stock layers (measured with MindSpore 2.10, see shared/notes/ibn-net
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import mindspore.nn as nn
 import mindspore.ops as ops
+from mindspore import dtype as mstype
 from mindspore import Parameter
 from mindspore.common.initializer import HeNormal, initializer
 
@@ -56,16 +64,40 @@ class InstanceNorm2d(nn.Cell):
     Same maths as ``torch.nn.InstanceNorm2d(C, affine=True)`` (biased variance, eps inside
     the square root, no running statistics). Parameters are ``gamma``/``beta`` like
     MindSpore's norms; the converter maps them from PyTorch's ``weight``/``bias``.
+
+    ``portable=False`` (the default) normalises through a training-mode BatchNorm on a
+    (1, N*C, H, W) view: BatchNorm's per-channel batch statistics are then exactly the
+    per-sample, per-channel statistics of instance norm. Its running-statistics update
+    goes to throwaway tensors. It needs a static batch size, so exports switch to
+    ``portable=True`` (see ``portable_ops``): the same result from plain reductions.
     """
 
-    def __init__(self, num_features: int, eps: float = NORM_EPS) -> None:
+    def __init__(self, num_features: int, eps: float = NORM_EPS, portable: bool = False) -> None:
         super().__init__()
         self.num_features = num_features
         self.eps = eps
+        self.portable = portable
         self.gamma = Parameter(initializer("ones", (num_features,)), name="gamma")
         self.beta = Parameter(initializer("zeros", (num_features,)), name="beta")
+        self.batch_norm = ops.BatchNorm(is_training=True, epsilon=eps)
 
     def construct(self, x):
+        if self.portable:
+            return self._reduction_form(x)
+        n, c, h, w = x.shape
+        flat_channels = n * c
+        unused_mean = ops.zeros((flat_channels,), mstype.float32)
+        unused_var = ops.ones((flat_channels,), mstype.float32)
+        normed = self.batch_norm(
+            x.reshape((1, flat_channels, h, w)),
+            ops.tile(self.gamma, (n,)),
+            ops.tile(self.beta, (n,)),
+            unused_mean,
+            unused_var,
+        )[0]
+        return normed.reshape((n, c, h, w))
+
+    def _reduction_form(self, x):
         mean = x.mean(axis=(2, 3), keep_dims=True)
         centered = x - mean
         var = (centered * centered).mean(axis=(2, 3), keep_dims=True)
@@ -75,7 +107,23 @@ class InstanceNorm2d(nn.Cell):
         return normed * scale + shift
 
     def extend_repr(self) -> str:
-        return "num_features=%d, eps=%g" % (self.num_features, self.eps)
+        return "num_features=%d, eps=%g, portable=%s" % (self.num_features, self.eps, self.portable)
+
+
+@contextmanager
+def portable_ops(net: nn.Cell) -> Iterator[nn.Cell]:
+    """Within the block, every layer of ``net`` that has a fast and a portable form uses the
+    portable one (for export to MINDIR/ONNX/AIR with a fixed or dynamic batch). The outputs
+    are the same; the previous forms are restored on exit."""
+    cells = [cell for _, cell in net.cells_and_names() if isinstance(cell, InstanceNorm2d)]
+    before = [cell.portable for cell in cells]
+    for cell in cells:
+        cell.portable = True
+    try:
+        yield net
+    finally:
+        for cell, portable in zip(cells, before):
+            cell.portable = portable
 
 
 class IBN(nn.Cell):
