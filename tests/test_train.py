@@ -191,6 +191,26 @@ def test_optional_training_settings_run(folder, tmp_path):
     assert "BatchNorm frozen" in proc.stdout
 
 
+def test_bench_interleaves_both_frameworks_and_reports_per_round_ratios(tmp_path):
+    pytest.importorskip("torch", reason="the PyTorch reference is a test-only dependency")
+    out = tmp_path / "bench.json"
+    proc = run_module("train.bench", ["--arch", "resnet_ibn_a_tiny", "--size", "64", "--steps", "3",
+                                      "--images", "64", "--json-out", out])
+    result = json.loads(out.read_text())
+    assert result == last_json(proc.stdout)
+    ms_part, torch_part = result["mindspore"], result["torch"]
+    assert ms_part["steps"] == torch_part["steps"] == 3
+    assert ms_part["median_step_s"] == pytest.approx(float(np.median(ms_part["step_s"])))
+    assert ms_part["img_per_s"] == pytest.approx(16 / ms_part["median_step_s"])
+    ratios = [t / m for m, t in zip(ms_part["step_s"], torch_part["step_s"])]
+    assert ms_part["vs_torch_per_round"] == pytest.approx(ratios, rel=1e-2, abs=2e-3)
+    assert result["mindspore_vs_torch"] == pytest.approx(float(np.median(ms_part["vs_torch_per_round"])))
+    assert result["data"]["img_per_s"] > 0 and result["data"]["workers"] >= 1
+    assert result["data_vs_mindspore_step"] == pytest.approx(result["data"]["img_per_s"] / ms_part["img_per_s"])
+    bad = run_module("train.bench", ["--parts", "mindspore,tensorflow"], check=False)
+    assert bad.returncode == 2 and "unknown part(s) tensorflow" in bad.stdout
+
+
 # ----------------------------------------------------------------------------- transfer learning
 
 

@@ -1,7 +1,6 @@
 """``python -m train.bench``: training throughput on this machine's CPU, MindSpore vs PyTorch.
 
-Three measurements in one run, each in its own fresh interpreter (so the frameworks'
-thread pools never compete), medians over the timed steps:
+Three measurements in one run, medians over the timed steps:
 
 - ``mindspore``: one training step of ``--arch`` (default resnet50_ibn_a), batch 16,
   224 px, graph mode: forward, softmax cross-entropy, backward, SGD momentum 0.9 with
@@ -11,6 +10,11 @@ thread pools never compete), medians over the timed steps:
 - ``data``: the training input pipeline alone (``train.data.train_dataset``: decode,
   RandomCropDecodeResize 224, flip, normalise, HWC2CHW, batch 16) over an ImageNet-like
   ImageFolder built from scikit-image photographs (``ibnedge.corpus.imagenet_like``).
+
+Each framework runs in its own process (their thread pools never compute at once), and
+their steps are interleaved round by round: the speed of a shared 2-core VM drifts by
+10-20% over minutes, which separate back-to-back runs would read as a framework
+difference. ``mindspore_vs_torch`` is the median of the per-round ratios.
 
 The input pipeline is not the bottleneck when ``data img/s >= 3 x mindspore img/s``.
 """
@@ -25,20 +29,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TORCH_REFERENCE = PROJECT_ROOT / "tests" / "torch_reference.py"
+# Lets the previous step's worker threads go idle (OpenMP spin-waits after a parallel region).
+PAUSE_BETWEEN_STEPS_S = 0.5
 
 
-def _median_rate(seconds: List[float], batch: int) -> Dict[str, float]:
-    med = float(np.median(seconds))
-    return {"img_per_s": batch / med, "median_step_s": med, "steps": len(seconds)}
-
-
-def bench_mindspore(arch: str, batch: int, size: int, steps: int) -> Dict[str, float]:
+def _mindspore_step(arch: str, batch: int, size: int) -> Callable[[], float]:
+    """One MindSpore training step of ``arch`` (graph mode), returning the loss."""
     import mindspore as ms
     from mindspore import nn
 
@@ -54,15 +56,7 @@ def bench_mindspore(arch: str, batch: int, size: int, steps: int) -> Dict[str, f
     rng = np.random.default_rng(0)
     x = ms.Tensor(rng.normal(size=(batch, 3, size, size)).astype(np.float32))
     y = ms.Tensor(rng.integers(0, 1000, size=batch).astype(np.int32))
-    start = time.perf_counter()
-    step(x, y).asnumpy()
-    compile_s = time.perf_counter() - start
-    seconds = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step(x, y).asnumpy()
-        seconds.append(time.perf_counter() - start)
-    return dict(_median_rate(seconds, batch), first_step_s=compile_s)
+    return lambda: float(step(x, y).asnumpy())
 
 
 def _torch_reference():
@@ -74,7 +68,8 @@ def _torch_reference():
     return module
 
 
-def bench_torch(arch: str, batch: int, size: int, steps: int) -> Dict[str, float]:
+def _torch_step(arch: str, batch: int, size: int) -> Callable[[], float]:
+    """The same step in PyTorch (eager), on all cores, returning the loss."""
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -85,22 +80,100 @@ def bench_torch(arch: str, batch: int, size: int, steps: int) -> Dict[str, float
     x = torch.randn(batch, 3, size, size, generator=gen)
     y = torch.randint(0, 1000, (batch,), generator=gen)
 
-    def one_step():
+    def one_step() -> float:
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(net(x), y)
         loss.backward()
         optimizer.step()
         return float(loss)
 
+    return one_step
+
+
+STEP_BUILDERS = {"mindspore": _mindspore_step, "torch": _torch_step}
+
+
+def serve_steps(framework: str, arch: str, batch: int, size: int) -> None:
+    """Worker: build the step, run it once (graph compile, warm-up), then time one step per
+    ``step`` line on stdin, answering one JSON line each; exits at end of input."""
+    one_step = STEP_BUILDERS[framework](arch, batch, size)
     start = time.perf_counter()
-    one_step()
-    first = time.perf_counter() - start
-    seconds = []
-    for _ in range(steps):
+    loss = one_step()
+    print(json.dumps({"first_step_s": time.perf_counter() - start, "loss": loss}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
         start = time.perf_counter()
-        one_step()
-        seconds.append(time.perf_counter() - start)
-    return dict(_median_rate(seconds, batch), first_step_s=first, threads=torch.get_num_threads())
+        loss = one_step()
+        print(json.dumps({"step_s": time.perf_counter() - start, "loss": loss}), flush=True)
+
+
+class _Worker:
+    """A ``serve_steps`` process driven over pipes."""
+
+    def __init__(self, framework: str, args) -> None:
+        cmd = [sys.executable, "-m", "train.bench", "--serve", framework, "--arch", args.arch,
+               "--batch", str(args.batch), "--size", str(args.size)]
+        self.framework = framework
+        self.proc = subprocess.Popen(cmd, env=_worker_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.first_step_s = self._answer()["first_step_s"]
+
+    def _answer(self) -> Dict:
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                self.proc.wait()
+                raise RuntimeError("bench worker %s exited (%s):\n%s"
+                                   % (self.framework, self.proc.returncode, self.proc.stderr.read()[-3000:]))
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def step(self) -> float:
+        self.proc.stdin.write("step\n")
+        self.proc.stdin.flush()
+        return float(self._answer()["step_s"])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def bench_training(frameworks: Sequence[str], args) -> Dict[str, Dict]:
+    """Interleaved timing: each round times one step of every framework, alternating which
+    goes first, so that drift in this machine's speed hits all of them alike.
+
+    Each framework runs in its own process, started and warmed up one after the other;
+    while one steps, the others block on a pipe read (their thread pools idle).
+    """
+    workers: List[_Worker] = []
+    try:
+        for framework in frameworks:
+            workers.append(_Worker(framework, args))
+        seconds: Dict[str, List[float]] = {w.framework: [] for w in workers}
+        for round_index in range(args.steps):
+            order = workers if round_index % 2 == 0 else workers[::-1]
+            for worker in order:
+                time.sleep(PAUSE_BETWEEN_STEPS_S)
+                seconds[worker.framework].append(worker.step())
+    finally:
+        for worker in workers:
+            worker.close()
+    results = {}
+    for worker in workers:
+        steps = seconds[worker.framework]
+        med = float(np.median(steps))
+        results[worker.framework] = {"img_per_s": args.batch / med, "median_step_s": med, "steps": len(steps),
+                                     "step_s": [round(v, 4) for v in steps], "first_step_s": worker.first_step_s}
+    if {"mindspore", "torch"} <= set(results):
+        # Per-round ratios: both steps of a round ran under the same machine conditions.
+        ratios = [t / m for m, t in zip(seconds["mindspore"], seconds["torch"])]
+        results["mindspore"]["vs_torch_per_round"] = [round(r, 3) for r in ratios]
+    return results
 
 
 def bench_data(batch: int, size: int, images: int, epochs: int, workers: int) -> Dict[str, float]:
@@ -131,17 +204,21 @@ def bench_data(batch: int, size: int, images: int, epochs: int, workers: int) ->
             "corpus_images": len(files)}
 
 
-def _run_part(part: str, args) -> Dict:
-    cmd = [sys.executable, "-m", "train.bench", "--part", part, "--arch", args.arch, "--batch", str(args.batch),
-           "--size", str(args.size), "--steps", str(args.steps), "--images", str(args.images),
-           "--workers", str(args.workers)]
+def _worker_env() -> Dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH", "")]))
     env.setdefault("GLOG_v", "3")
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return env
+
+
+def _run_data_part(args) -> Dict:
+    """The input pipeline in a fresh interpreter (no framework thread pool beside it)."""
+    cmd = [sys.executable, "-m", "train.bench", "--serve", "data", "--batch", str(args.batch),
+           "--size", str(args.size), "--images", str(args.images), "--workers", str(args.workers)]
+    proc = subprocess.run(cmd, env=_worker_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
-        raise RuntimeError("bench part %s failed (%d):\n%s" % (part, proc.returncode, (proc.stdout + proc.stderr)[-3000:]))
+        raise RuntimeError("bench part data failed (%d):\n%s" % (proc.returncode, (proc.stdout + proc.stderr)[-3000:]))
     return json.loads(lines[-1])
 
 
@@ -151,39 +228,41 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--arch", default="resnet50_ibn_a", help="model (default: %(default)s)")
     p.add_argument("--batch", type=int, default=16, help="images per step (default: %(default)s)")
     p.add_argument("--size", type=int, default=224, help="input size (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=5, help="timed training steps per framework (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=7, help="timed training steps per framework (default: %(default)s)")
     p.add_argument("--images", type=int, default=96, help="images in the data-loading corpus (default: %(default)s)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decode workers (default: all cores)")
     p.add_argument("--parts", default="mindspore,torch,data", help="which measurements (default: %(default)s)")
     p.add_argument("--json-out", help="also write the results here")
-    p.add_argument("--part", help=argparse.SUPPRESS)  # internal: one measurement in this process
+    p.add_argument("--serve", choices=("mindspore", "torch", "data"), help=argparse.SUPPRESS)  # internal worker
     args = p.parse_args(argv)
     if args.images < 4 * args.batch:
         p.error("--images must be at least 4 batches (%d) so that throughput excludes pipeline start-up" % (4 * args.batch))
+    if args.steps < 1:
+        p.error("--steps must be at least 1")
+    parts = [s for s in args.parts.split(",") if s]
+    unknown = sorted(set(parts) - {"mindspore", "torch", "data"})
+    if unknown:
+        p.error("unknown part(s) %s: choose from mindspore, torch, data" % ", ".join(unknown))
 
-    if args.part:
-        if args.part == "mindspore":
-            result = bench_mindspore(args.arch, args.batch, args.size, args.steps)
-        elif args.part == "torch":
-            result = bench_torch(args.arch, args.batch, args.size, args.steps)
-        elif args.part == "data":
-            result = bench_data(args.batch, args.size, args.images, 3, args.workers)
-        else:
-            p.error("unknown part %r" % args.part)
-        print(json.dumps(result), flush=True)
+    if args.serve == "data":
+        print(json.dumps(bench_data(args.batch, args.size, args.images, 3, args.workers)), flush=True)
+        return 0
+    if args.serve:
+        serve_steps(args.serve, args.arch, args.batch, args.size)
         return 0
 
-    results: Dict[str, Dict] = {}
-    for part in [s for s in args.parts.split(",") if s]:
-        print("measuring %s ..." % part, flush=True)
-        results[part] = _run_part(part, args)
-        print("  %s: %.2f img/s %s" % (part, results[part]["img_per_s"], json.dumps(results[part])), flush=True)
+    frameworks = [part for part in parts if part in STEP_BUILDERS]
+    print("timing %s: %d interleaved rounds of one step each ..." % (" and ".join(frameworks), args.steps), flush=True)
+    results: Dict[str, Dict] = bench_training(frameworks, args) if frameworks else {}
+    if "data" in parts:
+        print("timing the input pipeline ...", flush=True)
+        results["data"] = _run_data_part(args)
     summary = {"arch": args.arch, "batch": args.batch, "size": args.size, "cpu_cores": os.cpu_count(), **results}
     if "mindspore" in results and "torch" in results:
-        summary["mindspore_vs_torch"] = results["mindspore"]["img_per_s"] / results["torch"]["img_per_s"]
+        summary["mindspore_vs_torch"] = float(np.median(results["mindspore"]["vs_torch_per_round"]))
     if "mindspore" in results and "data" in results:
         summary["data_vs_mindspore_step"] = results["data"]["img_per_s"] / results["mindspore"]["img_per_s"]
-    print("\n%-34s %10s" % ("training img/s, %s, batch %d, %d px" % (args.arch, args.batch, args.size), ""))
+    print("\n%s, batch %d, %d px (img/s; ratios are medians of per-round ratios)" % (args.arch, args.batch, args.size))
     for part in results:
         print("  %-32s %10.2f" % (part, results[part]["img_per_s"]))
     for key in ("mindspore_vs_torch", "data_vs_mindspore_step"):
