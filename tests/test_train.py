@@ -167,6 +167,35 @@ def test_resume_continues_exactly_where_the_run_stopped(folder, tmp_path):
     assert diff <= 1e-6
 
 
+def test_resume_continues_the_runs_checkpoint_pruning_and_best_score(folder, tmp_path):
+    """A resumed run counts the checkpoints already on disk towards --keep-checkpoints and
+    replaces best.ckpt only with a better evaluation than the recorded one."""
+    out = tmp_path / "run"
+    common = TINY + ["--train-dir", folder, "--val-dir", folder, "--batch-size", "6", "--epochs", "3",
+                     "--lr", "0.02", "--eval-every", "1", "--keep-checkpoints", "2", "--output-dir", out]
+    first = last_json(run_module("train", common + ["--max-steps", "6"]).stdout)  # 2 of 3 epochs
+    assert first["epochs_completed"] == 2 and len(first["evals"]) == 2
+    assert sorted(p.name for p in out.glob("*.ckpt")) == [
+        "best.ckpt", "resnet_ibn_a_tiny-e001.ckpt", "resnet_ibn_a_tiny-e002.ckpt"]
+    recorded = json.loads((out / "best.json").read_text())
+    assert recorded["top1"] == max(e["top1"] for e in first["evals"])
+    assert recorded["source"] in ("resnet_ibn_a_tiny-e001.ckpt", "resnet_ibn_a_tiny-e002.ckpt")
+    # Record a score no evaluation can beat: the resumed run's evaluation must leave best.ckpt alone.
+    unbeatable = dict(recorded, top1=1.5)
+    (out / "best.json").write_text(json.dumps(unbeatable))
+    best_bytes = (out / "best.ckpt").read_bytes()
+
+    resumed = last_json(run_module("train", common + ["--resume", "latest"]).stdout)
+    assert resumed["start_epoch"] == 2 and resumed["epochs_completed"] == 3
+    assert [e["epoch"] for e in resumed["evals"]] == [3]
+    # e001 from before the resume was pruned: still only the latest 2 (+ best)
+    assert sorted(p.name for p in out.glob("*.ckpt")) == [
+        "best.ckpt", "resnet_ibn_a_tiny-e002.ckpt", "resnet_ibn_a_tiny-e003.ckpt"]
+    assert resumed["checkpoints"] == [str(out / "resnet_ibn_a_tiny-e002.ckpt"), str(out / "resnet_ibn_a_tiny-e003.ckpt")]
+    assert (out / "best.ckpt").read_bytes() == best_bytes
+    assert resumed["best"]["top1"] == 1.5 and json.loads((out / "best.json").read_text())["top1"] == 1.5
+
+
 @pytest.mark.slow
 def test_resume_from_inside_an_epoch(folder, tmp_path):
     common = TINY + ["--train-dir", folder, "--batch-size", "6", "--epochs", "2", "--lr", "0.05", "--seed", "5"]

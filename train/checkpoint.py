@@ -13,6 +13,7 @@ may also be an official PyTorch ``.pth``: it is converted in memory by ``train.c
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -214,5 +215,21 @@ def trainable_arrays(net) -> Dict[str, np.ndarray]:
     return {p.name: p.asnumpy() for p in net.trainable_params()}
 
 
-def latest_checkpoints(directory: Path, pattern: str = "*.ckpt") -> List[Path]:
-    return sorted(Path(directory).glob(pattern), key=lambda p: p.stat().st_mtime)
+def run_checkpoint_name(arch: str, epoch: int, step_in_epoch: int) -> str:
+    """``<arch>-e<completed epochs>[-s<steps into the next epoch>].ckpt``."""
+    name = "%s-e%03d" % (arch, epoch)
+    if step_in_epoch:
+        name += "-s%05d" % step_in_epoch
+    return name + ".ckpt"
+
+
+def run_checkpoints(directory: Path, arch: str) -> List[Path]:
+    """A run's checkpoints in ``directory`` (not best.ckpt, not partial writes), oldest
+    progress first."""
+    pattern = re.compile(re.escape(arch) + r"-e(\d+)(?:-s(\d+))?\.ckpt$")
+    found = []
+    for path in Path(directory).glob(arch + "-e*.ckpt"):
+        match = pattern.match(path.name)
+        if match:
+            found.append(((int(match.group(1)), int(match.group(2) or 0)), path))
+    return [path for _, path in sorted(found)]

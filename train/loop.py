@@ -27,9 +27,10 @@ from .checkpoint import (
     ModelInfo,
     freeze,
     freeze_batch_norm,
-    latest_checkpoints,
     load_into,
     read_checkpoint,
+    run_checkpoint_name,
+    run_checkpoints,
     save_run_checkpoint,
     trainable_arrays,
 )
@@ -98,6 +99,9 @@ def resolve_amp(level: str, device: str) -> str:
             "supported by MindSpore's CPU backend; use --amp-level O0 (the default on CPU)" % level
         )
     return level
+
+
+BEST_CHECKPOINT = "best.ckpt"
 
 
 @dataclass
@@ -190,12 +194,11 @@ def _callbacks(state: RunState, cfg, cluster: Cluster, model, lrs: np.ndarray, i
         def save(self) -> Optional[Path]:
             if not cluster.is_main:
                 return None
-            name = "%s-e%03d" % (cfg.arch, state.epoch)
-            if state.step_in_epoch:
-                name += "-s%05d" % state.step_in_epoch
-            path = save_run_checkpoint(
-                model.train_network, Path(cfg.output_dir) / (name + ".ckpt"), info, state.epoch, state.step_in_epoch
-            )
+            name = run_checkpoint_name(cfg.arch, state.epoch, state.step_in_epoch)
+            path = save_run_checkpoint(model.train_network, Path(cfg.output_dir) / name, info, state.epoch,
+                                       state.step_in_epoch)
+            if str(path) in state.checkpoints:  # rewritten after a resume from an earlier point
+                state.checkpoints.remove(str(path))
             state.checkpoints.append(str(path))
             while len(state.checkpoints) > cfg.keep_checkpoints:
                 old = Path(state.checkpoints.pop(0))
@@ -218,9 +221,11 @@ def _callbacks(state: RunState, cfg, cluster: Cluster, model, lrs: np.ndarray, i
             state.history.append(record)
             say("eval epoch %d: top-1 %.4f  top-5 %.4f" % (state.epoch, record["top1"], record["top5"]))
             if path is not None and (state.best is None or record["top1"] > state.best["top1"]):
-                best = Path(cfg.output_dir) / "best.ckpt"
+                best = Path(cfg.output_dir) / BEST_CHECKPOINT
                 shutil.copyfile(str(path), str(best))
-                state.best = dict(record, checkpoint=str(best))
+                state.best = dict(record, checkpoint=str(best), source=path.name)
+                # Its score, so that a resumed run replaces it only with a better one.
+                _write_json_atomic(best.with_suffix(".json"), state.best)
 
     return [ProgressMonitor(), CheckpointEval()]
 
@@ -253,6 +258,30 @@ def _resume(model, ckpt, state: RunState, say) -> None:
             % (ckpt.path, int(stored.reshape(-1)[0]), ckpt.epoch, ckpt.step_in_epoch, state.steps_per_epoch)
         )
     say("resumed from %s at epoch %d, step %d" % (ckpt.path, state.epoch, state.step_in_epoch))
+
+
+def _write_json_atomic(path: Path, value) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _restore_run_records(state: RunState, output_dir: Path, arch: str, say) -> None:
+    """A resumed run continues the interrupted run's bookkeeping in ``output_dir``: its
+    checkpoints count towards --keep-checkpoints, and best.ckpt is replaced only by a
+    better evaluation than the one recorded in best.json."""
+    state.checkpoints = [str(p) for p in run_checkpoints(output_dir, arch)]
+    record = output_dir / BEST_CHECKPOINT
+    scores = record.with_suffix(".json")
+    if scores.is_file():
+        try:
+            state.best = json.loads(scores.read_text(encoding="utf-8"))
+            float(state.best["top1"])
+        except (ValueError, KeyError, TypeError):
+            say("warning: %s is unreadable; the next evaluation replaces %s" % (scores, record.name))
+            state.best = None
+    elif record.is_file():
+        say("warning: %s has no score beside it (%s); the next evaluation replaces it" % (record, scores.name))
 
 
 def _read_or_explain(path: Path, arch: Optional[str]):
@@ -366,7 +395,7 @@ def run(cfg) -> Dict:
     if cfg.resume:
         resume_path = Path(cfg.resume)
         if cfg.resume == "latest":
-            found = [p for p in latest_checkpoints(Path(cfg.output_dir)) if p.name != "best.ckpt"]
+            found = run_checkpoints(Path(cfg.output_dir), cfg.arch)
             if not found:
                 raise TrainingError("--resume latest: no checkpoint in %s" % cfg.output_dir)
             resume_path = found[-1]
@@ -377,6 +406,7 @@ def run(cfg) -> Dict:
                 % (resume_path, ckpt.info.arch, ckpt.info.class_names, cfg.arch, list(classes))
             )
         _resume(model, ckpt, state, say)
+        _restore_run_records(state, Path(cfg.output_dir), cfg.arch, say)
     if cfg.max_steps and state.global_step >= cfg.max_steps:
         raise TrainingError("--max-steps %d: the run is already at step %d" % (cfg.max_steps, state.global_step))
 
