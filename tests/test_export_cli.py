@@ -48,7 +48,7 @@ def trained(tmp_path_factory):
     ckpt = save_run_checkpoint(net, root / "run.ckpt", info, epoch=3, step_in_epoch=0)
     x = np.random.default_rng(0).normal(size=(3, 3, 64, 64)).astype(np.float32)
     ms.set_context(mode=ms.GRAPH_MODE)
-    reference = build_network(read_checkpoint(ckpt), None, None)(ms.Tensor(x)).asnumpy()
+    reference = build_network(read_checkpoint(ckpt))(ms.Tensor(x)).asnumpy()
     return {"root": root, "ckpt": ckpt, "x": x, "reference": reference}
 
 
@@ -173,6 +173,56 @@ def test_converted_official_weights_export_with_imagenet_names_and_pil_semantics
     assert meta.num_classes == 1000 and meta.class_names == imagenet_class_names()
     assert meta.class_names[0] == "tench" and len(set(meta.class_names)) == 1000
     assert meta.preprocess.semantics == "pil" and meta.source == pth.name
+
+
+def test_converted_ckpt_describes_itself_to_eval_and_export(tmp_path):
+    """python -m train.convert writes a .ckpt that says what it holds: train.eval and
+    train.export take it without --arch (and refuse a contradicting --arch); a bare
+    .ckpt without that record is described from its parameters."""
+    torch = pytest.importorskip("torch", reason="the PyTorch reference is a test-only dependency")
+    import torch_reference
+    from train.convert import convert_state_dict, save_params
+    from train.pth_reader import load_state_dict
+    from train_helpers import make_image_folder
+
+    pth = tmp_path / "tiny_official.pth"
+    torch.save(torch_reference.build("resnet_ibn_a_tiny", num_classes=1000).state_dict(), str(pth))
+    ckpt = tmp_path / "tiny_official.ckpt"
+    run_module("train.convert", [pth, ckpt])  # architecture inferred from the keys
+    info = read_checkpoint(ckpt).info
+    assert (info.arch, info.num_classes, info.semantics, info.source) == ("resnet_ibn_a_tiny", 1000, "pil", pth.name)
+
+    # an ImageNet-style val folder: two of the 1000 classes, by WordNet id
+    photos = make_image_folder(tmp_path / "photos", per_class=2, size=72, corrupt=False)
+    val = tmp_path / "val"
+    val.mkdir()
+    for wnid, name in zip(("n01440764", "n01443537"), ("astronaut", "chelsea")):
+        (photos / name).rename(val / wnid)
+    res = last_json(run_module("train.eval", ["--device", "CPU", "--checkpoint", ckpt, "--val-dir", val,
+                                              "--image-size", "64", "--resize", "73"]).stdout)
+    assert res["arch"] == "resnet_ibn_a_tiny" and res["images"] == 4 and 0.0 <= res["top1"] <= res["top5"] <= 1.0
+
+    wrong = run_module("train.eval", ["--device", "CPU", "--checkpoint", ckpt, "--val-dir", val,
+                                      "--arch", "resnet18_ibn_a"], check=False)
+    assert wrong.returncode == 2 and "holds resnet_ibn_a_tiny weights, not --arch resnet18_ibn_a" in wrong.stdout
+    assert "Traceback" not in wrong.stdout
+
+    # a bare .ckpt (no model record): inferred, exported as converted official weights
+    bare = tmp_path / "bare.ckpt"
+    params, _ = convert_state_dict(load_state_dict(pth), "resnet_ibn_a_tiny")
+    save_params(params, bare)
+    assert read_checkpoint(bare).info.arch == "resnet_ibn_a_tiny"
+    out = tmp_path / "bare.mindir"
+    _export(bare, out, "MINDIR", "--image-size", "64", "--resize", "73")
+    meta = load_for_model(out)
+    assert meta.arch == "resnet_ibn_a_tiny" and meta.num_classes == 1000 and meta.preprocess.semantics == "pil"
+    assert meta.class_names == imagenet_class_names() and meta.source == bare.name
+
+    unknown = tmp_path / "unknown.ckpt"  # parameters of no registered architecture
+    save_params({"encoder.weight": np.zeros((4, 4), np.float32)}, unknown)
+    assert read_checkpoint(unknown).info is None
+    with pytest.raises(ValueError, match="cannot be inferred; pass --arch"):
+        build_network(read_checkpoint(unknown))
 
 
 def test_air_is_refused_off_ascend_and_bad_input_is_one_line(trained, tmp_path):

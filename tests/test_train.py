@@ -137,7 +137,7 @@ def test_training_lowers_the_loss_and_eval_matches_a_manual_computation(folder, 
     ms.set_context(mode=ms.GRAPH_MODE)
     ckpt = read_checkpoint(out / "best.ckpt")
     assert ckpt.info.class_names == sorted(CLASSES) and ckpt.info.semantics == "mindspore"
-    net = build_network(ckpt, None, None)
+    net = build_network(ckpt)
     val = data.scan_image_folder(folder, classes=ckpt.info.class_names, report=lambda m: None)
     logits, labels = [], []
     for img, lab in data.eval_dataset(val, 5, 64, 73, workers=2).create_tuple_iterator(output_numpy=True, num_epochs=1):

@@ -76,12 +76,29 @@ class Checkpoint:
 
 
 def read_checkpoint(path: Path, arch: Optional[str] = None) -> Checkpoint:
-    """Read a MindSpore ``.ckpt`` or convert an official PyTorch ``.pth`` (needs ``arch`` or infers it)."""
+    """Read a MindSpore ``.ckpt`` or convert an official PyTorch ``.pth``.
+
+    ``arch`` (the user's ``--arch``) must agree with what the file says it holds. A bare
+    ``.ckpt`` without model info (written by other tools, or by ``train.convert`` before it
+    stored one) is described from ``arch`` or, failing that, from its parameter names and
+    shapes, as converted official weights (``pil`` preprocessing); ``info`` stays None only
+    when neither works.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError("%s: checkpoint not found" % path)
     if path.suffix in (".pth", ".pt", ".tar"):
-        return _read_pth(path, arch)
+        ckpt = _read_pth(path, arch)
+    else:
+        ckpt = _read_ckpt(path)
+        if ckpt.info is None:
+            ckpt.info = _describe_bare(ckpt.params, path, arch)
+    if arch is not None and ckpt.info is not None and ckpt.info.arch != arch:
+        raise ValueError("%s holds %s weights, not --arch %s" % (path, ckpt.info.arch, arch))
+    return ckpt
+
+
+def _read_ckpt(path: Path) -> Checkpoint:
     import mindspore as ms
 
     raw = ms.load_checkpoint(str(path))
@@ -98,6 +115,18 @@ def read_checkpoint(path: Path, arch: Optional[str] = None) -> Checkpoint:
         else:
             params[name] = value.asnumpy()
     return Checkpoint(path, params, info, progress["epoch"], progress["step_in_epoch"])
+
+
+def _describe_bare(params: Dict[str, np.ndarray], path: Path, arch: Optional[str]) -> Optional[ModelInfo]:
+    from .convert import ConversionError, infer_arch, torch_key_for
+
+    if arch is None:
+        try:
+            arch = infer_arch({torch_key_for(name): value for name, value in params.items()})
+        except ConversionError:
+            return None
+    heads = [params[p + "weight"].shape[0] for p in HEAD_PREFIXES if p + "weight" in params]
+    return ModelInfo(arch=arch, num_classes=int(heads[0]) if heads else 0, semantics="pil", source=path.name)
 
 
 def _read_pth(path: Path, arch: Optional[str]) -> Checkpoint:

@@ -205,11 +205,16 @@ def convert_state_dict(
     return params, report
 
 
-def save_params(params: Mapping[str, np.ndarray], path: PathLike) -> None:
-    """Write ``{ms_name: array}`` as a MindSpore ``.ckpt``."""
+def save_params(params: Mapping[str, np.ndarray], path: PathLike, info=None) -> None:
+    """Write ``{ms_name: array}`` as a MindSpore ``.ckpt``, with ``info`` (a
+    ``train.checkpoint.ModelInfo``) stored the way run checkpoints store it."""
     import mindspore as ms
 
-    ms.save_checkpoint([{"name": name, "data": ms.Tensor(value)} for name, value in params.items()], str(path))
+    from .checkpoint import INFO_KEY
+
+    extra = {INFO_KEY: info.to_json()} if info is not None else None
+    ms.save_checkpoint([{"name": name, "data": ms.Tensor(value)} for name, value in params.items()], str(path),
+                       append_dict=extra)
 
 
 def convert_file(
@@ -219,7 +224,13 @@ def convert_file(
     strict: bool = True,
     num_classes: Optional[int] = None,
 ) -> ConversionReport:
-    """``.pth`` -> ``.ckpt``: read without PyTorch, map, check, write. Raises PthError/ConversionError."""
+    """``.pth`` -> ``.ckpt``: read without PyTorch, map, check, write. Raises PthError/ConversionError.
+
+    The ``.ckpt`` says what it holds (architecture, classes, ``pil`` preprocessing), so
+    ``train.eval`` and ``train.export`` need no ``--arch`` for it.
+    """
+    from .checkpoint import ModelInfo
+
     state_dict = load_state_dict(src)
     try:
         params, report = convert_state_dict(state_dict, arch, strict, num_classes)
@@ -228,7 +239,8 @@ def convert_file(
     if not params:
         raise ConversionError("%s: no parameter of %s found in the checkpoint; nothing written" % (src, report.arch))
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    save_params(params, dst)
+    info = ModelInfo(arch=report.arch, num_classes=report.num_classes, semantics="pil", source=Path(src).name)
+    save_params(params, dst, info)
     return report
 
 

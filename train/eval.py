@@ -76,19 +76,15 @@ def evaluate(net, dataset) -> Dict[str, float]:
     return {"top1": float(result["top_1_accuracy"]), "top5": float(result["top_5_accuracy"])}
 
 
-def build_network(ckpt, arch: Optional[str], num_classes: Optional[int]):
-    """The model a checkpoint describes, with its weights loaded, in eval mode."""
+def build_network(ckpt, num_classes: Optional[int] = None):
+    """The model a checkpoint describes (``read_checkpoint``), weights loaded, in eval mode."""
     from .checkpoint import load_into
     from .models import create_model
 
     info = ckpt.info
-    arch = arch or (info.arch if info else None)
-    if arch is None:
-        raise ValueError("%s does not say its architecture; pass --arch" % ckpt.path)
-    if info is not None and arch != info.arch:
-        raise ValueError("%s holds %s weights, not --arch %s" % (ckpt.path, info.arch, arch))
-    classes = num_classes or (info.num_classes if info else None)
-    net = create_model(arch, num_classes=classes)
+    if info is None:
+        raise ValueError("%s does not say its architecture and it cannot be inferred; pass --arch" % ckpt.path)
+    net = create_model(info.arch, num_classes=num_classes or info.num_classes or None)
     load_into(net, ckpt.params, str(ckpt.path), allow_new_head=False)
     net.set_train(False)
     return net
@@ -107,22 +103,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         setup_context(cfg.device, cfg.mode)
         ckpt = read_checkpoint(Path(cfg.checkpoint), arch=cfg.arch if "arch" in cfg.explicit else None)
-        net = build_network(ckpt, None, cfg.num_classes)
+        net = build_network(ckpt, cfg.num_classes)
         info = ckpt.info
-        classes = info.class_names if info and info.class_names else None
-        if classes is None:
+        classes = info.class_names
+        if not classes:
             from ibnedge.metadata import imagenet_classes
 
-            count = info.num_classes if info else cfg.num_classes
+            count = cfg.num_classes or info.num_classes
             classes = [w for w, _ in imagenet_classes()] if count == 1000 else ["%d" % i for i in range(count)]
-        image_size = cfg.image_size if "image_size" in cfg.explicit or info is None else info.image_size
-        resize = cfg.resize if "resize" in cfg.explicit or info is None else info.resize
+        image_size = cfg.image_size if "image_size" in cfg.explicit else info.image_size
+        resize = cfg.resize if "resize" in cfg.explicit else info.resize
         folder = data.scan_image_folder(Path(cfg.val_dir), classes=classes, check=cfg.check_images, workers=cfg.workers)
         print(data.describe(folder), flush=True)
-        mean = info.mean if info else None
-        std = info.std if info else None
-        dataset = data.eval_dataset(folder, cfg.batch_size, image_size, resize, cfg.workers,
-                                    **({"mean": mean, "std": std} if mean else {}))
+        dataset = data.eval_dataset(folder, cfg.batch_size, image_size, resize, cfg.workers, mean=info.mean, std=info.std)
     except (ValueError, FileNotFoundError) as exc:
         print("error: %s" % exc, file=sys.stderr, flush=True)
         return 2
@@ -131,7 +124,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     seconds = time.perf_counter() - start
     result.update(
         checkpoint=str(cfg.checkpoint),
-        arch=info.arch if info else cfg.arch,
+        arch=info.arch,
         images=len(folder),
         skipped=[str(b) for b in folder.bad],
         image_size=image_size,

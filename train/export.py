@@ -220,15 +220,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         setup_context(cfg.device, cfg.mode)
         if cfg.checkpoint:
             ckpt = read_checkpoint(Path(cfg.checkpoint), arch=cfg.arch if "arch" in cfg.explicit else None)
-            if ckpt.info is None:
-                # A bare .ckpt (train.convert's output): converted official weights.
-                from .checkpoint import HEAD_PREFIXES
-
-                heads = [ckpt.params[p + "bias"].shape[0] for p in HEAD_PREFIXES if p + "bias" in ckpt.params]
-                ckpt.info = ModelInfo(arch=cfg.arch, num_classes=cfg.num_classes or (heads[0] if heads else 0),
-                                      semantics="pil", source=Path(cfg.checkpoint).name)
             info = ckpt.info
-            net = build_network(ckpt, None, cfg.num_classes)
+            net = build_network(ckpt, cfg.num_classes)
         else:
             if "arch" not in cfg.explicit:
                 raise ValueError("give --checkpoint (or --arch to export an untrained model)")
