@@ -168,11 +168,11 @@ def bench_training(frameworks: Sequence[str], args) -> Dict[str, Dict]:
         steps = seconds[worker.framework]
         med = float(np.median(steps))
         results[worker.framework] = {"img_per_s": args.batch / med, "median_step_s": med, "steps": len(steps),
-                                     "step_s": [round(v, 4) for v in steps], "first_step_s": worker.first_step_s}
+                                     "step_s": steps, "first_step_s": worker.first_step_s}
     if {"mindspore", "torch"} <= set(results):
         # Per-round ratios: both steps of a round ran under the same machine conditions.
         ratios = [t / m for m, t in zip(seconds["mindspore"], seconds["torch"])]
-        results["mindspore"]["vs_torch_per_round"] = [round(r, 3) for r in ratios]
+        results["mindspore"]["vs_torch_per_round"] = ratios
     return results
 
 
