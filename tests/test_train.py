@@ -93,6 +93,40 @@ def test_amp_is_refused_on_cpu_with_a_clear_message(folder):
     assert "Traceback" not in proc.stdout
 
 
+def test_amp_o2_keeps_instance_and_batch_norm_in_float32_and_parameter_names():
+    """O2 as Model gets it: float16 cells, but IBN's IN (and BN) normalise in float32.
+    Runs on CPU with only norms, slicing and concat, which the CPU backend has in float16."""
+    from mindspore import dtype as mstype
+    from train.loop import mixed_precision
+    from train.models import IBN, InstanceNorm2d, create_model
+
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        rng = np.random.default_rng(0)
+        # deviations of several hundred: their squares overflow float16 in the reduction form
+        x = (rng.standard_normal((2, 8, 6, 5)) * 150 + 300).astype(np.float32)
+        ibn = IBN(8)
+        ibn.IN.portable = True  # the form whose float16 overflow is visible on CPU
+        ibn.set_train(True)
+        reference = ibn(ms.Tensor(x)).asnumpy()
+        mixed, model_level = mixed_precision(ibn, "O2")
+        assert model_level == "O0"  # converted once, here; Model must not convert again
+        out = mixed(ms.Tensor(x.astype(np.float16)))
+        assert out.dtype == mstype.float32  # the network's output is cast back for the loss
+        np.testing.assert_allclose(out.asnumpy(), reference, atol=0.02 * np.abs(reference).max())
+        norms = [c for _, c in mixed.cells_and_names() if isinstance(c, (InstanceNorm2d, ms.nn.BatchNorm2d))]
+        assert len(norms) == 2 and all(c.get_flags().get("fp32") for c in norms)
+        assert mixed_precision(ibn, "O3")[1] == "O3" and mixed_precision(ibn, "O0")[1] == "O0"
+
+        # checkpoints of an O2 run load into a float32 model: names unchanged by the conversion
+        net = create_model("resnet_ibn_a_tiny", num_classes=3)
+        before = [p.name for p in net.get_parameters()]
+        mixed, _ = mixed_precision(net, "O2")
+        assert [p.name for p in mixed.get_parameters()] == before
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+
+
 @pytest.mark.parametrize("module", ["train", "train.eval", "train.export", "train.distributed"])
 def test_help(module):
     out = run_module(module, ["--help"]).stdout

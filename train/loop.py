@@ -90,6 +90,24 @@ def setup_context(device: Optional[str], mode: str) -> Cluster:
     return Cluster(device, get_rank(), world)
 
 
+def mixed_precision(net, level: str):
+    """``(network, amp_level)`` for ``ms.Model`` training at AMP ``level``.
+
+    O2 is MindSpore's O2 (float16 cells; BatchNorm and LayerNorm kept in float32) with
+    IBN's InstanceNorm2d kept in float32 as well, as PyTorch's autocast does: MindSpore's
+    list knows only its own norms, and instance statistics in float16 overflow (the
+    squared deviations of activations in the hundreds exceed 65504). The network is
+    converted here, so Model gets amp_level O0 (converting twice is not supported).
+    """
+    if level != "O2":
+        return net, level
+    from mindspore import amp
+
+    from .models import InstanceNorm2d
+
+    return amp.custom_mixed_precision(net, black_list=amp.get_black_list() + [InstanceNorm2d]), "O0"
+
+
 def resolve_amp(level: str, device: str) -> str:
     if level == "auto":
         return "O0" if device == "CPU" else "O2"
@@ -387,7 +405,8 @@ def run(cfg) -> Dict:
         model_kwargs["loss_scale_manager"] = ms.DynamicLossScaleManager(cfg.loss_scale, 2, 2000)
     from .eval import metrics
 
-    model = ms.Model(net, loss_fn, optimizer, metrics=metrics(), amp_level=amp_level, **model_kwargs)
+    train_net, model_amp_level = mixed_precision(net, amp_level)
+    model = ms.Model(train_net, loss_fn, optimizer, metrics=metrics(), amp_level=model_amp_level, **model_kwargs)
 
     info = ModelInfo(arch=cfg.arch, num_classes=num_classes, class_names=list(classes),
                      image_size=cfg.image_size, resize=cfg.resize, semantics="mindspore", source=source)

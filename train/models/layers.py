@@ -70,6 +70,7 @@ class InstanceNorm2d(nn.Cell):
     per-sample, per-channel statistics of instance norm. Its running-statistics update
     goes to throwaway tensors. It needs a static batch size, so exports switch to
     ``portable=True`` (see ``portable_ops``): the same result from plain reductions.
+    Mixed-precision training keeps this cell in float32 (``train.loop.mixed_precision``).
     """
 
     def __init__(self, num_features: int, eps: float = NORM_EPS, portable: bool = False) -> None:
