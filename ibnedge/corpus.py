@@ -27,6 +27,7 @@ Pillow and scikit-image are imported inside the functions (they are test/bench e
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -103,7 +104,16 @@ def default_cache_dir() -> Path:
 
 
 def source_photos(gray: bool = False) -> List[Tuple[str, np.ndarray]]:
-    """The scikit-image photographs as ``(name, HxWx3 uint8 RGB)`` (``gray``: ``HxW``)."""
+    """The scikit-image photographs as ``(name, HxWx3 uint8 RGB)`` (``gray``: ``HxW``).
+
+    Decoded once per process (a corpus asks for them once per file); the arrays are
+    read-only because every caller shares them.
+    """
+    return list(_decoded_sources(gray))
+
+
+@functools.lru_cache(maxsize=2)
+def _decoded_sources(gray: bool) -> Tuple[Tuple[str, np.ndarray], ...]:
     import skimage.data
 
     out = []
@@ -111,11 +121,12 @@ def source_photos(gray: bool = False) -> List[Tuple[str, np.ndarray]]:
         img = getattr(skimage.data, name)()
         if isinstance(img, tuple):  # stereo_motorcycle: (left, right, disparity)
             img = img[0]
-        img = np.ascontiguousarray(img, dtype=np.uint8)
+        img = np.array(img, dtype=np.uint8, order="C")  # a private copy, then frozen
         if not gray and (img.ndim != 3 or img.shape[2] != 3):
             raise RuntimeError("skimage.data.%s is not an RGB photograph: shape %r" % (name, img.shape))
+        img.setflags(write=False)
         out.append((name, img))
-    return out
+    return tuple(out)
 
 
 def photo(width: int, height: int, index: int = 0, gray: bool = False, seed: int = 0) -> np.ndarray:

@@ -121,3 +121,14 @@ def test_default_cache_dir_honours_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("IBNEDGE_HOME")
     assert corpus.default_cache_dir().parts[-2:] == ("ibnedge", "corpus")
     assert os.path.isabs(str(corpus.default_cache_dir()))
+
+
+def test_sources_are_decoded_once_and_shared_read_only():
+    first, again = corpus.source_photos(), corpus.source_photos()
+    assert all(a is b for (_, a), (_, b) in zip(first, again))  # one decode per process
+    assert not any(img.flags.writeable for _, img in first)  # shared: nobody may scribble on them
+    pixels = corpus.photo(64, 48, index=1)
+    assert pixels.shape == (48, 64, 3) and pixels.flags.writeable  # callers get their own array
+    pixels[:] = 0
+    assert np.array_equal(corpus.photo(64, 48, index=1), corpus.photo(64, 48, index=1))
+    assert corpus.photo(64, 48, index=1).any()
