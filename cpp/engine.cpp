@@ -27,7 +27,7 @@ constexpr int kStripRows = 8;  // rows per jpeg_read_scanlines call
 
 std::string errno_text(int code) { return std::error_code(code, std::generic_category()).message(); }
 
-// Closes a file descriptor on every path out of read_file.
+// Closes a file descriptor on every path out of read_jpeg_file.
 struct FileDescriptor {
     int fd;
     ~FileDescriptor() {
@@ -35,7 +35,12 @@ struct FileDescriptor {
     }
 };
 
-ItemStatus read_file(const std::string& path, std::vector<uint8_t>* bytes) {
+constexpr size_t kJpegMagicSize = 3;  // FF D8 FF
+
+// Reads a whole file that starts like a JPEG. Any other file is reported kNotJpeg as soon
+// as its first bytes are in: the caller decodes other formats from the path itself, so
+// reading the rest here would read every PNG or BMP twice.
+ItemStatus read_jpeg_file(const std::string& path, std::vector<uint8_t>* bytes) {
     FileDescriptor file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
     if (file.fd < 0) return ItemStatus::error(ErrorKind::kUnreadable, "cannot open the file: " + errno_text(errno));
     struct stat info;
@@ -43,7 +48,7 @@ ItemStatus read_file(const std::string& path, std::vector<uint8_t>* bytes) {
         return ItemStatus::error(ErrorKind::kUnreadable, "cannot stat the file: " + errno_text(errno));
     if (S_ISDIR(info.st_mode)) return ItemStatus::error(ErrorKind::kUnreadable, "is a directory, not an image file");
     bytes->clear();
-    if (S_ISREG(info.st_mode) && info.st_size > 0) bytes->reserve(size_t(info.st_size));
+    bool magic_checked = false;
     uint8_t chunk[65536];
     for (;;) {
         const ssize_t n = ::read(file.fd, chunk, sizeof(chunk));
@@ -53,6 +58,12 @@ ItemStatus read_file(const std::string& path, std::vector<uint8_t>* bytes) {
         }
         if (n == 0) break;
         bytes->insert(bytes->end(), chunk, chunk + n);
+        if (!magic_checked && bytes->size() >= kJpegMagicSize) {
+            if (!has_jpeg_magic(bytes->data(), bytes->size()))
+                return ItemStatus::error(ErrorKind::kNotJpeg, "not a JPEG");
+            magic_checked = true;
+            if (S_ISREG(info.st_mode) && info.st_size > 0) bytes->reserve(size_t(info.st_size));
+        }
     }
     return ItemStatus{};
 }
@@ -181,7 +192,7 @@ ItemStatus process(const ImageSource& item, const TensorSpec& spec, const Decode
     const uint8_t* data = item.data;
     size_t size = item.size;
     if (item.type == ImageSource::Type::kPath) {
-        ItemStatus status = read_file(item.path, &file_bytes);
+        ItemStatus status = read_jpeg_file(item.path, &file_bytes);
         if (!status.ok()) return status;
         data = file_bytes.data();
         size = file_bytes.size();

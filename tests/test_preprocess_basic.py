@@ -7,6 +7,7 @@ changes nothing.
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -141,6 +142,31 @@ def test_other_formats_by_content(tmp_path):
     assert res.tensor[7].any()  # GIF (palette): OpenCV or the Pillow fallback
     gray = res.tensor[5]
     assert np.array_equal(gray[0], gray[1]) and np.array_equal(gray[1], gray[2])
+
+
+def _bytes_read_by_this_process() -> int:
+    """Linux's count of bytes this process got from read() calls (page cache included)."""
+    with open("/proc/self/io") as f:
+        fields = dict(line.split(": ") for line in f.read().splitlines())
+    return int(fields["rchar"])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="needs Linux's /proc/self/io")
+def test_a_png_path_is_read_once(tmp_path):
+    """The engine stops reading a path at its first bytes when they are not a JPEG's; the
+    Python side then reads the file once to decode it."""
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (1200, 1600, 3), dtype=np.uint8)  # incompressible: a ~5.8 MB PNG
+    path = tmp_path / "big.png"
+    path.write_bytes(_encode(noise, "PNG", compress_level=0))
+    size = path.stat().st_size
+    pre = Preprocessor(spec=PreprocessSpec(**PIXELS), threads=1)
+    pre.run([path])  # warm-up: lazy imports and pools read files of their own
+    before = _bytes_read_by_this_process()
+    res = pre.run([path])
+    read = _bytes_read_by_this_process() - before
+    assert res.errors == [None]
+    assert size <= read < 1.2 * size, "read %d bytes for a %d-byte file" % (read, size)
 
 
 def test_exif_orientation_is_a_view_of_the_decoded_image():
