@@ -171,7 +171,7 @@ def default_model(backend: str = "auto", progress: Optional[bool] = None) -> Pat
         if files[name].is_file():
             return files[name]
 
-    have_mindspore = _mindspore_importable()
+    have_mindspore = _train_root() is not None
     reasons = []
     for name in wanted:
         if name == "lite":
@@ -213,10 +213,15 @@ def _export_default(dest: Path, fmt: str, progress: Optional[bool]) -> Path:
 
 
 
-def _mindspore_importable() -> bool:
+def _train_root() -> Optional[Path]:
+    """The folder holding this project's ``train`` package when it and MindSpore are
+    importable (a real package, not a stray namespace folder), else None."""
     import importlib.util
 
-    return importlib.util.find_spec("mindspore") is not None and importlib.util.find_spec("train") is not None
+    train = importlib.util.find_spec("train")
+    if train is None or train.origin is None or importlib.util.find_spec("mindspore") is None:
+        return None
+    return Path(train.origin).resolve().parent.parent
 
 
 def export_checkpoint(
@@ -243,10 +248,8 @@ def export_checkpoint(
     dest = Path(dest)
     if dest.is_file():
         return dest
-    import importlib.util
-
-    spec = importlib.util.find_spec("train")
-    if spec is None or spec.origin is None or importlib.util.find_spec("mindspore") is None:
+    train_root = _train_root()
+    if train_root is None:
         raise ModelUnavailable(
             "exporting %s needs MindSpore and the train package (Python 3.9+): run where they are installed, "
             "or pass an exported --model (.mindir, .onnx)" % weights
@@ -263,8 +266,7 @@ def export_checkpoint(
         if semantics:
             cmd += ["--semantics", semantics]
         env = dict(os.environ)
-        train_root = str(Path(spec.origin).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (train_root, env.get("PYTHONPATH")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(train_root), env.get("PYTHONPATH")) if p)
         env.setdefault("GLOG_v", "3")
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         if proc.returncode != 0 or not made.is_file():
