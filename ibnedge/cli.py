@@ -294,7 +294,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     try:
         return run_bench(args)
-    except BenchSetupError as exc:
+    except (BenchSetupError,) + _setup_errors() as exc:
         raise SetupError(_one_line(exc))
 
 

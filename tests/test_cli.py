@@ -306,3 +306,14 @@ def test_bench_without_any_usable_model(tmp_path):
     proc = _cli("bench", "--model", bogus, "--images", "2", "--skip-preprocess", "--batch", "1", "--repeat", "1")
     err = proc.stderr.decode().strip().splitlines()
     assert proc.returncode == 2 and err[-1].startswith("ibnedge bench: error: no backend could run the model")
+
+
+def test_bench_refuses_an_unwritable_plot_path_before_measuring(tmp_path):
+    pytest.importorskip("matplotlib")
+    bogus = tmp_path / "m.onnx"
+    bogus.write_bytes(b"nope")  # never loaded: the plot path is checked first
+    target = tmp_path / "missing" / "chart.png"
+    proc = _cli("bench", "--model", bogus, "--plot", target, "--images", "2", "--repeat", "1")
+    err = proc.stderr.decode().strip().splitlines()
+    assert proc.returncode == 2 and err[-1] == "ibnedge bench: error: --plot %s: folder %s does not exist" % (
+        target, target.parent)

@@ -232,14 +232,18 @@ def _relative_rows(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return out
 
 
-def plot(result: Dict[str, Any], path: str) -> None:
+def _require_matplotlib():
     try:
         import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
     except ImportError:
         raise BenchSetupError("--plot needs matplotlib: pip install matplotlib (the ibnedge[bench] extra)")
+    return matplotlib
+
+
+def plot(result: Dict[str, Any], path: str) -> None:
+    _require_matplotlib().use("Agg")
+    import matplotlib.pyplot as plt
+
     rows = result.get("backends", [])
     pre = result.get("preprocess")
     fig, axes = plt.subplots(1, 2 if pre else 1, figsize=(13 if pre else 7, 4.5), squeeze=False)
@@ -277,11 +281,11 @@ def run_bench(args: Any) -> int:
     from ..backends import AUTO_ORDER, BackendError, get_backend_class
     from ..classifier import Classifier
 
-    if args.plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise BenchSetupError("--plot needs matplotlib: pip install matplotlib (the ibnedge[bench] extra)")
+    if args.plot:  # before minutes of measuring, not after
+        _require_matplotlib()
+        folder = Path(args.plot).resolve().parent
+        if not folder.is_dir():
+            raise BenchSetupError("--plot %s: folder %s does not exist" % (args.plot, folder))
     names = list(args.backend)
     if "auto" in names:
         names = [n for n in AUTO_ORDER if get_backend_class(n).installed()]
