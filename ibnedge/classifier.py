@@ -213,11 +213,11 @@ class _Failure(object):
 
 
 def _as_items(items: Any) -> Iterable[Any]:
-    """One path, bytes or HWC image given alone is a list of one (not its characters/rows);
-    an (N, H, W, 3) array is N images."""
-    if isinstance(items, (str, bytes, bytearray, memoryview, Path)) or hasattr(items, "__fspath__"):
+    """One path, bytes, InputFile or image array (HxW or HxWxC) given alone is a list of one
+    (not its characters or rows); an (N, H, W, 3) array is N images."""
+    if isinstance(items, (str, bytes, bytearray, memoryview, InputFile)) or hasattr(items, "__fspath__"):
         return [items]
-    if isinstance(items, np.ndarray) and items.ndim == 3:
+    if isinstance(items, np.ndarray) and items.ndim in (2, 3):  # one HxW (gray) or HxWxC image
         return [items]
     return items
 

@@ -11,6 +11,7 @@ import argparse
 import sys
 import threading
 import time
+from collections import OrderedDict
 from typing import List, Optional, Sequence
 
 EXIT_OK = 0
@@ -62,7 +63,7 @@ def _int_list(text: str) -> List[int]:
 
 def _name_list(choices: Sequence[str]):
     def parse(text: str) -> List[str]:
-        names = [v.strip() for v in text.split(",") if v.strip()]
+        names = list(OrderedDict.fromkeys(v.strip() for v in text.split(",") if v.strip()))  # once each
         bad = [n for n in names if n not in choices]
         if not names or bad:
             raise argparse.ArgumentTypeError(
@@ -221,15 +222,21 @@ def _one_line(exc: BaseException) -> str:
 
 def cmd_infer(args: argparse.Namespace) -> int:
     from .files import count_input_files, iter_input_files
-    from .results import Progress, load_done, open_writer
+    from .results import Progress, load_done, open_writer, output_format
 
     if args.resume and not args.output:
         raise SetupError("--resume needs --output FILE (.jsonl or .csv): it reads what that file already holds")
-    # The model is loaded before the output is opened: a setup failure must not truncate
-    # an earlier results file.
+    # Read-only checks of --output before the model loads (which may mean a download and an
+    # export); the file is opened, and so truncated, only after the model has loaded: a
+    # setup failure must not destroy earlier results.
+    try:
+        if args.output:
+            output_format(args.output)
+        done = load_done(args.output, args.topk) if args.resume else set()
+    except _setup_errors() as exc:
+        raise SetupError(_one_line(exc))
     clf = _make_classifier(args, args.backend, args.batch)
     try:
-        done = load_done(args.output, args.topk) if args.resume else set()
         writer = open_writer(args.output, args.topk, resume=args.resume)
     except _setup_errors() as exc:
         clf.close()
@@ -261,9 +268,12 @@ def cmd_infer(args: argparse.Namespace) -> int:
                 rows += 1
                 errors += 0 if prediction.ok else 1
                 progress.update()
+    except BrokenPipeError:  # the reader went away (`ibnedge infer dir | head`): not a failure
+        raise
     except _setup_errors() as exc:
         # A backend or output failure mid-run: the rows written so far stay, so --resume continues.
-        raise SetupError("%s (after %d rows; rerun with --resume to continue)" % (_one_line(exc), rows))
+        hint = "; rerun with --resume to continue" if args.output else ""
+        raise SetupError("%s (after %d rows%s)" % (_one_line(exc), rows, hint))
     finally:
         progress.close()
         clf.close()
@@ -294,6 +304,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     try:
         return run_bench(args)
+    except BrokenPipeError:
+        raise
     except (BenchSetupError,) + _setup_errors() as exc:
         raise SetupError(_one_line(exc))
 

@@ -11,13 +11,14 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from edge_helpers import have, make_tiny_onnx, run_py
+from edge_helpers import REPO, have, make_tiny_onnx, run_py
 from ibnedge.cli import main
 from ibnedge.results import read_rows
 
@@ -65,20 +66,56 @@ def test_help(command, capsys):
     (["infer", "x.jpg", "--device", "tpu"], "invalid choice: 'tpu'"),
     (["infer", "x.jpg", "--resume"], "--resume needs --output FILE"),
     (["infer", "x.jpg", "--model", "/nonexistent/m.onnx"], "model file not found: /nonexistent/m.onnx"),
-    (["infer", "x.jpg", "--model", "MODEL", "--output", "r.txt"], "use a .jsonl or .csv file name"),
+    # checked before the model loads: the model here does not even exist
+    (["infer", "x.jpg", "--model", "/nonexistent/m.onnx", "--output", "r.txt"], "use a .jsonl or .csv file name"),
     (["bench", "--batch", "1,x"], "expected comma-separated positive integers"),
     (["bench", "--backend", "lite,cuda"], "unknown 'cuda'"),
     (["convert", "m.onnx"], "the following arguments are required: --to"),
     (["convert", "/nonexistent.onnx", "--to", "lite"], "model file not found"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])
-def test_bad_flags_one_line_exit_2(argv, message, model, tmp_path):
-    argv = [str(model) if a == "MODEL" else a for a in argv]
+def test_bad_flags_one_line_exit_2(argv, message, tmp_path):
     proc = _cli(*argv, cwd=str(tmp_path))
     err = proc.stderr.decode()
     assert proc.returncode == 2, err
     assert len(err.strip().splitlines()) == 1, err
     assert message in err
+
+
+def test_output_problems_are_found_before_the_model_loads(tmp_path):
+    """A --resume file that is not ours is refused before any model is loaded (a default
+    model may mean a download and an export), and is left as it was."""
+    results = tmp_path / "results.jsonl"
+    results.write_text("this is not a result row\n")
+    proc = _cli("infer", tmp_path, "--model", tmp_path / "missing.onnx", "--output", results, "--resume")
+    err = proc.stderr.decode().strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1
+    assert "results.jsonl line 1 is not an ibnedge result row" in err[0]
+    assert results.read_text() == "this is not a result row\n"
+
+
+def test_backend_list_names_each_backend_once():
+    from ibnedge.cli import _name_list
+
+    assert _name_list(("lite", "onnx", "mindspore"))("onnx, lite,onnx") == ["onnx", "lite"]
+
+
+def test_a_closed_stdout_ends_infer_quietly(tmp_path, model, imagenet_files):
+    """`ibnedge infer dir | head -1`: the reader going away is not an error."""
+    import shutil
+
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(1500):  # rows well beyond a pipe's buffer, so writes hit the closed pipe
+        shutil.copyfile(str(imagenet_files[0]), str(many / ("%04d.jpg" % i)))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([str(PY), "-m", "ibnedge", "infer", str(many), "--model", str(model), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # like head -1
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert first and "error" not in err.lower() and "Traceback" not in err, err
 
 
 def test_setup_failure_leaves_an_earlier_output_file_alone(tmp_path):
@@ -246,9 +283,14 @@ def test_classifier_api_arrays_bytes_and_paths(imagenet_files, model):
     p = softmax(clf.logits(tensor))[0]
     assert preds[0].probs[0] == pytest.approx(float(p.max()), abs=1e-6)
     assert preds[0].indices[0] == int(p.argmax())
-    # One item given alone, and an (N, H, W, 3) stack of images.
+    # One item given alone (a path, an InputFile, an RGB or a gray image), and an (N, H, W, 3) stack.
+    from ibnedge.files import InputFile
+
     assert [q.source for q in clf.predict(str(photo))] == [str(photo)]
+    assert [q.source for q in clf.predict(InputFile(str(photo)))] == [str(photo)]
     assert [q.source for q in clf.predict(rgb)] == ["array[0]"]
+    gray = clf.predict(np.ascontiguousarray(rgb[:, :, 1]))
+    assert [q.source for q in gray] == ["array[0]"] and gray[0].ok
     stack = np.stack([rgb, rgb])
     assert [q.labels for q in clf.predict(stack, topk=3)] == [preds[2].labels] * 2
 
@@ -308,12 +350,15 @@ def test_bench_without_any_usable_model(tmp_path):
     assert proc.returncode == 2 and err[-1].startswith("ibnedge bench: error: no backend could run the model")
 
 
-def test_bench_refuses_an_unwritable_plot_path_before_measuring(tmp_path):
-    pytest.importorskip("matplotlib")
+@pytest.mark.parametrize("flag", ["--json", "--plot", "--corpus"])
+def test_bench_refuses_unusable_paths_before_measuring(tmp_path, flag):
+    if flag == "--plot":
+        pytest.importorskip("matplotlib")
     bogus = tmp_path / "m.onnx"
-    bogus.write_bytes(b"nope")  # never loaded: the plot path is checked first
-    target = tmp_path / "missing" / "chart.png"
-    proc = _cli("bench", "--model", bogus, "--plot", target, "--images", "2", "--repeat", "1")
+    bogus.write_bytes(b"nope")  # never loaded: the paths are checked first
+    target = tmp_path / "missing" / ("chart.png" if flag == "--plot" else "out.json")
+    proc = _cli("bench", "--model", bogus, flag, target, "--images", "2", "--repeat", "1")
     err = proc.stderr.decode().strip().splitlines()
-    assert proc.returncode == 2 and err[-1] == "ibnedge bench: error: --plot %s: folder %s does not exist" % (
-        target, target.parent)
+    expected = ("--corpus %s is not a directory" % target if flag == "--corpus"
+                else "%s %s: folder %s does not exist" % (flag, target, target.parent))
+    assert proc.returncode == 2 and err == ["ibnedge bench: error: " + expected]

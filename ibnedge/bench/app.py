@@ -281,11 +281,14 @@ def run_bench(args: Any) -> int:
     from ..backends import AUTO_ORDER, BackendError, get_backend_class
     from ..classifier import Classifier
 
-    if args.plot:  # before minutes of measuring, not after
+    # Everything that can be checked cheaply is checked before minutes of loading and measuring.
+    if args.plot:
         _require_matplotlib()
-        folder = Path(args.plot).resolve().parent
-        if not folder.is_dir():
-            raise BenchSetupError("--plot %s: folder %s does not exist" % (args.plot, folder))
+    for flag, target in (("--json", args.json), ("--plot", args.plot)):
+        folder = Path(target).resolve().parent if target else None
+        if folder is not None and not folder.is_dir():
+            raise BenchSetupError("%s %s: folder %s does not exist" % (flag, target, folder))
+    files = bench_files(args.corpus, args.images)
     names = list(args.backend)
     if "auto" in names:
         names = [n for n in AUTO_ORDER if get_backend_class(n).installed()]
@@ -324,7 +327,6 @@ def run_bench(args: Any) -> int:
     if not classifiers:
         raise BenchSetupError("no backend could run the model: " + "; ".join("%s: %s" % kv for kv in skipped.items()))
 
-    files = bench_files(args.corpus, args.images)
     result = OrderedDict()  # type: Dict[str, Any]
     result["files"] = len(files)
     result["threads"] = args.threads
