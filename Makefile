@@ -19,10 +19,11 @@ JOBS     ?= $(shell nproc)
 SYSDEPS_CHECK := dpkg -s libjpeg62-turbo-dev >/dev/null 2>&1 && command -v cjpeg >/dev/null 2>&1 && command -v g++ >/dev/null 2>&1
 sysdeps:
 	@if ! { $(SYSDEPS_CHECK); }; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjpeg62-turbo-dev libjpeg-turbo-progs g++; \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
+	  if command -v apt-get >/dev/null && { [ -z "$$sudo" ] || command -v sudo >/dev/null; }; then \
+	    $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjpeg62-turbo-dev libjpeg-turbo-progs g++; \
 	  else \
-	    echo "missing system packages: run 'sudo apt-get install libjpeg62-turbo-dev libjpeg-turbo-progs g++'"; exit 2; \
+	    echo "missing system packages: install libjpeg62-turbo-dev libjpeg-turbo-progs g++ (Debian/Ubuntu names)"; exit 2; \
 	  fi; \
 	fi
 
