@@ -14,7 +14,8 @@ the same directory, are checked (length, then sha256 against the hex prefix in t
 name) and renamed only when complete; exports are written to a temporary directory and
 renamed into place, metadata first, model last, so a present model file is a complete one.
 
-Converting the ``.pth`` needs ``train`` (MindSpore, Python 3.9+), imported lazily. In an
+Converting the ``.pth`` needs ``train`` (MindSpore, Python 3.9+), run as a child process
+(``python -m train.export``); ibnedge never imports it. In an
 environment with only MindSpore Lite (Python 3.7), the default model is usable once a
 MindSpore environment sharing the same ``IBNEDGE_HOME`` has exported the ONNX file.
 """
@@ -234,7 +235,7 @@ def export_checkpoint(
     """Export ``weights`` (.pth official / .ckpt MindSpore) of ``arch`` to ``fmt`` once; reuse after.
 
     ``dest`` defaults to a cache entry keyed by the weights file's path, size and mtime.
-    Needs ``train`` and MindSpore (imported here, never at ibnedge import time).
+    Needs ``train`` and MindSpore importable; the export runs in a child process.
     """
     weights = Path(weights)
     if fmt not in ("mindir", "onnx"):

@@ -34,7 +34,7 @@ class MindSporeBackend(Backend):
                 raise BackendError(
                     "%s holds weights only: pass --arch NAME (e.g. resnet50_ibn_a) so it can be exported" % mindir
                 )
-            from ..hub import export_checkpoint  # lazy: imports train, which needs MindSpore
+            from ..hub import export_checkpoint  # runs python -m train.export in a child process
 
             mindir = export_checkpoint(mindir, self.arch, fmt="mindir")
         try:
