@@ -116,7 +116,13 @@ def test_amp_o2_keeps_instance_and_batch_norm_in_float32_and_parameter_names():
         np.testing.assert_allclose(out.asnumpy(), reference, atol=0.02 * np.abs(reference).max())
         norms = [c for _, c in mixed.cells_and_names() if isinstance(c, (InstanceNorm2d, ms.nn.BatchNorm2d))]
         assert len(norms) == 2 and all(c.get_flags().get("fp32") for c in norms)
-        assert mixed_precision(ibn, "O3")[1] == "O3" and mixed_precision(ibn, "O0")[1] == "O0"
+        assert mixed_precision(ibn, "O0") == (ibn, "O0") and mixed_precision(ibn, "O1") == (ibn, "O1")
+        # O3 (BatchNorm in float16 too) still keeps IN in float32
+        o3 = IBN(8)
+        mixed, model_level = mixed_precision(o3, "O3")
+        flags = {type(c).__name__: c.get_flags() for _, c in mixed.cells_and_names()
+                 if isinstance(c, (InstanceNorm2d, ms.nn.BatchNorm2d))}
+        assert model_level == "O0" and flags["InstanceNorm2d"].get("fp32") and flags["BatchNorm2d"].get("fp16")
 
         # checkpoints of an O2 run load into a float32 model: names unchanged by the conversion
         net = create_model("resnet_ibn_a_tiny", num_classes=3)
@@ -228,6 +234,23 @@ def test_resume_continues_the_runs_checkpoint_pruning_and_best_score(folder, tmp
     assert resumed["checkpoints"] == [str(out / "resnet_ibn_a_tiny-e002.ckpt"), str(out / "resnet_ibn_a_tiny-e003.ckpt")]
     assert (out / "best.ckpt").read_bytes() == best_bytes
     assert resumed["best"]["top1"] == 1.5 and json.loads((out / "best.json").read_text())["top1"] == 1.5
+
+
+def test_resume_latest_follows_the_newest_timeline(folder, tmp_path):
+    """Resumed from an earlier checkpoint, a run redoes epochs whose old checkpoints are
+    still on disk: they are kept (nothing lost), and --resume latest then continues the
+    newest run, not the abandoned one that got further."""
+    out = tmp_path / "run"
+    common = TINY + ["--train-dir", folder, "--batch-size", "6", "--epochs", "3", "--lr", "0.02",
+                     "--keep-checkpoints", "5", "--output-dir", out]
+    run_module("train", common + ["--max-steps", "6"])  # e001, e002
+    redo = last_json(run_module("train", common + ["--resume", out / "resnet_ibn_a_tiny-e001.ckpt",
+                                                   "--max-steps", "4"]).stdout)
+    assert redo["global_step"] == 4 and (out / "resnet_ibn_a_tiny-e002.ckpt").is_file()
+    assert redo["checkpoints"] == [str(out / "resnet_ibn_a_tiny-e001.ckpt"), str(out / "resnet_ibn_a_tiny-e001-s00001.ckpt")]
+    latest = run_module("train", common + ["--resume", "latest", "--max-steps", "5"])
+    assert "resumed from %s at epoch 1, step 1" % (out / "resnet_ibn_a_tiny-e001-s00001.ckpt") in latest.stdout
+    assert last_json(latest.stdout)["global_step"] == 5
 
 
 @pytest.mark.slow

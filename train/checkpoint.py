@@ -53,6 +53,11 @@ class ModelInfo:
         return json.dumps(d, ensure_ascii=False)
 
     @classmethod
+    def of_converted(cls, arch: str, num_classes: int, source: str) -> "ModelInfo":
+        """Official PyTorch weights: ImageNet statistics and torchvision/PIL preprocessing."""
+        return cls(arch=arch, num_classes=num_classes, semantics="pil", source=source)
+
+    @classmethod
     def from_json(cls, text: str) -> "ModelInfo":
         d = json.loads(text)
         known = set(cls.__dataclass_fields__)
@@ -118,24 +123,22 @@ def _read_ckpt(path: Path) -> Checkpoint:
 
 
 def _describe_bare(params: Dict[str, np.ndarray], path: Path, arch: Optional[str]) -> Optional[ModelInfo]:
-    from .convert import ConversionError, infer_arch, torch_key_for
+    from .convert import ConversionError, infer_arch, num_classes_of, torch_key_for
 
+    as_torch = {torch_key_for(name): value for name, value in params.items()}
     if arch is None:
         try:
-            arch = infer_arch({torch_key_for(name): value for name, value in params.items()})
+            arch = infer_arch(as_torch)
         except ConversionError:
             return None
-    heads = [params[p + "weight"].shape[0] for p in HEAD_PREFIXES if p + "weight" in params]
-    return ModelInfo(arch=arch, num_classes=int(heads[0]) if heads else 0, semantics="pil", source=path.name)
+    return ModelInfo.of_converted(arch, num_classes_of(as_torch), path.name)
 
 
 def _read_pth(path: Path, arch: Optional[str]) -> Checkpoint:
-    from .convert import convert_state_dict
-    from .pth_reader import load_state_dict
+    from .convert import convert_pth
 
-    params, report = convert_state_dict(load_state_dict(path), arch=arch, strict=True)
-    info = ModelInfo(arch=report.arch, num_classes=report.num_classes, semantics="pil", source=path.name)
-    return Checkpoint(path, dict(params), info)
+    params, report = convert_pth(path, arch=arch, strict=True)
+    return Checkpoint(path, dict(params), ModelInfo.of_converted(report.arch, report.num_classes, path.name))
 
 
 def save_run_checkpoint(train_network, path: Path, info: ModelInfo, epoch: int, step_in_epoch: int) -> Path:
@@ -252,13 +255,20 @@ def run_checkpoint_name(arch: str, epoch: int, step_in_epoch: int) -> str:
     return name + ".ckpt"
 
 
+_RUN_CHECKPOINT = re.compile(r"-e(\d+)(?:-s(\d+))?\.ckpt$")
+
+
+def run_checkpoint_progress(path: Path) -> Tuple[int, int]:
+    """(completed epochs, steps into the next) from a ``run_checkpoint_name``."""
+    match = _RUN_CHECKPOINT.search(Path(path).name)
+    if match is None:
+        raise ValueError("%s is not named like a run checkpoint (<arch>-eNNN[-sNNNNN].ckpt)" % path)
+    return int(match.group(1)), int(match.group(2) or 0)
+
+
 def run_checkpoints(directory: Path, arch: str) -> List[Path]:
-    """A run's checkpoints in ``directory`` (not best.ckpt, not partial writes), oldest
+    """A run's checkpoints in ``directory`` (not best.ckpt, not partial writes), least
     progress first."""
-    pattern = re.compile(re.escape(arch) + r"-e(\d+)(?:-s(\d+))?\.ckpt$")
-    found = []
-    for path in Path(directory).glob(arch + "-e*.ckpt"):
-        match = pattern.match(path.name)
-        if match:
-            found.append(((int(match.group(1)), int(match.group(2) or 0)), path))
-    return [path for _, path in sorted(found)]
+    name = re.compile(re.escape(arch) + _RUN_CHECKPOINT.pattern)
+    found = [p for p in Path(directory).glob(arch + "-e*.ckpt") if name.fullmatch(p.name)]
+    return sorted(found, key=run_checkpoint_progress)

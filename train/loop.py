@@ -30,6 +30,7 @@ from .checkpoint import (
     load_into,
     read_checkpoint,
     run_checkpoint_name,
+    run_checkpoint_progress,
     run_checkpoints,
     save_run_checkpoint,
     trainable_arrays,
@@ -93,19 +94,20 @@ def setup_context(device: Optional[str], mode: str) -> Cluster:
 def mixed_precision(net, level: str):
     """``(network, amp_level)`` for ``ms.Model`` training at AMP ``level``.
 
-    O2 is MindSpore's O2 (float16 cells; BatchNorm and LayerNorm kept in float32) with
-    IBN's InstanceNorm2d kept in float32 as well, as PyTorch's autocast does: MindSpore's
-    list knows only its own norms, and instance statistics in float16 overflow (the
-    squared deviations of activations in the hundreds exceed 65504). The network is
+    O2 and O3 are MindSpore's (float16 cells; O2 keeps BatchNorm and LayerNorm in float32)
+    with IBN's InstanceNorm2d kept in float32 at both levels, as PyTorch's autocast does:
+    MindSpore's lists know only its own norms, and instance statistics in float16 overflow
+    (the squared deviations of activations in the hundreds exceed 65504). The network is
     converted here, so Model gets amp_level O0 (converting twice is not supported).
     """
-    if level != "O2":
+    if level not in ("O2", "O3"):
         return net, level
     from mindspore import amp
 
     from .models import InstanceNorm2d
 
-    return amp.custom_mixed_precision(net, black_list=amp.get_black_list() + [InstanceNorm2d]), "O0"
+    kept_float32 = (amp.get_black_list() if level == "O2" else []) + [InstanceNorm2d]
+    return amp.custom_mixed_precision(net, black_list=kept_float32), "O0"
 
 
 def resolve_amp(level: str, device: str) -> str:
@@ -286,9 +288,11 @@ def _write_json_atomic(path: Path, value) -> None:
 
 def _restore_run_records(state: RunState, output_dir: Path, arch: str, say) -> None:
     """A resumed run continues the interrupted run's bookkeeping in ``output_dir``: its
-    checkpoints count towards --keep-checkpoints, and best.ckpt is replaced only by a
-    better evaluation than the one recorded in best.json."""
-    state.checkpoints = [str(p) for p in run_checkpoints(output_dir, arch)]
+    checkpoints up to the resume point count towards --keep-checkpoints (later ones, from
+    a run being redone, are left alone until this run overwrites them), and best.ckpt is
+    replaced only by a better evaluation than the one recorded in best.json."""
+    resumed_at = (state.epoch, state.step_in_epoch)
+    state.checkpoints = [str(p) for p in run_checkpoints(output_dir, arch) if run_checkpoint_progress(p) <= resumed_at]
     record = output_dir / BEST_CHECKPOINT
     scores = record.with_suffix(".json")
     if scores.is_file():
@@ -300,14 +304,6 @@ def _restore_run_records(state: RunState, output_dir: Path, arch: str, say) -> N
             state.best = None
     elif record.is_file():
         say("warning: %s has no score beside it (%s); the next evaluation replaces it" % (record, scores.name))
-
-
-def _read_or_explain(path: Path, arch: Optional[str]):
-    """read_checkpoint with conversion and format errors as one-line TrainingErrors."""
-    try:
-        return read_checkpoint(path, arch=arch)
-    except (ValueError, OSError) as exc:  # PthError, ConversionError, unreadable files
-        raise TrainingError("%s: %s" % (path, exc) if str(path) not in str(exc) else str(exc)) from None
 
 
 def _dump_path(path: str, cluster: Cluster) -> Path:
@@ -334,16 +330,13 @@ def run(cfg) -> Dict:
     if not cfg.train_dir:
         raise TrainingError("--train-dir is required (an ImageFolder root: one subfolder per class)")
     amp_level = resolve_amp(cfg.amp_level, cluster.device)
-    try:
-        train_set = data.scan_image_folder(cfg.train_dir, check=cfg.check_images, workers=cfg.workers, report=say)
-        say(data.describe(train_set))
-        val_folder = None
-        if cfg.val_dir:
-            val_folder = data.scan_image_folder(cfg.val_dir, classes=train_set.classes, check=cfg.check_images,
-                                                workers=cfg.workers, report=say)
-            say(data.describe(val_folder))
-    except ValueError as exc:
-        raise TrainingError(str(exc)) from None
+    train_set = data.scan_image_folder(cfg.train_dir, check=cfg.check_images, workers=cfg.workers, report=say)
+    say(data.describe(train_set))
+    val_folder = None
+    if cfg.val_dir:
+        val_folder = data.scan_image_folder(cfg.val_dir, classes=train_set.classes, check=cfg.check_images,
+                                            workers=cfg.workers, report=say)
+        say(data.describe(val_folder))
     classes = train_set.classes
     num_classes = cfg.num_classes or len(classes)
     if num_classes != len(classes):
@@ -368,13 +361,8 @@ def run(cfg) -> Dict:
     net = create_model(cfg.arch, num_classes=num_classes)
     source = "random-init"
     if cfg.pretrained:
-        pre = _read_or_explain(Path(cfg.pretrained), cfg.arch)
-        if pre.info is not None and pre.info.arch != cfg.arch:
-            raise TrainingError("%s holds %s weights, not --arch %s" % (cfg.pretrained, pre.info.arch, cfg.arch))
-        try:
-            loaded = load_into(net, pre.params, cfg.pretrained, allow_new_head=True, report=say)
-        except ValueError as exc:
-            raise TrainingError(str(exc)) from None
+        pre = read_checkpoint(Path(cfg.pretrained), arch=cfg.arch)  # refuses another architecture
+        loaded = load_into(net, pre.params, cfg.pretrained, allow_new_head=True, report=say)
         say("pretrained: %d parameters from %s" % (len(loaded), cfg.pretrained))
         source = Path(cfg.pretrained).name
     if cfg.freeze:
@@ -417,15 +405,18 @@ def run(cfg) -> Dict:
             found = run_checkpoints(Path(cfg.output_dir), cfg.arch)
             if not found:
                 raise TrainingError("--resume latest: no checkpoint in %s" % cfg.output_dir)
-            resume_path = found[-1]
-        ckpt = _read_or_explain(resume_path, None)
+            # The newest written, not the furthest: after a resume from an earlier point,
+            # later checkpoints of the abandoned run may still be there.
+            resume_path = max(found, key=lambda p: p.stat().st_mtime_ns)
+        ckpt = read_checkpoint(resume_path)
         if ckpt.info is not None and (ckpt.info.arch, ckpt.info.class_names) != (cfg.arch, list(classes)):
             raise TrainingError(
                 "%s was trained as %s on classes %s; this run is %s on %s"
                 % (resume_path, ckpt.info.arch, ckpt.info.class_names, cfg.arch, list(classes))
             )
         _resume(model, ckpt, state, say)
-        _restore_run_records(state, Path(cfg.output_dir), cfg.arch, say)
+        if cluster.is_main:  # the rank that saves and evaluates
+            _restore_run_records(state, Path(cfg.output_dir), cfg.arch, say)
     if cfg.max_steps and state.global_step >= cfg.max_steps:
         raise TrainingError("--max-steps %d: the run is already at step %d" % (cfg.max_steps, state.global_step))
 
@@ -433,7 +424,6 @@ def run(cfg) -> Dict:
     if val_folder is not None and cluster.is_main:
         val_set = data.eval_dataset(val_folder, cfg.batch_size, cfg.image_size, cfg.resize, cfg.workers)
     callbacks = _callbacks(state, cfg, cluster, model, lrs, info, val_set, say)
-    first_epoch = state.epoch  # the shard this rank reads first, reported by --dump-weights
     say(
         "%s, %d classes, %s on %s, %d process(es), %d steps/epoch of %d images, lr %.5f (%s), amp %s"
         % (cfg.arch, num_classes, cfg.mode, cluster.device, cluster.world, steps_per_epoch, global_batch,
@@ -442,7 +432,7 @@ def run(cfg) -> Dict:
     if cluster.is_main:
         Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
 
-    first_epoch = state.epoch
+    first_epoch = state.epoch  # the shard this rank reads first, reported by --dump-weights
     while state.epoch < cfg.epochs and not state.stopped:
         epoch = state.epoch
         batches = data.train_dataset(
