@@ -156,7 +156,7 @@ def infer_arch(state_dict: Mapping[str, np.ndarray]) -> str:
 # --------------------------------------------------------------------------- conversion
 
 
-def _num_classes_of(state_dict: Mapping[str, np.ndarray]) -> int:
+def num_classes_of(state_dict: Mapping[str, np.ndarray]) -> int:
     for key in CLASSIFIER_KEYS:
         if key in state_dict:
             return int(state_dict[key].shape[0])
@@ -180,7 +180,7 @@ def convert_state_dict(
 
     arch = arch or infer_arch(state_dict)
     if num_classes is None:
-        num_classes = _num_classes_of(state_dict)
+        num_classes = num_classes_of(state_dict)
     net = create_model(arch, num_classes=num_classes)
     report = ConversionReport(arch=arch, num_classes=num_classes)
     params: "OrderedDict[str, np.ndarray]" = OrderedDict()
@@ -217,6 +217,24 @@ def save_params(params: Mapping[str, np.ndarray], path: PathLike, info=None) -> 
                        append_dict=extra)
 
 
+def convert_pth(
+    src: PathLike,
+    arch: Optional[str] = None,
+    strict: bool = True,
+    num_classes: Optional[int] = None,
+) -> Tuple["OrderedDict[str, np.ndarray]", ConversionReport]:
+    """Read ``src`` without PyTorch and map it onto ``arch`` (``convert_state_dict``);
+    every error names ``src``. Raises PthError/ConversionError."""
+    state_dict = load_state_dict(src)
+    try:
+        params, report = convert_state_dict(state_dict, arch, strict, num_classes)
+    except ConversionError as exc:
+        raise ConversionError("%s: %s" % (src, exc)) from None
+    if not params:
+        raise ConversionError("%s: no parameter of %s found in the checkpoint" % (src, report.arch))
+    return params, report
+
+
 def convert_file(
     src: PathLike,
     dst: PathLike,
@@ -231,16 +249,9 @@ def convert_file(
     """
     from .checkpoint import ModelInfo
 
-    state_dict = load_state_dict(src)
-    try:
-        params, report = convert_state_dict(state_dict, arch, strict, num_classes)
-    except ConversionError as exc:
-        raise ConversionError("%s: %s" % (src, exc)) from None
-    if not params:
-        raise ConversionError("%s: no parameter of %s found in the checkpoint; nothing written" % (src, report.arch))
+    params, report = convert_pth(src, arch, strict, num_classes)
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    info = ModelInfo(arch=report.arch, num_classes=report.num_classes, semantics="pil", source=Path(src).name)
-    save_params(params, dst, info)
+    save_params(params, dst, ModelInfo.of_converted(report.arch, report.num_classes, Path(src).name))
     return report
 
 
