@@ -8,6 +8,7 @@ by position).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -90,11 +91,26 @@ def build_network(ckpt, num_classes: Optional[int] = None):
     return net
 
 
+def with_explicit_sizes(info, cfg):
+    """``info`` with the --image-size / --resize the user typed (ModelInfo is what the
+    model was trained with; the command line may evaluate or export it at another size)."""
+    return dataclasses.replace(info, **{k: getattr(cfg, k) for k in ("image_size", "resize") if k in cfg.explicit})
+
+
+def network_from_settings(cfg):
+    """``(info, eval network)`` for ``--checkpoint`` (``train.eval``, ``train.export``):
+    an explicit --arch must agree with the checkpoint, explicit sizes override its own."""
+    from .checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(Path(cfg.checkpoint), arch=cfg.arch if "arch" in cfg.explicit else None)
+    net = build_network(ckpt, cfg.num_classes)
+    return with_explicit_sizes(ckpt.info, cfg), net
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     cfg = settings.resolve(settings.eval_parser(), argv)
     import mindspore as ms
 
-    from .checkpoint import read_checkpoint
     from .loop import setup_context
 
     if not cfg.checkpoint or not cfg.val_dir:
@@ -102,20 +118,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         setup_context(cfg.device, cfg.mode)
-        ckpt = read_checkpoint(Path(cfg.checkpoint), arch=cfg.arch if "arch" in cfg.explicit else None)
-        net = build_network(ckpt, cfg.num_classes)
-        info = ckpt.info
+        info, net = network_from_settings(cfg)
         classes = info.class_names
         if not classes:
             from ibnedge.metadata import imagenet_classes
 
             count = cfg.num_classes or info.num_classes
             classes = [w for w, _ in imagenet_classes()] if count == 1000 else ["%d" % i for i in range(count)]
-        image_size = cfg.image_size if "image_size" in cfg.explicit else info.image_size
-        resize = cfg.resize if "resize" in cfg.explicit else info.resize
         folder = data.scan_image_folder(Path(cfg.val_dir), classes=classes, check=cfg.check_images, workers=cfg.workers)
         print(data.describe(folder), flush=True)
-        dataset = data.eval_dataset(folder, cfg.batch_size, image_size, resize, cfg.workers, mean=info.mean, std=info.std)
+        dataset = data.eval_dataset(folder, cfg.batch_size, info.image_size, info.resize, cfg.workers,
+                                    mean=info.mean, std=info.std)
     except (ValueError, FileNotFoundError) as exc:
         print("error: %s" % exc, file=sys.stderr, flush=True)
         return 2
@@ -127,8 +140,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         arch=info.arch,
         images=len(folder),
         skipped=[str(b) for b in folder.bad],
-        image_size=image_size,
-        resize=resize,
+        image_size=info.image_size,
+        resize=info.resize,
         seconds=round(seconds, 3),
     )
     print("top-1 %.4f  top-5 %.4f  (%d images, %.1f s)" % (result["top1"], result["top5"], len(folder), seconds))

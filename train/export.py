@@ -1,10 +1,12 @@
-"""Export a MindSpore model to MINDIR, ONNX or AIR (library module; no CLI here).
+"""Export a MindSpore model to MINDIR, ONNX or AIR; ``python -m train.export`` (``main``) adds the metadata JSON.
 
 ``export_model(net, path, fmt)`` writes exactly ``path`` (MindSpore would otherwise append
 its own suffix) and returns it. ONNX files are post-processed so that MindSpore Lite 2.0's
 converter accepts them: its ONNX parser rejects MaxPool nodes that carry a ``dilations``
 attribute ("pooling op not support dilations now"), which MindSpore's exporter always
-writes (as all ones, i.e. meaning nothing), so that attribute is removed.
+writes (as all ones, i.e. meaning nothing), so that attribute is removed; with a dynamic
+batch the outputs' batch dimension is made symbolic too. Layers with a fast training form
+export their portable form (``train.models.portable_ops``).
 """
 from __future__ import annotations
 
@@ -210,8 +212,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from ibnedge.metadata import save_for_model
 
     from . import config as settings
-    from .checkpoint import ModelInfo, read_checkpoint
-    from .eval import build_network
+    from .checkpoint import ModelInfo
+    from .eval import network_from_settings, with_explicit_sizes
     from .loop import TrainingError, setup_context
     from .models import create_model
 
@@ -219,9 +221,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         setup_context(cfg.device, cfg.mode)
         if cfg.checkpoint:
-            ckpt = read_checkpoint(Path(cfg.checkpoint), arch=cfg.arch if "arch" in cfg.explicit else None)
-            info = ckpt.info
-            net = build_network(ckpt, cfg.num_classes)
+            info, net = network_from_settings(cfg)
         else:
             if "arch" not in cfg.explicit:
                 raise ValueError("give --checkpoint (or --arch to export an untrained model)")
@@ -229,11 +229,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             ms.set_seed(cfg.seed)
             num_classes = cfg.num_classes or 1000
-            info = ModelInfo(arch=cfg.arch, num_classes=num_classes, semantics="pil", source="random-init")
+            info = with_explicit_sizes(ModelInfo.of_converted(cfg.arch, num_classes, "random-init"), cfg)
             net = create_model(cfg.arch, num_classes=num_classes)
-        size = cfg.image_size if "image_size" in cfg.explicit else info.image_size
-        if "resize" in cfg.explicit:
-            info.resize = cfg.resize
+        size = info.image_size
         fmt = cfg.format.upper()
         output = Path(cfg.output) if cfg.output else Path("runs/export") / (info.arch + SUFFIXES[fmt])
         batch = int(cfg.export_batch)
