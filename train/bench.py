@@ -115,8 +115,11 @@ class _Worker:
         cmd = [sys.executable, "-m", "train.bench", "--serve", framework, "--arch", args.arch,
                "--batch", str(args.batch), "--size", str(args.size)]
         self.framework = framework
+        # stderr to a file, not a pipe: nobody reads it while the worker runs, and a full pipe
+        # (MindSpore's logs at a verbose GLOG_v) would block the worker forever.
+        self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(cmd, env=_worker_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+                                     stderr=self.log, text=True)
         self.first_step_s = self._answer()["first_step_s"]
 
     def _answer(self) -> Dict:
@@ -124,8 +127,9 @@ class _Worker:
             line = self.proc.stdout.readline()
             if not line:
                 self.proc.wait()
+                self.log.seek(0)
                 raise RuntimeError("bench worker %s exited (%s):\n%s"
-                                   % (self.framework, self.proc.returncode, self.proc.stderr.read()[-3000:]))
+                                   % (self.framework, self.proc.returncode, self.log.read()[-3000:]))
             if line.startswith("{"):
                 return json.loads(line)
 
@@ -141,6 +145,7 @@ class _Worker:
                 self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        self.log.close()
 
 
 def bench_training(frameworks: Sequence[str], args) -> Dict[str, Dict]:
@@ -252,8 +257,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
 
     frameworks = [part for part in parts if part in STEP_BUILDERS]
-    print("timing %s: %d interleaved rounds of one step each ..." % (" and ".join(frameworks), args.steps), flush=True)
-    results: Dict[str, Dict] = bench_training(frameworks, args) if frameworks else {}
+    results: Dict[str, Dict] = {}
+    if frameworks:
+        print("timing %s: %d interleaved rounds of one step each ..." % (" and ".join(frameworks), args.steps),
+              flush=True)
+        results = bench_training(frameworks, args)
     if "data" in parts:
         print("timing the input pipeline ...", flush=True)
         results["data"] = _run_data_part(args)

@@ -29,7 +29,6 @@ from typing import List, Optional, Sequence, Tuple
 from .config import _device
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-_ERROR_LINE = re.compile(r"Traceback|Error|error:|Exception")
 # MindSpore's C++ log lines carry this prefix; the Python error lines are what a user needs.
 _MS_LOG_LINE = re.compile(r"^\[(WARNING|INFO|DEBUG)\] ")
 
@@ -92,11 +91,25 @@ def worker_logs(log_dir: Path) -> List[Tuple[int, Path]]:
     return sorted(found)
 
 
+# How much of each log's end failed_ranks reads: a rank's final traceback, even amid
+# MindSpore's log lines, without rereading hours of training logs every poll.
+LOG_TAIL_BYTES = 256 * 1024
+
+
+def _log_tail(path: Path, max_bytes: int = LOG_TAIL_BYTES) -> str:
+    with open(str(path), "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - max_bytes))
+        text = f.read().decode("utf-8", "replace")
+    return text if size <= max_bytes else text.split("\n", 1)[-1]  # drop the cut first line
+
+
 def failed_ranks(log_dir: Path) -> List[Tuple[int, List[str]]]:
     """Ranks whose log ends in a Python error, with those lines (MindSpore's own log lines dropped)."""
     failures = []
     for rank, path in worker_logs(log_dir):
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if not _MS_LOG_LINE.match(ln)]
+        lines = [ln for ln in _log_tail(path).splitlines() if not _MS_LOG_LINE.match(ln)]
         start = next((i for i, ln in enumerate(lines) if ln.startswith("Traceback")), None)
         if start is None:
             start = next((i for i, ln in enumerate(lines) if ln.startswith("error:")), None)
