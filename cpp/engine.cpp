@@ -37,9 +37,9 @@ struct FileDescriptor {
 
 constexpr size_t kJpegMagicSize = 3;  // FF D8 FF
 
-// Reads a whole file that starts like a JPEG. Any other file is reported kNotJpeg as soon
-// as its first bytes are in: the caller decodes other formats from the path itself, so
-// reading the rest here would read every PNG or BMP twice.
+// Reads a whole file that starts like a JPEG. Any other file is read only up to its first
+// chunk (process() then reports kNotJpeg): the caller decodes other formats from the path
+// itself, so reading the rest here would read every PNG or BMP twice.
 ItemStatus read_jpeg_file(const std::string& path, std::vector<uint8_t>* bytes) {
     FileDescriptor file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
     if (file.fd < 0) return ItemStatus::error(ErrorKind::kUnreadable, "cannot open the file: " + errno_text(errno));
@@ -59,8 +59,7 @@ ItemStatus read_jpeg_file(const std::string& path, std::vector<uint8_t>* bytes) 
         if (n == 0) break;
         bytes->insert(bytes->end(), chunk, chunk + n);
         if (!magic_checked && bytes->size() >= kJpegMagicSize) {
-            if (!has_jpeg_magic(bytes->data(), bytes->size()))
-                return ItemStatus::error(ErrorKind::kNotJpeg, "not a JPEG");
+            if (!has_jpeg_magic(bytes->data(), bytes->size())) break;
             magic_checked = true;
             if (S_ISREG(info.st_mode) && info.st_size > 0) bytes->reserve(size_t(info.st_size));
         }
@@ -68,13 +67,16 @@ ItemStatus read_jpeg_file(const std::string& path, std::vector<uint8_t>* bytes) 
     return ItemStatus{};
 }
 
-ItemStatus too_large(int width, int height, uint64_t cap) {
+// ``source``: "image header claims" (a file, refused before decoding) or "pixel array of".
+ItemStatus too_large(const char* source, int width, int height, uint64_t cap) {
     const uint64_t pixels = uint64_t(width) * uint64_t(height);
     return ItemStatus::error(ErrorKind::kTooLarge,
-                             "image header claims " + std::to_string(width) + "x" + std::to_string(height) + " = " +
-                                 std::to_string(pixels) + " pixels, over the cap of " + std::to_string(cap) +
-                                 " (a decompression bomb?); raise max_pixels if the image is genuine");
+                             std::string(source) + " " + std::to_string(width) + "x" + std::to_string(height) +
+                                 " = " + std::to_string(pixels) + " pixels, over the cap of " + std::to_string(cap) +
+                                 "; raise max_pixels if the image is genuine");
 }
+
+constexpr const char* kHeaderClaims = "image header claims";
 
 // DCT-domain reduction for fast mode: the smallest of 1/8, 1/4, 1/2 (the SIMD and DC-only
 // IDCTs) that keeps the short side at least the resize target; else full size.
@@ -90,13 +92,13 @@ ItemStatus decode_jpeg(const uint8_t* data, size_t size, const TensorSpec& spec,
                        const NormalizeTable& norm, float* out) {
     const JpegProbe probe = probe_jpeg(data, size);
     if (probe.has_frame && uint64_t(probe.width) * uint64_t(probe.height) > options.max_pixels)
-        return too_large(probe.width, probe.height, options.max_pixels);
+        return too_large(kHeaderClaims, probe.width, probe.height, options.max_pixels);
 
     JpegDecoder decoder(data, size, options.allow_truncated);
     ItemStatus status = decoder.read_header();
     if (!status.ok()) return status;
     const int width = decoder.image_width(), height = decoder.image_height();
-    if (uint64_t(width) * uint64_t(height) > options.max_pixels) return too_large(width, height, options.max_pixels);
+    if (uint64_t(width) * uint64_t(height) > options.max_pixels) return too_large(kHeaderClaims, width, height, options.max_pixels);
 
     const int orientation = options.exif_orientation ? probe.orientation : 1;
     const bool swap = orientation_swaps_axes(orientation);
@@ -178,7 +180,7 @@ ItemStatus process(const ImageSource& item, const TensorSpec& spec, const Decode
             if (p.channels < 3)
                 return ItemStatus::error(ErrorKind::kUnsupported, "image array needs 3 channels (RGB)");
             if (uint64_t(p.width) * uint64_t(p.height) > options.max_pixels)
-                return too_large(p.width, p.height, options.max_pixels);
+                return too_large("pixel array of", p.width, p.height, options.max_pixels);
             const ResizeGeometry geometry = resize_geometry(spec.semantics, p.width, p.height, spec);
             const ResizePlan plan = make_resize_plan(filter_for(spec.semantics), p.width, p.height, geometry);
             resample_pixels(p, plan, norm, out);

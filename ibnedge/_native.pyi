@@ -25,7 +25,7 @@ class Engine:
         std: Sequence[float],
         exif_orientation: bool = False,
         allow_truncated: bool = False,
-        max_pixels: int = 178956970,
+        max_pixels: int = ...,  # ibnedge.formats.PILLOW_MAX_PIXELS
         restrict_window: bool = True,
     ) -> List[Optional[Tuple[str, str]]]:
         """Fill ``out`` (N, 3, crop_h, crop_w) float32; one letter per item in ``types``:

@@ -224,14 +224,13 @@ class Preprocessor:
                                % (arr.shape,))
         if arr.shape[0] == 0 or arr.shape[1] == 0:
             return "n", None, ("empty", "pixel array has no pixels (shape %r)" % (arr.shape,))
-        if arr.shape[0] * arr.shape[1] > self.max_pixels:
-            return "n", None, ("too_large", "pixel array of %dx%d = %d pixels, over the cap of %d; raise max_pixels "
-                               "if the image is genuine" % (arr.shape[1], arr.shape[0], arr.shape[0] * arr.shape[1],
-                                                            self.max_pixels))
-        if arr.shape[2] == 1:
-            arr = np.repeat(arr, 3, axis=2)
-        elif arr.strides[2] != 1:
-            arr = np.ascontiguousarray(arr)
+        if arr.shape[2] == 1 or arr.strides[2] != 1:  # the engine reads packed RGB(X): copy
+            if arr.shape[0] * arr.shape[1] > self.max_pixels:
+                # The engine refuses an oversized array itself; this one is refused before the copy.
+                return "n", None, ("too_large", "pixel array of %dx%d = %d pixels, over the cap of %d; raise "
+                                   "max_pixels if the image is genuine"
+                                   % (arr.shape[1], arr.shape[0], arr.shape[0] * arr.shape[1], self.max_pixels))
+            arr = np.repeat(arr, 3, axis=2) if arr.shape[2] == 1 else np.ascontiguousarray(arr)
         return "a", arr, None
 
     def _decode_other(self, data: bytes) -> Tuple[Optional[np.ndarray], Optional[Tuple[str, str]]]:
@@ -261,9 +260,9 @@ class Preprocessor:
             detail = "OpenCV could not decode it"
         if bgr is None:
             if fmt in ("gif", "tiff"):
-                pixels = _pillow_decode(data, self.exif_orientation)
-                if pixels is not None:
-                    return pixels, None
+                pixels, refused = _pillow_decode(data, self.exif_orientation)
+                if pixels is not None or refused is not None:
+                    return pixels, refused
                 return None, ("unsupported", "%s image that neither OpenCV nor Pillow here can decode (%s); "
                                              "convert it to PNG or JPEG" % (fmt.upper(), detail))
             if fmt == "png" and b"IEND" not in data[-64:]:
@@ -303,19 +302,23 @@ class Preprocessor:
                 errors[i] = ItemError(status[0], "%s: %s" % (labels[i], status[1]))
 
 
-def _pillow_decode(data: bytes, exif_orientation: bool) -> Optional[np.ndarray]:
-    """Pillow's RGB decode (first frame), or None when Pillow is absent or fails."""
+def _pillow_decode(data: bytes,
+                   exif_orientation: bool) -> Tuple[Optional[np.ndarray], Optional[Tuple[str, str]]]:
+    """Pillow's RGB decode (first frame); (None, None) when Pillow is absent or fails, and
+    a ``too_large`` error for an image over Pillow's decompression-bomb limit."""
     try:
         from PIL import Image, ImageOps
     except ImportError:
-        return None
+        return None, None
     try:
         img = Image.open(io.BytesIO(data))
         if exif_orientation:
             img = ImageOps.exif_transpose(img)
-        return np.asarray(img.convert("RGB"))
-    except Exception:  # any decoder failure means "cannot decode"; the caller reports it
-        return None
+        return np.asarray(img.convert("RGB")), None
+    except Image.DecompressionBombError as exc:
+        return None, ("too_large", "%s (Pillow's decompression-bomb limit)" % exc)
+    except Exception:  # any other decoder failure means "cannot decode"; the caller reports it
+        return None, None
 
 
 def _label(index: int, item: Any) -> str:

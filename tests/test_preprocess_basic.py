@@ -144,6 +144,23 @@ def test_other_formats_by_content(tmp_path):
     assert np.array_equal(gray[0], gray[1]) and np.array_equal(gray[1], gray[2])
 
 
+def test_tiff_over_pillows_bomb_limit_is_too_large_not_unsupported():
+    """TIFF headers are not sized here; OpenCV fails on this one and Pillow refuses it as a
+    decompression bomb, which must read as too_large."""
+    import struct
+
+    data = bytearray(_encode(_photo(2, 2), "TIFF"))
+    assert data[:2] == b"II"
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for i in range(struct.unpack_from("<H", data, ifd)[0]):
+        entry = ifd + 2 + 12 * i
+        tag, kind = struct.unpack_from("<HH", data, entry)
+        if tag in (256, 257):  # ImageWidth, ImageLength -> 20000 x 20000
+            struct.pack_into("<H" if kind == 3 else "<I", data, entry + 8, 20000)
+    res = Preprocessor(spec=PreprocessSpec(**PIXELS)).run([bytes(data)])
+    assert res.errors[0].kind == "too_large" and "400000000 pixels" in res.errors[0].message
+
+
 def _bytes_read_by_this_process() -> int:
     """Linux's count of bytes this process got from read() calls (page cache included)."""
     with open("/proc/self/io") as f:
