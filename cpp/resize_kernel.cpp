@@ -50,8 +50,10 @@ void horizontal_antialias_scalar(const uint8_t* src, const AxisTaps& taps, const
     }
 }
 
-void vertical_antialias_scalar(const uint8_t* const* rows, const int32_t* w, int taps, int n, uint8_t* out) {
-    for (int i = 0; i < n; ++i) {
+// Columns [begin, n) of one output row (begin > 0: the tail after a SIMD loop).
+void vertical_antialias_scalar(const uint8_t* const* rows, const int32_t* w, int taps, int begin, int n,
+                               uint8_t* out) {
+    for (int i = begin; i < n; ++i) {
         int32_t acc = 1 << (kBits22 - 1);
         for (int t = 0; t < taps; ++t) acc += rows[t][i] * w[t];
         out[i] = clip8_22(acc);
@@ -153,11 +155,7 @@ __attribute__((target("avx2"))) void vertical_antialias_avx2(const uint8_t* cons
         __m128i p8 = _mm_packus_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), p8);
     }
-    for (; i < n; ++i) {
-        int32_t acc = 1 << (kBits22 - 1);
-        for (int t = 0; t < taps; ++t) acc += rows[t][i] * w[t];
-        out[i] = clip8_22(acc);
-    }
+    vertical_antialias_scalar(rows, w, taps, i, n, out);
 }
 
 __attribute__((target("avx2"))) void horizontal_opencv_avx2(const uint8_t* src, const AxisTaps& taps,
@@ -357,7 +355,7 @@ void Resampler::emit_row(int j) {
             vertical_antialias_avx2(rows, w, taps, n, row);
         } else
 #endif
-            vertical_antialias_scalar(rows, w, taps, n, row);
+            vertical_antialias_scalar(rows, w, taps, 0, n, row);
     } else {
         const int32_t* s0 = reinterpret_cast<const int32_t*>(&ring_[ring_stride_ * size_t(v.first[j] % ring_rows_)]);
         const int32_t* s1 = reinterpret_cast<const int32_t*>(&ring_[ring_stride_ * size_t(v.last(j) % ring_rows_)]);
