@@ -43,7 +43,11 @@ struct JumpError {
 
 void jump_on_error(j_common_ptr cinfo) { std::longjmp(reinterpret_cast<JumpError*>(cinfo->err)->jump, 1); }
 
-// The floor: libjpeg-turbo decoding the whole file to RGB (what simplejpeg does), no
+// The floor is deliberately not the engine's JpegDecoder: it is libjpeg-turbo as a plain
+// user drives it (RGB output, as simplejpeg, the Python benchmark's floor, does), so that
+// the engine is measured against an independent baseline.
+//
+// libjpeg-turbo decoding the whole file to RGB (what simplejpeg does), no
 // resize; with min_short_side > 0 at the smallest DCT scale M/8 that keeps the short side
 // at least that long (simplejpeg's min_height = min_width rule). `image` is caller-owned
 // so no C++ object lives across the setjmp.
