@@ -416,7 +416,8 @@ def _bad_input_recipes() -> List[Tuple[str, str, Optional[bytes], Tuple[str, ...
     rgb = photo(333, 250, index=1)  # chelsea
     rgb_big = photo(640, 480, index=2)  # coffee
     gray = photo(320, 240, index=0, gray=True)
-    good = encode_jpeg(rgb, quality=90)
+    variants = jpeg_variants(rgb)
+    good = variants["baseline"][0]
     rows = []  # type: List[Tuple[str, str, Optional[bytes], Tuple[str, ...], bool, Optional[str], str]]
 
     def ok(name: str, filename: str, data: bytes, note: str) -> None:
@@ -428,8 +429,9 @@ def _bad_input_recipes() -> List[Tuple[str, str, Optional[bytes], Tuple[str, ...
 
     # --- valid JPEG variants: must decode, pixels as Pillow decodes them
     ok("baseline", "baseline.jpg", good, "plain baseline 4:2:0 JPEG, the control")
+    # A real gray photograph rather than jpeg_variants' gray version of the colour one.
     ok("grayscale", "grayscale.jpg", encode_jpeg(gray, quality=90), "1-component JPEG: gray replicated to RGB")
-    for name, (data, note) in jpeg_variants(rgb).items():
+    for name, (data, note) in variants.items():
         if name not in ("baseline", "grayscale"):
             ok(name, name + ".jpg", data, note)
     restart = _restart_marker_jpeg(rgb_big)
