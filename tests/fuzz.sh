@@ -9,6 +9,8 @@
 # clang-14, libclang-rt-14-dev). Fails on any crash, leak, sanitizer report or timeout;
 # the offending input is kept under build/fuzz/artifacts/.
 set -euo pipefail
+# The corpora are built once for these scripts and the tests (tests/conftest.py corpus_dir).
+export IBNEDGE_HOME="${IBNEDGE_HOME:-$PWD/.cache}"
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -63,9 +65,7 @@ from pathlib import Path
 from ibnedge import corpus
 out = Path(sys.argv[1])
 n = 0
-import os
-# The tests' cache (tests/conftest.py): the corpora are built once for both.
-root = Path(os.environ.get("IBNEDGE_HOME") or ".cache") / "corpus"
+root = corpus.default_cache_dir()  # $IBNEDGE_HOME/corpus (exported above), as the tests'
 for case in corpus.bad_input_cases(root).values():
     if case.path.is_file() and case.path.stat().st_size <= 65536:
         shutil.copyfile(str(case.path), str(out / case.path.name)); n += 1

@@ -8,8 +8,9 @@
 #    bytes and pixel arrays, with leak detection.
 # 2. Python: the pybind11 module built with the same sanitizers, loaded (LD_PRELOAD of
 #    libasan) in place of the installed one, running the parity, bad-input and thread tests
-#    (bindings, GIL release, OpenCV fallback, per-item errors). MindSpore-reference tests are
-#    left out there: ASan's exception interceptor aborts inside MindSpore's own library.
+#    (bindings, GIL release, OpenCV fallback, per-item errors), every semantics included. Only
+#    tests that need the MindSpore reference skip (IBNEDGE_TEST_NO_MINDSPORE, tests/conftest.py):
+#    ASan's exception interceptor aborts inside MindSpore's own library.
 #    Leak detection is off in this stage (the interpreter itself never frees everything);
 #    stage 1 covers leaks. MEMCHECK_PYTHON=0 skips it.
 #
@@ -18,6 +19,8 @@
 # Needs cmake, a C++17 gcc and libjpeg62-turbo-dev; the corpora need Pillow and scikit-image;
 # stage 2 needs pybind11 and pytest in PYTHON's environment.
 set -euo pipefail
+# The corpora are built once for these scripts and the tests (tests/conftest.py corpus_dir).
+export IBNEDGE_HOME="${IBNEDGE_HOME:-$PWD/.cache}"
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -42,10 +45,7 @@ list="$BUILD/corpus.txt"
 "$PYTHON" - "$list" <<'EOF' || fail "building the corpora with $PYTHON"
 import sys
 from ibnedge import corpus
-import os
-from pathlib import Path
-# The tests' cache (tests/conftest.py): the corpora are built once for both.
-root = Path(os.environ.get("IBNEDGE_HOME") or ".cache") / "corpus"
+root = corpus.default_cache_dir()  # $IBNEDGE_HOME/corpus (exported above), as the tests'
 rows = []
 for p in corpus.imagenet_like(root)[:12]:
     rows.append(("ok", p))
@@ -112,11 +112,11 @@ sys.exit(pytest.main(sys.argv[2:]))'
   logs="$PWD/$PYBUILD/sanitizer-logs"
   rm -rf "$logs"; mkdir -p "$logs"
   set +e
-  LD_PRELOAD="$(gcc -print-file-name=libasan.so)" \
+  IBNEDGE_TEST_NO_MINDSPORE=1 LD_PRELOAD="$(gcc -print-file-name=libasan.so)" \
   ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:exitcode=86:log_path=$logs/asan" \
   UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=87:log_path=$logs/ubsan" \
     "$PYTHON" -c "$runner" "$overlay" tests/test_native_parity.py tests/test_native_bad_inputs.py \
-    tests/test_native_threads.py -q -p no:cacheprovider -k "not mindspore"
+    tests/test_native_threads.py -q -p no:cacheprovider
   status=$?
   set -e
   if compgen -G "$logs/*" >/dev/null; then

@@ -13,8 +13,8 @@ import io
 
 import numpy as np
 import pytest
-from conftest import (max_abs_diff, pil_reference, pillow_open, pixel_spec, psnr, reference, run_pixels,
-                      tensor_pixels, torchvision_reference)
+from conftest import (max_abs_diff, mindspore_vision, pil_reference, pillow_open, pixel_spec, psnr, reference,
+                      run_pixels, tensor_pixels, torchvision_reference)
 
 import ibnedge
 from ibnedge import corpus
@@ -304,7 +304,7 @@ def test_exif_orientation_ignored_by_default_and_applied_on_request(orientation)
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_in_mindspore_mode(orientation):
     """MindSpore's Decode ignores EXIF: the reference turns its decode upright, then resizes."""
-    vision = pytest.importorskip("mindspore.dataset.vision", reason="MindSpore needs Python 3.9+")
+    vision = mindspore_vision()
     data = _with_orientation(corpus.photo(500, 290, index=4), orientation)
     decoded = vision.Decode()(np.frombuffer(data, dtype=np.uint8))
     rows, errors = run_pixels([data, data], "mindspore", exif_orientation=True)
