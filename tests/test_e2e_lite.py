@@ -97,13 +97,20 @@ def test_mindspore_and_lite_agree_on_real_photographs(exported, photos):
                        "--backend", "mindspore", "--output", str(ms_out), "--batch", "4", "-q"]))
     _ok(run_py(PY37, ["-m", "ibnedge", "infer", str(photos), "--model", str(exported / "tiny_lite.mindir"),
                       "--backend", "lite", "--output", str(lite_out), "--batch", "4", "--threads", "2", "-q"]))
-    ms_rows, lite_rows = read_rows(ms_out), read_rows(lite_out)
+    ms_rows = _assert_same_results(photos, read_rows(ms_out), read_rows(lite_out))
+    # ImageNet names come from the metadata (1000 classes): real words, not indices.
+    assert all(not t["label"].startswith("class_") for r in ms_rows if "top" in r for t in r["top"])
+
+
+def _assert_same_results(photos, rows, other_rows):
+    """Both runs have one row per file, the same errors, and the same top-5 for the 12 good
+    photographs; returns ``rows``."""
     files = sorted(str(p) for p in photos.rglob("*") if p.is_file())
-    assert sorted(r["path"] for r in ms_rows) == files == sorted(r["path"] for r in lite_rows)
-    lite_by_path = {r["path"]: r for r in lite_rows}
+    assert sorted(r["path"] for r in rows) == files == sorted(r["path"] for r in other_rows)
+    other_by_path = {r["path"]: r for r in other_rows}
     good = 0
-    for row in ms_rows:
-        other = lite_by_path[row["path"]]
+    for row in rows:
+        other = other_by_path[row["path"]]
         if "error" in row:
             assert other["error"]["kind"] == row["error"]["kind"]
             continue
@@ -111,8 +118,7 @@ def test_mindspore_and_lite_agree_on_real_photographs(exported, photos):
         assert len(row["top"]) == 5
         _same_top5(row, other)
     assert good == 12
-    # ImageNet names come from the metadata (1000 classes): real words, not indices.
-    assert all(not t["label"].startswith("class_") for r in ms_rows if "top" in r for t in r["top"])
+    return rows
 
 
 @pytest.mark.slow
@@ -124,10 +130,7 @@ def test_onnx_runtime_agrees_too(exported, photos):
                        "--backend", "onnx", "--output", str(ort_out), "-q"]))
     _ok(run_py(PY37, ["-m", "ibnedge", "infer", str(photos), "--model", str(exported / "tiny_lite.mindir"),
                       "--output", str(lite_out), "-q"]))  # auto picks lite in the 3.7 environment
-    lite_by_path = {r["path"]: r for r in read_rows(lite_out)}
-    for row in read_rows(ort_out):
-        if "top" in row:
-            _same_top5(row, lite_by_path[row["path"]])
+    _assert_same_results(photos, read_rows(ort_out), read_rows(lite_out))
 
 
 @pytest.mark.slow
