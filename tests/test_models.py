@@ -12,8 +12,10 @@ ms = pytest.importorskip("mindspore", reason="the model zoo needs MindSpore 2.x 
 torch = pytest.importorskip("torch", reason="the PyTorch reference is a test-only dependency")
 
 import torch_reference  # noqa: E402
-from train.models import IBN, InstanceNorm2d, MaxPool2dSymmetric, create_model, list_models, register_model  # noqa: E402
+from train.models import (IBN, InstanceNorm2d, MaxPool2dSymmetric, ResNetIBN, create_model, list_models,  # noqa: E402
+                          register_model)
 from train.models.__main__ import count_parameters  # noqa: E402
+from train.models.resnet_ibn import BasicBlock  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,8 +64,7 @@ def test_create_model_drops_none_kwargs():
 
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="ibn_cfg"):
-        create_model("resnet_ibn_a_tiny", num_classes=2).__class__(
-            torch_reference.BasicBlock, (1, 1, 1, 1), ("c", None, None, None))
+        ResNetIBN(BasicBlock, (1, 1, 1, 1), ("c", None, None, None))
     with pytest.raises(ValueError, match="num_classes"):
         create_model("resnet_ibn_a_tiny", num_classes=-1)
 
