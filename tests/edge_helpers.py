@@ -110,12 +110,19 @@ def run_py(python: Path, args: List[str], env: Optional[Dict[str, str]] = None, 
     """Run ``python args`` with the repository on PYTHONPATH (``train`` is not installed as a
     package; ibnedge's editable install still supplies the compiled module), from ``/`` by
     default so nothing depends on the caller's directory. ``env`` adds variables."""
-    full_env = dict(os.environ)
-    full_env["PYTHONPATH"] = str(REPO)
-    full_env.setdefault("GLOG_v", "3")
-    full_env.update(env or {})
     kw.setdefault("cwd", "/")
-    return subprocess.run([str(python)] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, **kw)
+    return subprocess.run([str(python)] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=subprocess_env(env), **kw)
+
+
+def subprocess_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The environment every test subprocess gets: the repository first on PYTHONPATH and
+    MindSpore's C++ log at errors only (unless set), plus ``extra``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.setdefault("GLOG_v", "3")
+    env.update(extra or {})
+    return env
 
 
 def interpreter_or_skip(python: Path, module: str) -> Path:
@@ -131,6 +138,7 @@ __all__ = [
     "PY37",
     "PY311",
     "REPO",
+    "subprocess_env",
     "have",
     "interpreter_or_skip",
     "lite_model",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_helpers import REPO, have, make_tiny_onnx, run_py
+from edge_helpers import have, make_tiny_onnx, run_py, subprocess_env
 from ibnedge.cli import main
 from ibnedge.results import read_rows
 
@@ -108,9 +108,8 @@ def test_a_closed_stdout_ends_infer_quietly(tmp_path, model, imagenet_files):
     many.mkdir()
     for i in range(1500):  # rows well beyond a pipe's buffer, so writes hit the closed pipe
         shutil.copyfile(str(imagenet_files[0]), str(many / ("%04d.jpg" % i)))
-    env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([str(PY), "-m", "ibnedge", "infer", str(many), "--model", str(model), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env())
     first = proc.stdout.readline()
     proc.stdout.close()  # like head -1
     err = proc.stderr.read().decode()
@@ -217,13 +216,10 @@ def test_kill_and_resume_gives_every_file_once(imagenet_files, model, tmp_path):
     assert proc.returncode == 0, proc.stderr.decode()
 
     out = tmp_path / "killed.jsonl"
-    env = dict(os.environ, GLOG_v="3")
-    import subprocess
-
     child = subprocess.Popen(
         [str(PY), "-m", "ibnedge", "infer", str(photos), "--model", str(model), "--output", str(out),
          "--batch", "1", "--threads", "1", "-q"],
-        cwd="/", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd="/", env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 120
     rows_before_kill = 0

@@ -29,6 +29,7 @@ from train.checkpoint import INFO_KEY  # noqa: E402
 from train.convert import ConversionError, convert_file, convert_state_dict, infer_arch, torch_key_for  # noqa: E402
 from train.models import create_model  # noqa: E402
 from train.pth_reader import PthError, UnsafePickleError, load_pth, load_state_dict  # noqa: E402
+from train_helpers import relative_error  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REL_TOL = 1e-4
@@ -44,11 +45,6 @@ SLOW = [
 @pytest.fixture(autouse=True)
 def pynative():
     ms.set_context(mode=ms.PYNATIVE_MODE)
-
-
-def relative_error(out: np.ndarray, ref: np.ndarray) -> float:
-    assert out.shape == ref.shape, "shape %r != reference %r" % (out.shape, ref.shape)
-    return float(np.abs(out - ref).max() / np.abs(ref).max())
 
 
 def load_converted(name: str, ckpt: Path, num_classes: int = 1000):

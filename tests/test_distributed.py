@@ -12,13 +12,13 @@ import os
 import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ms = pytest.importorskip("mindspore", reason="train/ needs MindSpore (Python 3.9+)")
 
 from train.loop import FAULT_ENV  # noqa: E402
-from train_helpers import CLASSES, last_json, make_image_folder, run_module  # noqa: E402
+from train_helpers import (CLASSES, last_json, load_dumped_weights, make_image_folder, max_weight_diff,  # noqa: E402
+                           run_module)
 
 pytestmark = pytest.mark.needs_mindspore
 
@@ -40,11 +40,6 @@ def eight_images(tmp_path_factory) -> Path:
     return root
 
 
-def _weights(path: Path):
-    with np.load(str(path)) as z:
-        return {k: z[k] for k in z.files if not k.startswith("__")}, [str(f) for f in z["__shard_files__"]]
-
-
 def test_two_ranks_equal_a_single_process_step_on_the_combined_batch(eight_images, tmp_path):
     logs = tmp_path / "logs"
     proc = run_module("train.distributed", [
@@ -59,8 +54,8 @@ def test_two_ranks_equal_a_single_process_step_on_the_combined_batch(eight_image
         assert last_json("\n".join(ln for ln in log.splitlines() if ln.startswith("{")))["rank"] == rank
         assert ("eval epoch 1: top-1" in log) == (rank == 0)  # rank 0 evaluates and checkpoints
     assert (tmp_path / "dist" / "best.ckpt").is_file()
-    rank0, shard0 = _weights(tmp_path / "dist.rank0.npz")
-    rank1, shard1 = _weights(tmp_path / "dist.rank1.npz")
+    rank0, shard0 = load_dumped_weights(tmp_path / "dist.rank0.npz")
+    rank1, shard1 = load_dumped_weights(tmp_path / "dist.rank1.npz")
     # disjoint shards that together are the whole (checked) dataset
     assert len(shard0) == len(shard1) == 4 and not set(shard0) & set(shard1)
     assert len(set(shard0) | set(shard1)) == 8
@@ -70,16 +65,15 @@ def test_two_ranks_equal_a_single_process_step_on_the_combined_batch(eight_image
         "--dump-weights", tmp_path / "single.npz",
     ]).stdout)
     assert single["world_size"] == 1 and single["global_step"] == 1
-    reference, _ = _weights(tmp_path / "single.npz")
+    reference, _ = load_dumped_weights(tmp_path / "single.npz")
 
     from train.models import create_model
 
     ms.set_seed(1)  # the CLI's default seed: the initial weights of every run above
     initial = {p.name: p.asnumpy() for p in create_model("resnet_ibn_a_tiny", num_classes=3).trainable_params()}
     assert rank0.keys() == rank1.keys() == reference.keys() == initial.keys()
-    ranks_diff = max(float(np.abs(rank0[k] - rank1[k]).max()) for k in rank0)
-    dist_diff = max(float(np.abs(rank0[k] - reference[k]).max()) for k in rank0)
-    moved = max(float(np.abs(reference[k] - initial[k]).max()) for k in reference)
+    ranks_diff, dist_diff = max_weight_diff(rank0, rank1), max_weight_diff(rank0, reference)
+    moved = max_weight_diff(reference, initial)
     print("rank0 vs rank1 %.3g, distributed vs single %.3g, step size %.3g" % (ranks_diff, dist_diff, moved))
     assert ranks_diff == 0.0
     assert moved > 1e-3  # the step really changed the weights...

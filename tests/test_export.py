@@ -15,6 +15,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from train.export import ExportError, export_model  # noqa: E402
 from train.models import create_model, list_models  # noqa: E402
+from train_helpers import randomise_norms, relative_error  # noqa: E402
 
 REL_TOL = 1e-4
 FAST = ["resnet_ibn_a_tiny", "resnet18_ibn_b"]
@@ -32,29 +33,9 @@ def pynative():
 
 
 def randomised(name: str, seed: int = 0):
-    net = create_model(name, num_classes=10)
-    rng = np.random.default_rng(seed)
-    for param in net.get_parameters():
-        leaf = param.name.rsplit(".", 1)[-1]
-        shape = param.shape
-        if leaf == "gamma":
-            value = rng.uniform(0.6, 1.4, shape)
-        elif leaf == "beta":
-            value = rng.normal(0, 0.2, shape)
-        elif leaf == "moving_mean":
-            value = rng.normal(0, 0.2, shape)
-        elif leaf == "moving_variance":
-            value = rng.uniform(0.5, 2.0, shape)
-        else:
-            continue
-        param.set_data(ms.Tensor(value.astype(np.float32)))
+    net = randomise_norms(create_model(name, num_classes=10), seed)
     net.set_train(False)
     return net
-
-
-def relative_error(out, ref) -> float:
-    assert out.shape == ref.shape, (out.shape, ref.shape)
-    return float(np.abs(out - ref).max() / np.abs(ref).max())
 
 
 def check_onnx(net, path, shape, dynamic_batch=False):

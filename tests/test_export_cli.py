@@ -15,17 +15,13 @@ from ibnedge.metadata import ModelMetadata, imagenet_class_names, load_for_model
 from train.checkpoint import ModelInfo, read_checkpoint, save_run_checkpoint  # noqa: E402
 from train.eval import build_network  # noqa: E402
 from train.models import create_model  # noqa: E402
-from train_helpers import REPO, last_json, run_module  # noqa: E402
+from train_helpers import CLASSES as TRAIN_CLASSES  # noqa: E402
+from train_helpers import REPO, last_json, randomise_norms, relative_error, run_module, save_reference_pth  # noqa: E402
 
 pytestmark = pytest.mark.needs_mindspore
 
-CLASSES = ["astronaut", "chelsea", "coffee"]
+CLASSES = list(TRAIN_CLASSES)
 VENV37_PYTHON = REPO / ".venv37" / "bin" / "python"
-
-
-def relative_error(out: np.ndarray, ref: np.ndarray) -> float:
-    assert out.shape == ref.shape, "shape %r != reference %r" % (out.shape, ref.shape)
-    return float(np.abs(out - ref).max() / np.abs(ref).max())
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +29,7 @@ def trained(tmp_path_factory):
     """A run checkpoint as python -m train writes it (weights perturbed away from init)."""
     root = tmp_path_factory.mktemp("export")
     ms.set_seed(3)
-    net = create_model("resnet_ibn_a_tiny", num_classes=3)
-    rng = np.random.default_rng(3)
-    for p in net.get_parameters():
-        value = p.asnumpy()
-        if p.name.endswith("moving_variance"):
-            value = rng.uniform(0.5, 2.0, value.shape)
-        elif p.name.endswith(("moving_mean", "beta")) or p.name.endswith("bias"):
-            value = rng.normal(0, 0.2, value.shape)
-        elif p.name.endswith("gamma"):
-            value = rng.uniform(0.6, 1.4, value.shape)
-        p.set_data(ms.Tensor(value.astype(np.float32)))
+    net = randomise_norms(create_model("resnet_ibn_a_tiny", num_classes=3), seed=3)
     info = ModelInfo(arch="resnet_ibn_a_tiny", num_classes=3, class_names=CLASSES, image_size=64, resize=73)
     ckpt = save_run_checkpoint(net, root / "run.ckpt", info, epoch=3, step_in_epoch=0)
     x = np.random.default_rng(0).normal(size=(3, 3, 64, 64)).astype(np.float32)
@@ -162,11 +148,8 @@ def test_onnx_converts_and_runs_in_mindspore_lite_2_0(trained, tmp_path):
 
 
 def test_converted_official_weights_export_with_imagenet_names_and_pil_semantics(tmp_path):
-    torch = pytest.importorskip("torch", reason="the PyTorch reference is a test-only dependency")
-    import torch_reference
-
-    pth = tmp_path / "resnet_ibn_a_tiny-0000.pth"
-    torch.save(torch_reference.build("resnet_ibn_a_tiny", num_classes=1000).state_dict(), str(pth))
+    pytest.importorskip("torch", reason="the PyTorch reference is a test-only dependency")
+    pth = save_reference_pth(tmp_path / "resnet_ibn_a_tiny-0000.pth")
     out = tmp_path / "official.onnx"
     _export(pth, out, "ONNX", "--arch", "resnet_ibn_a_tiny", "--image-size", "64", "--resize", "73")
     meta = load_for_model(out)
@@ -179,14 +162,12 @@ def test_converted_ckpt_describes_itself_to_eval_and_export(tmp_path):
     """python -m train.convert writes a .ckpt that says what it holds: train.eval and
     train.export take it without --arch (and refuse a contradicting --arch); a bare
     .ckpt without that record is described from its parameters."""
-    torch = pytest.importorskip("torch", reason="the PyTorch reference is a test-only dependency")
-    import torch_reference
+    pytest.importorskip("torch", reason="the PyTorch reference is a test-only dependency")
     from train.convert import convert_state_dict, save_params
     from train.pth_reader import load_state_dict
     from train_helpers import make_image_folder
 
-    pth = tmp_path / "tiny_official.pth"
-    torch.save(torch_reference.build("resnet_ibn_a_tiny", num_classes=1000).state_dict(), str(pth))
+    pth = save_reference_pth(tmp_path / "tiny_official.pth")
     ckpt = tmp_path / "tiny_official.ckpt"
     run_module("train.convert", [pth, ckpt])  # architecture inferred from the keys
     info = read_checkpoint(ckpt).info

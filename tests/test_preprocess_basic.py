@@ -14,41 +14,24 @@ import pytest
 
 from ibnedge.formats import image_size, sniff
 from ibnedge.metadata import PreprocessSpec
+from conftest import PIXEL_MEAN, PIXEL_STD, pil_reference, tensor_pixels
+from ibnedge.corpus import photo
 from ibnedge.preprocess import ERROR_KINDS, ItemError, PreprocessResult, Preprocessor
 
-PIXELS = dict(mean=(0.0, 0.0, 0.0), std=(1.0 / 255.0,) * 3)  # output == uint8 pixel values
+PIXELS = dict(mean=PIXEL_MEAN, std=PIXEL_STD)  # output == uint8 pixel values
 
 
 def _photo(width: int = 451, height: int = 300) -> np.ndarray:
-    import skimage.data
-    from PIL import Image
-
-    img = Image.fromarray(skimage.data.chelsea())
-    return np.asarray(img.resize((width, height), Image.BICUBIC))
+    return photo(width, height, index=1)  # chelsea the cat
 
 
 def _encode(pixels: np.ndarray, fmt: str = "JPEG", **kw) -> bytes:
+    """Pillow's encoding of ``pixels`` in any format it writes (corpus.encode_jpeg: JPEG only)."""
     from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, fmt, **kw)
     return buf.getvalue()
-
-
-def _pil_reference(data: bytes, resize: int = 256, crop: int = 224) -> np.ndarray:
-    """torchvision Resize(resize) + CenterCrop(crop) on Pillow's decode, HWC uint8."""
-    from PIL import Image
-
-    img = Image.open(io.BytesIO(data)).convert("RGB")
-    w, h = img.size
-    size = (resize, int(resize * h / w)) if w <= h else (int(resize * w / h), resize)
-    img = img.resize(size, getattr(Image, "Resampling", Image).BILINEAR)
-    left, top = int(round((size[0] - crop) / 2.0)), int(round((size[1] - crop) / 2.0))
-    return np.asarray(img.crop((left, top, left + crop, top + crop)))
-
-
-def _pixels(res: PreprocessResult, i: int) -> np.ndarray:
-    return np.rint(res.tensor[i]).astype(np.uint8).transpose(1, 2, 0)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +67,7 @@ def test_window_decode_equals_full_decode(semantics, jpeg):
 def test_pil_mode_matches_pillow(jpeg):
     res = Preprocessor(spec=PreprocessSpec(semantics="pil", **PIXELS), threads=1).run([jpeg])
     assert res.errors == [None]
-    diff = np.abs(_pixels(res, 0).astype(int) - _pil_reference(jpeg))
+    diff = np.abs(tensor_pixels(res.tensor[0]).astype(int) - pil_reference(jpeg))
     assert diff.max() <= 1
 
 

@@ -16,7 +16,8 @@ ms = pytest.importorskip("mindspore", reason="train/ needs MindSpore (Python 3.9
 from train import config, data, schedule  # noqa: E402
 from train.checkpoint import read_checkpoint  # noqa: E402
 from train.loop import TrainingError, resolve_amp  # noqa: E402
-from train_helpers import CLASSES, CORRUPT_NAME, last_json, make_image_folder, run_module  # noqa: E402
+from train_helpers import (CLASSES, CORRUPT_NAME, last_json, load_dumped_weights, make_image_folder,  # noqa: E402
+                           max_weight_diff, run_module, save_reference_pth)
 
 pytestmark = pytest.mark.needs_mindspore
 
@@ -27,16 +28,6 @@ TINY = ["--device", "CPU", "--arch", "resnet_ibn_a_tiny", "--image-size", "64", 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("photos"), per_class=6, size=80)
-
-
-def _weights(path: Path) -> dict:
-    with np.load(str(path)) as z:
-        return {k: z[k] for k in z.files if not k.startswith("__")}
-
-
-def _max_diff(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max(float(np.abs(a[k] - b[k]).max()) for k in a)
 
 
 # ----------------------------------------------------------------------------- settings
@@ -93,7 +84,7 @@ def test_amp_is_refused_on_cpu_with_a_clear_message(folder):
     assert "Traceback" not in proc.stdout
 
 
-def test_amp_o2_keeps_instance_and_batch_norm_in_float32_and_parameter_names():
+def test_amp_keeps_instance_norm_in_float32_and_parameter_names():
     """O2 as Model gets it: float16 cells, but IBN's IN (and BN) normalise in float32.
     Runs on CPU with only norms, slicing and concat, which the CPU backend has in float16."""
     from mindspore import dtype as mstype
@@ -202,7 +193,7 @@ def test_resume_continues_exactly_where_the_run_stopped(folder, tmp_path):
     summary = last_json(resumed.stdout)
     assert summary["start_epoch"] == 1 and summary["global_step"] == 6 and len(summary["losses"]) == 3
     assert "lr 0.005000" in resumed.stdout  # the step schedule after milestone 1 (x0.1)
-    diff = _max_diff(_weights(tmp_path / "a.npz"), _weights(tmp_path / "b.npz"))
+    diff = max_weight_diff(load_dumped_weights(tmp_path / "a.npz")[0], load_dumped_weights(tmp_path / "b.npz")[0])
     print("resume max abs weight difference: %g" % diff)
     assert diff <= 1e-6
 
@@ -261,7 +252,8 @@ def test_resume_from_inside_an_epoch(folder, tmp_path):
     assert (tmp_path / "b" / "resnet_ibn_a_tiny-e001-s00001.ckpt").is_file()
     run_module("train", common + ["--output-dir", tmp_path / "b", "--dump-weights", tmp_path / "b.npz",
                                   "--resume", "latest"])
-    assert _max_diff(_weights(tmp_path / "a.npz"), _weights(tmp_path / "b.npz")) <= 1e-6
+    a, b = load_dumped_weights(tmp_path / "a.npz")[0], load_dumped_weights(tmp_path / "b.npz")[0]
+    assert max_weight_diff(a, b) <= 1e-6
 
 
 def test_optional_training_settings_run(folder, tmp_path):
@@ -302,13 +294,12 @@ def test_bench_interleaves_both_frameworks_and_reports_per_round_ratios(tmp_path
 
 @pytest.mark.parametrize("kind", ["pth", "ckpt"])
 def test_fine_tune_from_converted_weights(folder, tmp_path, kind):
-    torch = pytest.importorskip("torch", reason="the PyTorch reference is a test-only dependency")
-    import torch_reference
+    pytest.importorskip("torch", reason="the PyTorch reference is a test-only dependency")
     from train.convert import convert_file, convert_state_dict
     from train.pth_reader import load_state_dict
 
     pth = tmp_path / "tiny_imagenet.pth"
-    torch.save(torch_reference.build("resnet_ibn_a_tiny", num_classes=1000).state_dict(), str(pth))
+    save_reference_pth(pth)
     pretrained = pth
     if kind == "ckpt":
         pretrained = tmp_path / "tiny_imagenet.ckpt"
@@ -327,7 +318,7 @@ def test_fine_tune_from_converted_weights(folder, tmp_path, kind):
     assert len(frozen) > 10 and any("moving_mean" in k for k in frozen)
     for name in frozen:  # weights AND running statistics of the frozen parts
         np.testing.assert_array_equal(trained[name], source[name], err_msg=name)
-    dumped = _weights(tmp_path / "ft.npz")
+    dumped = load_dumped_weights(tmp_path / "ft.npz")[0]
     assert not any(k.startswith(("conv1.", "bn1.", "layer1.")) for k in dumped)  # not trainable
     changed = [k for k in source if k.startswith("layer3.") and not np.array_equal(trained[k], source[k])]
     assert changed, "the unfrozen backbone did not train"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from edge_helpers import REPO, subprocess_env
 CLASSES = ("astronaut", "chelsea", "coffee")
 CORRUPT_NAME = "zz_truncated.jpg"
 
@@ -51,17 +50,10 @@ def make_image_folder(root: Path, per_class: int = 6, size: int = 80, seed: int 
     return root
 
 
-def env() -> Dict[str, str]:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
-    e.setdefault("GLOG_v", "3")  # MindSpore's C++ log: errors only
-    return e
-
-
 def run_module(module: str, args: Sequence[str], cwd: Optional[Path] = None, timeout: float = 600,
                check: bool = True) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", module] + [str(a) for a in args]
-    proc = subprocess.Popen(cmd, cwd=str(cwd or REPO), env=env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, cwd=str(cwd or REPO), env=subprocess_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
@@ -87,3 +79,52 @@ def last_json(text: str) -> dict:
         if line.startswith("{") and line.endswith("}"):
             return json.loads(line)
     raise AssertionError("no JSON summary in output:\n" + text[-4000:])
+
+
+# ----------------------------------------------------------------------------- numbers and weights
+
+
+def relative_error(out: np.ndarray, ref: np.ndarray) -> float:
+    """max |out - ref| / max |ref| (shapes must agree)."""
+    assert out.shape == ref.shape, "shape %r != reference %r" % (out.shape, ref.shape)
+    return float(np.abs(out - ref).max() / np.abs(ref).max())
+
+
+def randomise_norms(net, seed: int = 0):
+    """Norm parameters, running statistics and biases away from their initial values (which
+    would hide a wrongly mapped gamma/beta or mean/variance); returns ``net``."""
+    import mindspore as ms
+
+    rng = np.random.default_rng(seed)
+    for param in net.get_parameters():
+        leaf = param.name.rsplit(".", 1)[-1]
+        if leaf == "moving_variance":
+            value = rng.uniform(0.5, 2.0, param.shape)
+        elif leaf in ("moving_mean", "beta", "bias"):
+            value = rng.normal(0, 0.2, param.shape)
+        elif leaf == "gamma":
+            value = rng.uniform(0.6, 1.4, param.shape)
+        else:
+            continue
+        param.set_data(ms.Tensor(value.astype(np.float32)))
+    return net
+
+
+def save_reference_pth(path: Path, arch: str = "resnet_ibn_a_tiny", num_classes: int = 1000) -> Path:
+    """``torch.save`` of the PyTorch reference model's state dict (as the official files are)."""
+    import torch
+    import torch_reference
+
+    torch.save(torch_reference.build(arch, num_classes=num_classes).state_dict(), str(path))
+    return Path(path)
+
+
+def load_dumped_weights(path: Path):
+    """``(trainable weights, shard files)`` of a ``python -m train --dump-weights`` file."""
+    with np.load(str(path)) as z:
+        return {k: z[k] for k in z.files if not k.startswith("__")}, [str(f) for f in z["__shard_files__"]]
+
+
+def max_weight_diff(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray]) -> float:
+    assert a.keys() == b.keys()
+    return max(float(np.abs(a[k] - b[k]).max()) for k in a)
