@@ -89,7 +89,7 @@ int fast_scale_eighths(int width, int height, int target) {
 }
 
 ItemStatus decode_jpeg(const uint8_t* data, size_t size, const TensorSpec& spec, const DecodeOptions& options,
-                       const NormalizeTable& norm, float* out) {
+                       const Normalization& norm, float* out) {
     const JpegProbe probe = probe_jpeg(data, size);
     if (probe.has_frame && uint64_t(probe.width) * uint64_t(probe.height) > options.max_pixels)
         return too_large(kHeaderClaims, probe.width, probe.height, options.max_pixels);
@@ -169,7 +169,7 @@ ItemStatus decode_jpeg(const uint8_t* data, size_t size, const TensorSpec& spec,
 }
 
 ItemStatus process(const ImageSource& item, const TensorSpec& spec, const DecodeOptions& options,
-                   const NormalizeTable& norm, float* out) {
+                   const Normalization& norm, float* out) {
     switch (item.type) {
         case ImageSource::Type::kNone:
             return ItemStatus::error(ErrorKind::kSkipped, "skipped");
@@ -229,7 +229,7 @@ ImageSource ImageSource::decoded(const PixelView& pixels) {
 }
 
 ItemStatus preprocess_item(const ImageSource& item, const TensorSpec& spec, const DecodeOptions& options,
-                           const NormalizeTable& norm, float* out) {
+                           const Normalization& norm, float* out) {
     ItemStatus status;
     try {
         status = process(item, spec, options, norm, out);
@@ -257,7 +257,7 @@ struct Batch {
     const std::vector<ImageSource>* items;
     const TensorSpec* spec;
     const DecodeOptions* options;
-    const NormalizeTable* norm;
+    const Normalization* norm;
     float* out;
     std::vector<ItemStatus>* statuses;
     size_t count = 0;
@@ -283,7 +283,7 @@ void Engine::run(const std::vector<ImageSource>& items, const TensorSpec& spec, 
                  float* out, std::vector<ItemStatus>* statuses) {
     spec.validate();
     statuses->assign(items.size(), ItemStatus{});
-    const NormalizeTable norm(spec);
+    const Normalization norm(spec);
     const size_t count = items.size();
     if (!pool_ || count <= 1) {
         for (size_t i = 0; i < count; ++i)

@@ -37,7 +37,7 @@ struct ImageSource {
 // Preprocesses one item on the calling thread into `out` (3 x crop_height x crop_width
 // floats, zero-filled on failure). Never throws for bad image data.
 ItemStatus preprocess_item(const ImageSource& item, const TensorSpec& spec, const DecodeOptions& options,
-                           const NormalizeTable& norm, float* out);
+                           const Normalization& norm, float* out);
 
 class Engine {
 public:

@@ -193,7 +193,7 @@ __attribute__((target("avx2"))) void vertical_opencv_avx2(const int32_t* s0, con
 
 // RGBX bytes -> three normalised float planes, 8 pixels per step (multiply, then add:
 // no FMA, so the result equals the scalar tail's).
-__attribute__((target("avx2"))) int store_planes_avx2(const uint8_t* rgbx, int width, const NormalizeTable& norm,
+__attribute__((target("avx2"))) int store_planes_avx2(const uint8_t* rgbx, int width, const Normalization& norm,
                                                        float* r, float* g, float* b) {
     const __m256i byte = _mm256_set1_epi32(0xFF);
     const __m256 sr = _mm256_set1_ps(norm.scale[0]), sg = _mm256_set1_ps(norm.scale[1]),
@@ -221,7 +221,7 @@ size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
 }  // namespace
 
-NormalizeTable::NormalizeTable(const TensorSpec& spec) {
+Normalization::Normalization(const TensorSpec& spec) {
     for (int c = 0; c < 3; ++c) {
         scale[c] = float(1.0 / (255.0 * spec.std[c]));
         bias[c] = float(-spec.mean[c] / spec.std[c]);
@@ -233,7 +233,7 @@ int row_padding_pixels(const ResizePlan& plan) {
     return plan.horizontal.stride + 4;
 }
 
-Resampler::Resampler(const ResizePlan& plan, const NormalizeTable& norm, float* out)
+Resampler::Resampler(const ResizePlan& plan, const Normalization& norm, float* out)
     : plan_(plan),
       norm_(norm),
       out_(out),
@@ -387,7 +387,7 @@ void Resampler::store_row(int j, const uint8_t* rgbx) {
     }
 }
 
-void resample_pixels(const PixelView& pixels, const ResizePlan& plan, const NormalizeTable& norm, float* out) {
+void resample_pixels(const PixelView& pixels, const ResizePlan& plan, const Normalization& norm, float* out) {
     if (pixels.width != plan.source_width || pixels.height != plan.source_height)
         throw std::logic_error("pixel view does not match the resize plan");
     if (pixels.channels < 3) throw std::invalid_argument("pixels need at least 3 channels");
@@ -402,7 +402,7 @@ void resample_pixels(const PixelView& pixels, const ResizePlan& plan, const Norm
         const int n = x1 - x0;
         if (pixels.pixel_stride == 4) {
             std::memcpy(dst, src, size_t(n) * 4);
-        } else if (pixels.pixel_stride == 3) {
+        } else if (pixels.pixel_stride == 3) {  // packed RGB arrays: a constant stride the compiler unrolls
             for (int x = 0; x < n; ++x) std::memcpy(dst + 4 * x, src + 3 * x, 3);
         } else {
             for (int x = 0; x < n; ++x, src += pixels.pixel_stride) std::memcpy(dst + 4 * x, src, 3);

@@ -16,8 +16,8 @@ namespace ibnedge {
 // Pixel value -> normalised float per channel: v * scale + bias with
 // scale = 1 / (255 std), bias = -mean / std (float multiply, then float add: the same in
 // the vector and scalar paths; mean 0, std 1/255 gives the pixel values exactly).
-struct NormalizeTable {
-    explicit NormalizeTable(const TensorSpec& spec);
+struct Normalization {
+    explicit Normalization(const TensorSpec& spec);
     float scale[3];
     float bias[3];
 };
@@ -40,7 +40,7 @@ struct PixelView {
 class Resampler {
 public:
     // `plan` and `norm` must outlive the resampler; `out` receives 3 x crop_height x crop_width floats.
-    Resampler(const ResizePlan& plan, const NormalizeTable& norm, float* out);
+    Resampler(const ResizePlan& plan, const Normalization& norm, float* out);
 
     // The source rows and columns the filter reads.
     int row_begin() const { return plan_.vertical.source_begin; }
@@ -64,7 +64,7 @@ private:
     void store_row(int j, const uint8_t* rgbx);
 
     const ResizePlan& plan_;
-    const NormalizeTable& norm_;
+    const Normalization& norm_;
     float* out_;
     bool avx2_;
     int ring_rows_;
@@ -81,6 +81,6 @@ private:
 };
 
 // Resamples a decoded image (all of it in memory) through `plan`.
-void resample_pixels(const PixelView& pixels, const ResizePlan& plan, const NormalizeTable& norm, float* out);
+void resample_pixels(const PixelView& pixels, const ResizePlan& plan, const Normalization& norm, float* out);
 
 }  // namespace ibnedge

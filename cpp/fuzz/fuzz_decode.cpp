@@ -41,7 +41,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         spec.crop_width = v.crop_w;
         spec.mean = {{0.0, 0.0, 0.0}};
         spec.std = {{1.0 / 255.0, 1.0 / 255.0, 1.0 / 255.0}};
-        NormalizeTable norm(spec);
+        Normalization norm(spec);
         std::vector<float> out(spec.item_floats(), -1.0f);
         ItemStatus status = preprocess_item(ImageSource::encoded(data, size), spec, options, norm, out.data());
         for (float value : out) {

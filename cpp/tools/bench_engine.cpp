@@ -135,7 +135,7 @@ int main(int argc, char** argv) {
     std::vector<uint8_t> image;
     std::vector<float> out(base.item_floats());
     std::vector<TensorSpec> specs(3, base);
-    std::vector<NormalizeTable> norms;
+    std::vector<Normalization> norms;
     for (int m = 0; m < 3; ++m) {
         specs[m].semantics = modes[m];
         norms.emplace_back(specs[m]);
