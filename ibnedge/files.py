@@ -5,15 +5,20 @@ named directory (recursively), yields exactly one output row. Image files go to 
 engine, which reports per item what is wrong with them (corrupt, truncated, too large,
 ...). Everything else gets a row saying why it was not classified:
 
-- an empty file: ``empty``; a file whose content is not an image: ``not_image`` (decided by sniffing the first
-  bytes; the case-insensitive extension only spares opening files that claim to be
-  images, whose content the engine checks anyway, so a PNG named ``.jpg`` or a JPEG
-  without an extension is still classified);
+- an empty file: ``empty``; a file whose content is not an image: ``not_image``; an
+  image in a format ibnedge does not classify (PPM, JPEG 2000, HEIF, ...): ``unsupported``
+  (both decided by sniffing the first bytes, see :mod:`ibnedge.formats`; the
+  case-insensitive extension only spares opening files that claim to be images, whose
+  content the engine checks anyway, so a PNG named ``.jpg`` or a JPEG without an
+  extension is still classified);
 - a path that does not exist, a broken symbolic link, a FIFO/socket/device, a directory
   that cannot be listed: ``unreadable``.
 
+Every message starts with the file's path, as the engine's do.
+
 ``skip_non_images=True`` (``--skip-non-images``) drops non-image files found while
-walking directories instead of reporting them; files named explicitly still get a row.
+walking directories instead of reporting them (images in unsupported formats are still
+reported); files named explicitly still get a row.
 
 Directories are walked depth first, entries sorted by name within each directory, so
 the order is deterministic; memory holds one sorted listing per directory level of the
@@ -28,12 +33,9 @@ import stat
 from dataclasses import dataclass
 from typing import Iterable, Iterator, List, Optional, Set, Tuple, Union
 
-PathLike = Union[str, "os.PathLike[str]"]
+from .formats import CLASSIFIED_SUFFIXES, HEAD_BYTES, refusal, sniff  # pure Python, no native code
 
-# Extensions (lower case) of formats the engine decodes; a cheap first filter only.
-IMAGE_SUFFIXES = frozenset(
-    (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".webp", ".gif", ".tif", ".tiff")
-)
+PathLike = Union[str, "os.PathLike[str]"]
 
 
 @dataclass(frozen=True)
@@ -47,14 +49,21 @@ class InputFile:
 
 def is_image_file(path: PathLike) -> Optional[bool]:
     """True/False by content (ibnedge.formats.sniff), None when the file cannot be read."""
-    from .formats import HEAD_BYTES, sniff  # pure Python; imported here to keep this module light
+    head = _read_head(str(path))
+    return None if head is None else sniff(head) is not None
 
+
+def _read_head(path: str) -> Optional[bytes]:
     try:
-        with open(str(path), "rb") as f:
-            head = f.read(HEAD_BYTES)
+        with open(path, "rb") as f:
+            return f.read(HEAD_BYTES)
     except OSError:
         return None
-    return sniff(head) is not None
+
+
+def _refused(path: str, kind: str, reason: str) -> InputFile:
+    """A row for ``path`` that never reaches the engine; the message names the file first."""
+    return InputFile(path, (kind, "%s: %s" % (path, reason)))
 
 
 def iter_input_files(paths: Iterable[PathLike], skip_non_images: bool = False) -> Iterator[InputFile]:
@@ -80,10 +89,10 @@ def _iter_one(path: str, skip_non_images: bool) -> Iterator[InputFile]:
         st = os.stat(path)
     except FileNotFoundError:
         kind = "broken symbolic link" if os.path.islink(path) else "no such file or directory"
-        yield InputFile(path, ("unreadable", kind))
+        yield _refused(path, "unreadable", kind)
         return
     except OSError as exc:
-        yield InputFile(path, ("unreadable", exc.strerror or str(exc)))
+        yield _refused(path, "unreadable", exc.strerror or str(exc))
         return
     if stat.S_ISDIR(st.st_mode):
         for item in _walk(path, skip_non_images):
@@ -97,19 +106,20 @@ def _iter_one(path: str, skip_non_images: bool) -> Iterator[InputFile]:
 def _classify(path: str, st: os.stat_result, explicit: bool, skip_non_images: bool) -> Optional[InputFile]:
     if not stat.S_ISREG(st.st_mode):
         # Reading a FIFO would block and a device is never a photo: report, do not open.
-        return InputFile(path, ("unreadable", "not a regular file"))
-    if os.path.splitext(path)[1].lower() in IMAGE_SUFFIXES:
+        return _refused(path, "unreadable", "not a regular file")
+    if os.path.splitext(path)[1].lower() in CLASSIFIED_SUFFIXES:
         return InputFile(path)  # the engine checks the content (and reports empty files)
     if st.st_size == 0:
-        return None if skip_non_images and not explicit else InputFile(path, ("empty", "empty file (0 bytes)"))
-    is_image = is_image_file(path)
-    if is_image is None:
-        return InputFile(path, ("unreadable", "cannot open the file"))
-    if is_image:
+        return None if skip_non_images and not explicit else _refused(path, "empty", "empty file (0 bytes)")
+    head = _read_head(path)
+    if head is None:
+        return _refused(path, "unreadable", "cannot open the file")
+    verdict = refusal(head)
+    if verdict is None:
         return InputFile(path)
-    if skip_non_images and not explicit:
+    if verdict[0] == "not_image" and skip_non_images and not explicit:
         return None
-    return InputFile(path, ("not_image", "not an image (no JPEG/PNG/BMP/WebP/GIF/TIFF signature)"))
+    return _refused(path, verdict[0], verdict[1])
 
 
 def _walk(root: str, skip_non_images: bool) -> Iterator[InputFile]:
@@ -126,7 +136,7 @@ def _walk(root: str, skip_non_images: bool) -> Iterator[InputFile]:
             visited.add(ident)
             names = sorted(os.listdir(directory))
         except OSError as exc:
-            return InputFile(directory, ("unreadable", "cannot list the directory: %s" % (exc.strerror or exc)))
+            return _refused(directory, "unreadable", "cannot list the directory: %s" % (exc.strerror or exc))
         stack.append((directory, names, [0]))
         return None
 
@@ -145,7 +155,7 @@ def _walk(root: str, skip_non_images: bool) -> Iterator[InputFile]:
             st = os.stat(path)
         except OSError as exc:
             reason = "broken symbolic link" if os.path.islink(path) else (exc.strerror or str(exc))
-            yield InputFile(path, ("unreadable", reason))
+            yield _refused(path, "unreadable", reason)
             continue
         if stat.S_ISDIR(st.st_mode):
             failed = enter(path)

@@ -1,12 +1,17 @@
 """Image formats by content, never by extension (ImageNet holds a PNG named ``.JPEG``).
 
-``sniff(head)`` names the format from the first bytes; ``image_size(head)`` reads the
-size a header claims, so decompression bombs are refused before anything is decoded.
-Pure Python: importing this module loads no native code.
+``sniff(head)`` names the format from the first bytes; ``refusal(head)`` says why a file
+will not be classified (``unsupported``: a known image format ibnedge does not classify;
+``not_image``: no image signature at all); ``image_size(head)`` reads the size a header
+claims, so decompression bombs are refused before anything is decoded. The table below is
+the one list of formats: what ibnedge classifies, what it only recognises, and every
+message naming them. Pure Python: importing this module loads no native code.
 """
 from __future__ import annotations
 
+import re
 import struct
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 # Pillow's decompression-bomb limit: a header claiming more pixels is refused before decoding.
@@ -15,31 +20,88 @@ PILLOW_MAX_PIXELS = 178_956_970
 # Bytes that sniff() and image_size() need at most (a WebP VP8X/VP8 header ends at byte 30).
 HEAD_BYTES = 64
 
-FORMATS = ("jpeg", "png", "bmp", "webp", "gif", "tiff")
-
 _PNG = b"\x89PNG\r\n\x1a\n"
 # BITMAPINFOHEADER and its successors (and the OS/2 variants) by header size.
 _BMP_HEADER_SIZES = (12, 16, 40, 52, 56, 64, 108, 124)
+# Between the fields of a Netpbm header: white space and "#" comments.
+_PNM_SPACE = rb"(?:\s|#[^\n]*\n)+"
+
+
+@dataclass(frozen=True)
+class ImageFormat:
+    name: str  # what sniff() returns
+    title: str  # how messages name it
+    classified: bool  # decoded and classified by ibnedge; else refused as ``unsupported``
+    signature: bytes  # a regular expression the file's first bytes match
+    suffixes: Tuple[str, ...] = ()  # file name endings (lower case) of a classified format
+
+
+_KNOWN_FORMATS = (
+    ImageFormat("jpeg", "JPEG", True, rb"\xff\xd8\xff", (".jpg", ".jpeg", ".jpe", ".jfif")),
+    ImageFormat("png", "PNG", True, re.escape(_PNG), (".png",)),
+    ImageFormat("bmp", "BMP", True,
+                # "BM" alone is too weak a signature (text files start with it): the DIB header size too.
+                b"BM.{12}(?:" + b"|".join(re.escape(struct.pack("<I", n)) for n in _BMP_HEADER_SIZES) + b")",
+                (".bmp", ".dib")),
+    ImageFormat("webp", "WebP", True, rb"RIFF.{4}WEBP", (".webp",)),
+    ImageFormat("gif", "GIF", True, rb"GIF8[79]a", (".gif",)),
+    # Classic TIFF (42) and BigTIFF (43), both byte orders; libtiff (in OpenCV) reads all four.
+    ImageFormat("tiff", "TIFF", True, rb"II[*+]\x00|MM\x00[*+]", (".tif", ".tiff")),
+    # Magic, width and height (text that starts "P6 " is not enough); PAM names its fields.
+    ImageFormat("netpbm", "PBM/PGM/PPM/PAM (Netpbm)", False,
+                rb"P[1-6]" + _PNM_SPACE + rb"\d+" + _PNM_SPACE + rb"\d+\s"
+                rb"|P7\n(?:#[^\n]*\n)*(?:WIDTH|HEIGHT|DEPTH|MAXVAL|TUPLTYPE)\s"),
+    ImageFormat("pfm", "PFM (portable float map)", False, rb"P[Ff]\s+\d+\s+\d+\s"),
+    ImageFormat("jpeg2000", "JPEG 2000", False, rb"\x00\x00\x00\x0cjP  \r\n\x87\n|\xff\x4f\xff\x51"),
+    ImageFormat("jpegxl", "JPEG XL", False, rb"\xff\x0a|\x00\x00\x00\x0cJXL \r\n\x87\n"),
+    ImageFormat("heif", "HEIF/AVIF", False, rb".{4}ftyp(?:avif|avis|heic|heix|heim|heis|hevc|hevx|mif1|msf1)"),
+    ImageFormat("openexr", "OpenEXR", False, rb"v/1\x01"),
+    ImageFormat("radiance", "Radiance HDR", False, rb"#\?(?:RADIANCE|RGBE)"),
+    ImageFormat("sunraster", "Sun raster", False, rb"\x59\xa6\x6a\x95"),
+    # Reserved 0, type 1, 1..255 images, the first entry's reserved byte 0.
+    ImageFormat("ico", "ICO (Windows icon)", False, rb"\x00\x00\x01\x00[\x01-\xff]\x00.{3}\x00"),
+    ImageFormat("icns", "ICNS (macOS icon)", False, rb"icns"),
+    ImageFormat("psd", "PSD/PSB (Photoshop)", False, rb"8BPS\x00[\x01\x02]"),
+    ImageFormat("qoi", "QOI", False, rb"qoif"),
+    ImageFormat("dds", "DDS (DirectDraw surface)", False, rb"DDS \x7c\x00\x00\x00"),
+    # Magic, storage (raw/RLE), bytes per channel, dimensions.
+    ImageFormat("sgi", "SGI", False, rb"\x01\xda[\x00\x01][\x01\x02]\x00[\x01-\x03]"),
+    # Manufacturer, version, RLE encoding, bits per plane.
+    ImageFormat("pcx", "PCX", False, rb"\x0a[\x00\x02-\x05]\x01[\x01\x02\x04\x08]"),
+)
+_SIGNATURES = tuple((f, re.compile(f.signature, re.DOTALL)) for f in _KNOWN_FORMATS)
+
+FORMATS = tuple(f.name for f in _KNOWN_FORMATS if f.classified)
+# Names that claim a classified format: ibnedge.files sends them to the engine unsniffed.
+CLASSIFIED_SUFFIXES = frozenset(s for f in _KNOWN_FORMATS if f.classified for s in f.suffixes)
+UNSUPPORTED_FORMATS = tuple(f.name for f in _KNOWN_FORMATS if not f.classified)
+_TITLES = {f.name: f.title for f in _KNOWN_FORMATS}
+_CLASSIFIED_TITLES = ", ".join(_TITLES[n] for n in FORMATS[:-1]) + " and " + _TITLES[FORMATS[-1]]
 
 
 def sniff(head: bytes) -> Optional[str]:
-    """"jpeg", "png", "bmp", "webp", "gif", "tiff", or None when ``head`` starts no known image."""
+    """The format ``head`` starts (a name from FORMATS or UNSUPPORTED_FORMATS), or None."""
     head = bytes(head[:HEAD_BYTES])
-    if head[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if head[:8] == _PNG:
-        return "png"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    if head[:2] == b"BM" and len(head) >= 18:
-        # "BM" alone is too weak a signature (text files start with it): check the DIB header size.
-        (dib_size,) = struct.unpack("<I", head[14:18])
-        if dib_size in _BMP_HEADER_SIZES:
-            return "bmp"
+    for fmt, signature in _SIGNATURES:
+        if signature.match(head):
+            return fmt.name
+    return None
+
+
+def title(name: str) -> str:
+    """How messages name format ``name`` ("WebP", "JPEG 2000", ...)."""
+    return _TITLES[name]
+
+
+def refusal(head: bytes) -> Optional[Tuple[str, str]]:
+    """(kind, message) when the content starting with ``head`` will not be classified, else None."""
+    fmt = sniff(head)
+    if fmt is None:
+        return ("not_image", "not an image: its first bytes (%s) match no image format; ibnedge classifies %s"
+                % (bytes(head[:8]).hex(), _CLASSIFIED_TITLES))
+    if fmt not in FORMATS:
+        return ("unsupported", "%s image, which ibnedge does not classify (it classifies %s): convert it to "
+                               "PNG or JPEG" % (_TITLES[fmt], _CLASSIFIED_TITLES))
     return None
 
 

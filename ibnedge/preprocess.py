@@ -33,7 +33,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .formats import HEAD_BYTES, PILLOW_MAX_PIXELS, image_size, sniff
+from .formats import HEAD_BYTES, PILLOW_MAX_PIXELS, image_size, refusal, sniff, title
 from .metadata import PreprocessSpec
 
 __all__ = ["ERROR_KINDS", "ItemError", "PreprocessResult", "Preprocessor", "default_threads"]
@@ -235,18 +235,19 @@ class Preprocessor:
 
     def _decode_other(self, data: bytes) -> Tuple[Optional[np.ndarray], Optional[Tuple[str, str]]]:
         """OpenCV decode of a non-JPEG image to HWC uint8 RGB (alpha dropped, 16 bits -> 8).
-        GIF/TIFF files this OpenCV build cannot read go to Pillow when it is installed."""
+        GIF/TIFF files this OpenCV build cannot read go to Pillow when it is installed.
+        Formats outside ibnedge.formats.FORMATS are refused unread."""
+        verdict = refusal(data[:HEAD_BYTES])
+        if verdict is not None:
+            return None, verdict
         fmt = sniff(data[:HEAD_BYTES])
-        if fmt is None:
-            return None, ("not_image", "not an image: unknown signature %s (JPEG, PNG, BMP, WebP, GIF and TIFF "
-                                       "are supported)" % data[:8].hex())
         size = image_size(data[:HEAD_BYTES])
         if size is not None and size[0] * size[1] > self.max_pixels:
             return None, ("too_large", "%s header claims %dx%d = %d pixels, over the cap of %d; raise max_pixels "
-                                       "if the image is genuine" % (fmt.upper(), size[0], size[1],
+                                       "if the image is genuine" % (title(fmt), size[0], size[1],
                                                                     size[0] * size[1], self.max_pixels))
         if size is not None and (size[0] == 0 or size[1] == 0):
-            return None, ("corrupt", "%s header claims an empty %dx%d image" % (fmt.upper(), size[0], size[1]))
+            return None, ("corrupt", "%s header claims an empty %dx%d image" % (title(fmt), size[0], size[1]))
         import cv2
 
         flags = cv2.IMREAD_COLOR
@@ -264,10 +265,10 @@ class Preprocessor:
                 if pixels is not None or refused is not None:
                     return pixels, refused
                 return None, ("unsupported", "%s image that neither OpenCV nor Pillow here can decode (%s); "
-                                             "convert it to PNG or JPEG" % (fmt.upper(), detail))
+                                             "convert it to PNG or JPEG" % (title(fmt), detail))
             if fmt == "png" and b"IEND" not in data[-64:]:
                 return None, ("truncated", "truncated PNG: no IEND chunk at the end; re-fetch the file")
-            return None, ("corrupt", "corrupt %s: %s" % (fmt.upper(), detail))
+            return None, ("corrupt", "corrupt %s: %s" % (title(fmt), detail))
         if bgr.ndim == 2:
             bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
         if bgr.dtype != np.uint8:  # IMREAD_COLOR gives 8 bits; guard against builds that do not

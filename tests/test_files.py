@@ -62,6 +62,18 @@ def test_every_file_once_sorted_with_reasons(tree):
     assert count_input_files([tree]) == len(rows)
 
 
+def test_every_message_starts_with_the_path(tree, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.full((4, 4, 3), 9, np.uint8)).save(str(tree / "scan.ppm"))
+    items = [i for i in iter_input_files([tree, tmp_path / "absent.jpg"]) if i.error is not None]
+    kinds = {os.path.basename(i.path): i.error[0] for i in items}
+    assert kinds == {"notes.txt": "not_image", "scan.ppm": "unsupported", "dangling.jpg": "unreadable",
+                     "empty.dat": "empty", "pipe": "unreadable", "absent.jpg": "unreadable"}
+    for item in items:
+        assert item.error[1].startswith(item.path + ": "), item
+
+
 def test_skip_non_images_only_inside_directories(tree):
     rows = _rows(iter_input_files([tree, tree / "notes.txt"], skip_non_images=True))
     assert ("notes.txt", "not_image") in rows  # named explicitly: still reported, once
@@ -73,7 +85,7 @@ def test_missing_and_duplicate_paths(tree, tmp_path):
     items = list(iter_input_files([tree / "a.jpg", tmp_path / "absent.jpg", tree / "a.jpg", str(tree) + "/./a.jpg"]))
     assert [(os.path.basename(i.path), i.error) for i in items] == [
         ("a.jpg", None),
-        ("absent.jpg", ("unreadable", "no such file or directory")),
+        ("absent.jpg", ("unreadable", "%s: no such file or directory" % (tmp_path / "absent.jpg"))),
     ]
 
 
