@@ -105,6 +105,31 @@ def refusal(head: bytes) -> Optional[Tuple[str, str]]:
     return None
 
 
+def png_default_image(data: bytes) -> bytes:
+    """A PNG with its APNG animation chunks (acTL, fcTL, fdAT) dropped: its default image,
+    the one every PNG decoder shows and Pillow (torchvision's reader) opens. OpenCV's APNG
+    readers disagree with each other and with Pillow: 4.11 draws the first frame wrongly
+    when frames blend over each other, 5.0 reads an animation frame when the default
+    image is not part of the animation and refuses a file whose acTL announces no frames.
+    ``data`` itself when it holds no animation."""
+    data = bytes(data)
+    first_idat = data.find(b"IDAT", len(_PNG))
+    if data.find(b"acTL", len(_PNG), first_idat if first_idat >= 0 else len(data)) < 0:
+        return data  # acTL must come before the first IDAT: not an APNG
+    kept = [data[: len(_PNG)]]
+    pos = len(_PNG)
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        end = pos + 12 + length  # length, type, data, CRC
+        if end > len(data):
+            break  # a cut chunk: left in place for the decoder to report
+        if data[pos + 4 : pos + 8] not in (b"acTL", b"fcTL", b"fdAT"):
+            kept.append(data[pos:end])
+        pos = end
+    kept.append(data[pos:])
+    return b"".join(kept)
+
+
 def image_size(head: bytes) -> Optional[Tuple[int, int]]:
     """(width, height) the header claims, or None when unknown (JPEG: read natively)."""
     head = bytes(head[:HEAD_BYTES])

@@ -33,7 +33,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .formats import HEAD_BYTES, PILLOW_MAX_PIXELS, image_size, refusal, sniff, title
+from .formats import HEAD_BYTES, PILLOW_MAX_PIXELS, image_size, png_default_image, refusal, sniff, title
 from .metadata import PreprocessSpec
 
 __all__ = ["ERROR_KINDS", "ItemError", "PreprocessResult", "Preprocessor", "default_threads"]
@@ -234,9 +234,9 @@ class Preprocessor:
         return "a", arr, None
 
     def _decode_other(self, data: bytes) -> Tuple[Optional[np.ndarray], Optional[Tuple[str, str]]]:
-        """OpenCV decode of a non-JPEG image to HWC uint8 RGB (alpha dropped, 16 bits -> 8).
-        GIF/TIFF files this OpenCV build cannot read go to Pillow when it is installed.
-        Formats outside ibnedge.formats.FORMATS are refused unread."""
+        """OpenCV decode of a non-JPEG image to HWC uint8 RGB (alpha dropped, 16 bits -> 8;
+        an APNG's default image). GIF/TIFF files this OpenCV build cannot read go to Pillow
+        when it is installed. Formats outside ibnedge.formats.FORMATS are refused unread."""
         verdict = refusal(data[:HEAD_BYTES])
         if verdict is not None:
             return None, verdict
@@ -248,6 +248,8 @@ class Preprocessor:
                                                                     size[0] * size[1], self.max_pixels))
         if size is not None and (size[0] == 0 or size[1] == 0):
             return None, ("corrupt", "%s header claims an empty %dx%d image" % (title(fmt), size[0], size[1]))
+        if fmt == "png":
+            data = png_default_image(data)
         import cv2
 
         flags = cv2.IMREAD_COLOR

@@ -1,23 +1,29 @@
 """Formats by content (ibnedge.formats): what ibnedge classifies, what it refuses as
 ``unsupported`` (a known image format it does not classify) or ``not_image``, with the
-same verdict and message through the file walk and the engine. Every file is made here:
-Pillow and OpenCV write the formats, BigTIFF is built by hand.
+same verdict and message through the file walk, the engine and ``ibnedge infer``, and in
+both interpreters (whose OpenCV builds differ: 4.11 under 3.11, 5.x under 3.7).
+Every file is made here: Pillow and OpenCV write the formats, BigTIFF is built by hand.
 """
 from __future__ import annotations
 
 import io
 import struct
+import sys
 import warnings
-from typing import Dict
+import zlib
+from pathlib import Path
+from typing import Dict, List
 
 import numpy as np
 import pytest
 
-from ibnedge.corpus import photo
+from edge_helpers import PY37, PY311, interpreter_or_skip, make_tiny_onnx, run_py
+from ibnedge.corpus import encode_jpeg, photo
 from ibnedge.files import iter_input_files
 from ibnedge.formats import FORMATS, UNSUPPORTED_FORMATS, refusal, sniff, title
 from ibnedge.metadata import PreprocessSpec
 from ibnedge.preprocess import ItemError, Preprocessor
+from ibnedge.results import read_rows
 
 SPEC = PreprocessSpec(resize=40, crop=32, mean=(0.0, 0.0, 0.0), std=(1.0 / 255,) * 3)
 CONVERT = "convert it to PNG or JPEG"
@@ -60,6 +66,36 @@ def bigtiff(rgb: np.ndarray, big_endian: bool = False) -> bytes:
         ifd += struct.pack(order + "HHQ", tag, kind, count) + field.ljust(8, b"\0")
     header = (b"MM" if big_endian else b"II") + struct.pack(order + "HHHQ", 43, 8, 0, 16)
     return header + ifd + struct.pack(order + "Q", 0) + pixels
+
+
+def apng(frames: List[np.ndarray], **options) -> bytes:
+    """Pillow's APNG of ``frames`` (``default_image=True``: the first is not in the animation)."""
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+    return _pillow(images[0], "PNG", save_all=True, append_images=images[1:], duration=40, **options)
+
+
+def _png_with_chunk(png: bytes, kind: bytes, body: bytes) -> bytes:
+    """``png`` with one more chunk right after its IHDR (8-byte signature, 25-byte IHDR)."""
+    chunk = struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return png[:33] + chunk + png[33:]
+
+
+def _apngs() -> Dict[str, bytes]:
+    """APNGs on which OpenCV 4.11 and 5.x disagree with each other or with Pillow."""
+    from PIL import Image
+
+    a, b, c = _rgb(index=0), _rgb(index=1), _rgb(index=2)
+    return {
+        # The default image is not part of the animation: OpenCV 5 reads an animation frame.
+        "hidden_default.png": apng([a, b, c], default_image=True),
+        # Nothing but the default image (acTL announces 0 frames): OpenCV 5 refuses the file.
+        "no_frames.png": _png_with_chunk(_pillow(Image.fromarray(a), "PNG"), b"acTL", struct.pack(">II", 0, 0)),
+        # Frames drawn over the previous ones: OpenCV 4.11 gets the first one wrong.
+        "blended.png": apng([a, b], blend=1),
+        "three_frames.png": apng([a, b, c]),
+    }
 
 
 def _unsupported_images() -> Dict[str, bytes]:
@@ -177,3 +213,68 @@ def test_not_image_names_the_item_and_the_classified_formats(tmp_path):
     res = Preprocessor(spec=SPEC, threads=1).run([i.path for i in items] + [b"plain text"])
     for label, error in zip(labels, res.errors):
         _assert_refused(label, error, "not_image")
+
+
+def test_apng_reads_as_its_default_image(tmp_path):
+    """Every APNG gives its default image (Pillow's, torchvision's frame), whatever OpenCV does with animations."""
+    from PIL import Image
+
+    files = _apngs()
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    res = Preprocessor(spec=SPEC, threads=1).run([str(tmp_path / n) for n in files] + list(files.values()))
+    assert res.errors == [None] * (2 * len(files))
+    for row, data in zip(res.tensor, list(files.values()) * 2):
+        assert b"acTL" in data[:100]
+        with Image.open(io.BytesIO(data)) as img:
+            expected = np.asarray(img.convert("RGB"))
+        assert np.array_equal(row, _tensor_of(expected))
+
+
+def _mixed_directory(root: Path) -> Path:
+    """Every classified format (and BigTIFF, APNGs, animations), unsupported ones, a non-image."""
+    from PIL import Image
+
+    rgb = _rgb(64, 48)
+    img = Image.fromarray(rgb)
+    root.mkdir()
+    files = dict(_apngs())
+    files.update(_unsupported_images())
+    files.update({
+        "photo.jpg": encode_jpeg(rgb), "photo.png": _pillow(img, "PNG"), "photo.bmp": _pillow(img, "BMP"),
+        "photo.gif": _pillow(img, "GIF"), "photo.webp": _pillow(img, "WEBP", lossless=True),
+        "anim.gif": _pillow(img, "GIF", save_all=True, append_images=[img.rotate(90)], duration=40),
+        "anim.webp": _pillow(img, "WEBP", save_all=True, append_images=[img.rotate(90)], duration=40, lossless=True),
+        "photo.tif": _pillow(img, "TIFF"), "big_ii.tif": bigtiff(rgb), "big_mm.tif": bigtiff(rgb, True),
+        "readme.txt": b"not a picture\n",
+    })
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    return root
+
+
+def test_both_interpreters_give_the_same_rows(tmp_path):
+    """``ibnedge infer`` over one mixed directory, in this interpreter and in the other one."""
+    pytest.importorskip("onnxruntime")
+    other = interpreter_or_skip(PY311 if sys.version_info < (3, 9) else PY37, "onnxruntime")
+    photos = _mixed_directory(tmp_path / "mixed")
+    model = make_tiny_onnx(tmp_path / "tiny.onnx", size=32)
+    rows = {}
+    for python in (Path(sys.executable), other):
+        out = tmp_path / ("rows_%s.jsonl" % python.parent.parent.name)
+        proc = run_py(python, ["-m", "ibnedge", "infer", str(photos), "--model", str(model), "--backend", "onnx",
+                               "--output", str(out), "-q"])
+        assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+        rows[python] = read_rows(out)
+    here, there = rows[Path(sys.executable)], rows[other]
+    assert [r["path"] for r in here] == [r["path"] for r in there] == sorted(str(p) for p in photos.iterdir())
+    for a, b in zip(here, there):
+        assert a.get("error") == b.get("error"), (a, b)
+        assert [t["index"] for t in a.get("top", [])] == [t["index"] for t in b.get("top", [])], (a, b)
+        assert [t["prob"] for t in a.get("top", [])] == pytest.approx([t["prob"] for t in b.get("top", [])], abs=2e-6)
+    kinds = {Path(r["path"]).name: r["error"]["kind"] if "error" in r else None for r in here}
+    assert {n for n, k in kinds.items() if k is None} == {
+        "photo.jpg", "photo.png", "photo.bmp", "photo.gif", "photo.webp", "anim.gif", "anim.webp", "photo.tif",
+        "big_ii.tif", "big_mm.tif", "hidden_default.png", "no_frames.png", "blended.png", "three_frames.png"}
+    assert kinds["readme.txt"] == "not_image"
+    assert {k for n, k in kinds.items() if n.startswith("photo.") and k is not None} == {"unsupported"}
