@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import shutil
+import tempfile
+import traceback
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,18 +94,66 @@ def test_missing_and_duplicate_paths(tree, tmp_path):
     ]
 
 
-def test_unlistable_directory_is_a_row(tree):
-    locked = tree / "sub" / "locked"
-    locked.mkdir()
-    (locked / "x.jpg").write_bytes(_jpeg())
-    locked.chmod(0)
+# Who walks the tree when the test runs as root (CI does), which reads mode-000 directories.
+UNPRIVILEGED_UID = 65534  # "nobody"
+
+
+def test_unlistable_directory_is_a_row():
+    # Under /tmp, not tmp_path: pytest's base directory is mode 0700, closed to the other uid.
+    base = Path(tempfile.mkdtemp(prefix="ibnedge-files-"))
+    locked = base / "photos" / "sub" / "locked"
     try:
-        if os.access(str(locked), os.R_OK):
-            pytest.skip("running as a user who can read mode-000 directories")
-        rows = _rows(iter_input_files([tree]))
-        assert ("sub/locked", "unreadable") in rows
+        locked.mkdir(parents=True)
+        (base / "photos" / "a.jpg").write_bytes(_jpeg())
+        (locked / "x.jpg").write_bytes(_jpeg())
+        for d in (base, base / "photos", base / "photos" / "sub"):
+            d.chmod(0o755)
+        locked.chmod(0)
+        rows = _walk_as_unprivileged(base / "photos") if os.geteuid() == 0 else _walk_if_unreadable(base / "photos")
+        assert rows == [["a.jpg", None], ["sub/locked", "unreadable"]]
     finally:
         locked.chmod(0o755)
+        shutil.rmtree(str(base))
+
+
+def _walk_if_unreadable(root: Path):
+    if os.access(str(root / "sub" / "locked"), os.R_OK):
+        pytest.skip("running as a user who can read mode-000 directories")
+    return [list(r) for r in _rows(iter_input_files([root]))]
+
+
+def _walk_as_unprivileged(root: Path):
+    """The walk's rows, from a forked child that gave up root for UNPRIVILEGED_UID. Forked,
+    not exec'd: the other uid need not be able to read the interpreter or the checkout."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_fd)
+            try:
+                os.setgroups([])
+                os.setgid(UNPRIVILEGED_UID)
+                os.setuid(UNPRIVILEGED_UID)
+            except PermissionError as exc:
+                reply = {"skip": "cannot drop root for uid %d: %s" % (UNPRIVILEGED_UID, exc)}
+            else:
+                if os.access(str(root / "sub" / "locked"), os.R_OK):
+                    reply = {"skip": "uid %d can read mode-000 directories" % UNPRIVILEGED_UID}
+                else:
+                    reply = {"rows": _rows(iter_input_files([root]))}
+        except BaseException:
+            reply = {"error": traceback.format_exc()}
+        finally:
+            os.write(write_fd, json.dumps(reply).encode())
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as f:
+        reply = json.loads(f.read().decode())
+    os.waitpid(pid, 0)
+    if "skip" in reply:
+        pytest.skip(reply["skip"])
+    assert "error" not in reply, reply["error"]
+    return reply["rows"]
 
 
 def test_walk_is_lazy(tmp_path):
