@@ -112,7 +112,10 @@ sys.exit(pytest.main(sys.argv[2:]))'
   logs="$PWD/$PYBUILD/sanitizer-logs"
   rm -rf "$logs"; mkdir -p "$logs"
   set +e
-  IBNEDGE_TEST_NO_MINDSPORE=1 LD_PRELOAD="$(gcc -print-file-name=libasan.so)" \
+  # libstdc++ is preloaded too: ASan finds the real __cxa_throw when it starts, and the
+  # interpreter does not link libstdc++, so without it the first C++ throw (a binding's
+  # ValueError, an engine-internal too_large) aborts with "real___cxa_throw != 0".
+  IBNEDGE_TEST_NO_MINDSPORE=1 LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so.6)" \
   ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:exitcode=86:log_path=$logs/asan" \
   UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=87:log_path=$logs/ubsan" \
     "$PYTHON" -c "$runner" "$overlay" tests/test_native_parity.py tests/test_native_bad_inputs.py \
