@@ -249,6 +249,14 @@ Engine::Engine(int threads) {
     if (threads_ > 1) pool_.reset(new ThreadPool(threads_ - 1));
 }
 
+ThreadPool* Engine::pool() {
+    std::lock_guard<std::mutex> lock(pool_mutex_);
+    // Only a forked child ever replaces the pool, and no run of that process can hold the
+    // old one: every run takes it from here.
+    if (pool_ && !pool_->started_in_this_process()) pool_.reset(new ThreadPool(threads_ - 1));
+    return pool_.get();
+}
+
 namespace {
 
 // The shared state of one run(): helpers that start after the batch is over see `next`
@@ -285,7 +293,8 @@ void Engine::run(const std::vector<ImageSource>& items, const TensorSpec& spec, 
     statuses->assign(items.size(), ItemStatus{});
     const Normalization norm(spec);
     const size_t count = items.size();
-    if (!pool_ || count <= 1) {
+    ThreadPool* pool = count > 1 ? this->pool() : nullptr;
+    if (!pool) {
         for (size_t i = 0; i < count; ++i)
             (*statuses)[i] = preprocess_item(items[i], spec, options, norm, out + i * spec.item_floats());
         return;
@@ -299,7 +308,7 @@ void Engine::run(const std::vector<ImageSource>& items, const TensorSpec& spec, 
     batch->statuses = statuses;
     batch->count = count;
     const size_t helpers = std::min(size_t(threads_ - 1), count - 1);
-    for (size_t h = 0; h < helpers; ++h) pool_->submit([batch] { batch->drain(); });
+    for (size_t h = 0; h < helpers; ++h) pool->submit([batch] { batch->drain(); });
     batch->drain();
     std::unique_lock<std::mutex> lock(batch->mutex);
     batch->all_done.wait(lock, [&] { return batch->done == batch->count; });

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -47,12 +48,17 @@ public:
     int threads() const { return threads_; }
 
     // Fills out[i * spec.item_floats() ...] for every item; statuses[i] says how each went.
-    // Safe to call from several threads at once (each call waits for its own items).
+    // Safe to call from several threads at once (each call waits for its own items), and
+    // in a child forked from the process that made the engine.
     void run(const std::vector<ImageSource>& items, const TensorSpec& spec, const DecodeOptions& options, float* out,
              std::vector<ItemStatus>* statuses);
 
 private:
+    // The pool, started again on first use in a forked child (fork copies no workers).
+    ThreadPool* pool();
+
     int threads_;
+    std::mutex pool_mutex_;  // guards pool_ for that restart; held only to read or replace it
     std::unique_ptr<ThreadPool> pool_;  // threads_ - 1 workers; null when single-threaded
 };
 

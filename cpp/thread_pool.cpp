@@ -1,38 +1,66 @@
 #include "thread_pool.h"
 
+#include <unistd.h>
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
+
 namespace ibnedge {
 
-ThreadPool::ThreadPool(int workers) {
-    workers_.reserve(size_t(workers > 0 ? workers : 0));
-    for (int i = 0; i < workers; ++i) workers_.emplace_back([this] { work(); });
+struct ThreadPool::Shared {
+    std::mutex mutex;
+    std::condition_variable wake;
+    std::deque<std::function<void()>> queue;
+    bool stopping = false;
+    std::vector<std::thread> threads;
+};
+
+ThreadPool::ThreadPool(int workers)
+    : workers_(workers > 0 ? workers : 0), owner_(::getpid()), shared_(new Shared) {
+    shared_->threads.reserve(size_t(workers_));
+    Shared* shared = shared_.get();
+    for (int i = 0; i < workers_; ++i) shared_->threads.emplace_back([shared] { work(shared); });
 }
 
 ThreadPool::~ThreadPool() {
-    {
-        std::lock_guard<std::mutex> lock(mutex_);
-        stopping_ = true;
+    if (!started_in_this_process()) {
+        // A forked child's copy: joining would wait forever for threads that are not there,
+        // and the mutex and condition variable may be copies taken mid-use (destroying a
+        // condition variable with waiters blocks too). Leak them; the memory is the
+        // parent's copy-on-write pages.
+        shared_.release();
+        return;
     }
-    wake_.notify_all();
-    for (std::thread& t : workers_) t.join();
+    {
+        std::lock_guard<std::mutex> lock(shared_->mutex);
+        shared_->stopping = true;
+    }
+    shared_->wake.notify_all();
+    for (std::thread& t : shared_->threads) t.join();
 }
+
+bool ThreadPool::started_in_this_process() const { return ::getpid() == owner_; }
 
 void ThreadPool::submit(std::function<void()> task) {
     {
-        std::lock_guard<std::mutex> lock(mutex_);
-        queue_.push_back(std::move(task));
+        std::lock_guard<std::mutex> lock(shared_->mutex);
+        shared_->queue.push_back(std::move(task));
     }
-    wake_.notify_one();
+    shared_->wake.notify_one();
 }
 
-void ThreadPool::work() {
+void ThreadPool::work(Shared* shared) {
     for (;;) {
         std::function<void()> task;
         {
-            std::unique_lock<std::mutex> lock(mutex_);
-            wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-            if (queue_.empty()) return;  // stopping, nothing left
-            task = std::move(queue_.front());
-            queue_.pop_front();
+            std::unique_lock<std::mutex> lock(shared->mutex);
+            shared->wake.wait(lock, [shared] { return shared->stopping || !shared->queue.empty(); });
+            if (shared->queue.empty()) return;  // stopping, nothing left
+            task = std::move(shared->queue.front());
+            shared->queue.pop_front();
         }
         task();
     }

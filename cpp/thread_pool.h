@@ -1,33 +1,35 @@
 // A fixed set of worker threads fed from one queue; the engine's only long-lived state.
 #pragma once
 
-#include <condition_variable>
-#include <deque>
+#include <sys/types.h>
+
 #include <functional>
-#include <mutex>
-#include <thread>
-#include <vector>
+#include <memory>
 
 namespace ibnedge {
 
 class ThreadPool {
 public:
     explicit ThreadPool(int workers);
-    ~ThreadPool();  // finishes queued tasks, then joins
+    // In the process that started the workers: finishes queued tasks, then joins them. In a
+    // child forked after that, the workers do not exist: their state is abandoned untouched.
+    ~ThreadPool();
     ThreadPool(const ThreadPool&) = delete;
     ThreadPool& operator=(const ThreadPool&) = delete;
 
     void submit(std::function<void()> task);
-    int size() const { return int(workers_.size()); }
+    int size() const { return workers_; }
+    // False in a child forked after the pool started: fork() copies only the calling thread,
+    // so nothing would ever run what this pool is given there.
+    bool started_in_this_process() const;
 
 private:
-    void work();
+    struct Shared;  // the queue and the workers' std::threads, shared with the workers
+    static void work(Shared* shared);
 
-    std::mutex mutex_;
-    std::condition_variable wake_;
-    std::deque<std::function<void()>> queue_;
-    bool stopping_ = false;
-    std::vector<std::thread> workers_;
+    int workers_;
+    pid_t owner_;  // the process that started the workers
+    std::unique_ptr<Shared> shared_;
 };
 
 }  // namespace ibnedge

@@ -108,7 +108,10 @@ class Preprocessor:
         self.allow_truncated = bool(allow_truncated)
         self._engine = _native.Engine(self.threads)
         self._lock = threading.Lock()
-        self._decode_pool = None  # thread pool for OpenCV decodes of non-JPEG items, made on first use
+        # Thread pool for OpenCV decodes of non-JPEG items, made on first use, and the process
+        # that made it: a child forked later has none of its threads and makes its own.
+        self._decode_pool = None  # type: Optional[Any]
+        self._decode_pool_pid = 0
 
     @property
     def output_shape(self) -> Tuple[int, int, int]:
@@ -182,11 +185,14 @@ class Preprocessor:
         if len(args) < 2 or self.threads < 2:
             return [fn(a) for a in args]
         with self._lock:
-            if self._decode_pool is None:
+            if self._decode_pool is None or self._decode_pool_pid != os.getpid():
                 from concurrent.futures import ThreadPoolExecutor
 
+                # A parent's pool is dropped, not shut down: its threads are not in this process.
                 self._decode_pool = ThreadPoolExecutor(max_workers=self.threads)
-        return list(self._decode_pool.map(fn, args))
+                self._decode_pool_pid = os.getpid()
+            pool = self._decode_pool
+        return list(pool.map(fn, args))
 
     def _prepare(self, item: Any) -> Tuple[str, Any, Optional[Tuple[str, str]]]:
         """(type letter, payload, error or None) of one item; letter "decode": non-JPEG bytes."""

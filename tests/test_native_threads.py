@@ -1,8 +1,15 @@
-"""The native thread pool changes nothing but speed, and one engine serves many Python threads."""
+"""The native thread pool changes nothing but speed, one engine serves many Python threads,
+and a forked child can use (and drop) its parent's Preprocessor."""
 from __future__ import annotations
 
+import os
+import pickle
+import select
+import signal
 import threading
 import time
+import warnings
+from typing import Any, Callable, Dict
 
 import numpy as np
 import pytest
@@ -107,3 +114,102 @@ def test_run_releases_the_gil(phone_files):
     assert span["native"] > 0.1, "batch too quick to tell (%.3f s)" % span["native"]
     assert longest < 0.5 * span["native"], (
         "main thread stalled %.3f s during a %.3f s run: the GIL is held" % (longest, span["native"]))
+
+
+# --------------------------------------------------------------------------- fork
+
+
+def _thread_count() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def _in_forked_child(work: Callable[[], Dict[str, Any]], timeout: float = 60.0) -> Dict[str, Any]:
+    """work() in a child made by a real os.fork(); returns its (small, picklable) result.
+
+    Fails when the child raises, dies or is still running after ``timeout`` seconds (it is
+    then killed, so a hang fails the test instead of blocking the suite)."""
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns about forking a threaded process: that is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: whatever happens, it never returns into pytest
+        code = 1
+        try:
+            os.close(read_end)
+            try:
+                payload = pickle.dumps(("ok", work()))
+                code = 0
+            except BaseException as exc:  # reported to the parent, which fails the test
+                payload = pickle.dumps(("raised", repr(exc)))
+            os.write(write_end, payload)
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    deadline = time.monotonic() + timeout
+    data = b""
+    status = None
+    try:
+        while status is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail("the forked child hung: still running after %.0f s (got %r so far)" % (timeout, data[:200]))
+            ready, _, _ = select.select([read_end], [], [], min(left, 0.2))
+            if ready:
+                data += os.read(read_end, 1 << 16)
+            done, raw = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = raw
+        while True:  # whatever the child wrote before exiting
+            chunk = os.read(read_end, 1 << 16)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(read_end)
+    if os.WIFSIGNALED(status):
+        pytest.fail("the forked child died of signal %d" % os.WTERMSIG(status))
+    outcome, value = pickle.loads(data) if data else ("no result", None)
+    assert outcome == "ok" and os.WEXITSTATUS(status) == 0, (outcome, value, status)
+    return value
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not os.path.isdir("/proc/self/task"),
+                    reason="needs os.fork and Linux /proc to count threads")
+def test_forked_child_uses_and_deletes_the_parents_preprocessor(imagenet_files, bad_cases):
+    """A data-loader worker forked after the parent has run batches: it preprocesses exactly
+    what the parent gets, on thread pools started again in the child (native and OpenCV
+    decode), and dropping the Preprocessor there returns at once. The parent is unaffected."""
+    threads = 3
+    jpegs = list(imagenet_files[:6])
+    pngs = [bad_cases["png_rgb"].path.read_bytes(), bad_cases["png_palette"].path.read_bytes()] * 2
+    pre = Preprocessor(spec=pixel_spec("pil"), threads=threads)
+    want_jpegs = pre.run(jpegs)  # starts the native pool
+    want_pngs = pre.run(pngs)  # starts the OpenCV decode pool
+    assert want_jpegs.errors == [None] * len(jpegs) and want_pngs.errors == [None] * len(pngs)
+    holder = [pre]
+    del pre
+
+    def child() -> Dict[str, Any]:
+        alone = _thread_count()  # fork copies only the calling thread
+        got_jpegs = holder[0].run(jpegs)
+        native_threads = _thread_count()
+        got_pngs = holder[0].run(pngs)
+        started = time.monotonic()
+        holder.clear()  # the last reference: the native engine and both pools go
+        return {
+            "alone": alone, "native_threads": native_threads,
+            "jpegs_same": got_jpegs.errors == want_jpegs.errors and np.array_equal(got_jpegs.tensor, want_jpegs.tensor),
+            "pngs_same": got_pngs.errors == want_pngs.errors and np.array_equal(got_pngs.tensor, want_pngs.tensor),
+            "delete_s": time.monotonic() - started,
+        }
+
+    got = _in_forked_child(child)
+    assert got["jpegs_same"] and got["pngs_same"], got
+    assert got["alone"] == 1, got
+    # The native pool started again: the calling thread plus threads - 1 workers.
+    assert got["native_threads"] >= threads, got
+    assert got["delete_s"] < 5.0, got
+    again = holder[0].run(jpegs)
+    assert again.errors == want_jpegs.errors and np.array_equal(again.tensor, want_jpegs.tensor)
