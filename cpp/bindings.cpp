@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdint>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -15,36 +16,51 @@ namespace py = pybind11;
 
 namespace {
 
-// A read-only view of a Python buffer, released (with the GIL held) when it goes.
-struct BufferLease {
-    Py_buffer view{};
-    bool held = false;
-    BufferLease() = default;
+// An export of a Python buffer (PyObject_GetBuffer). While it is held the exporter stays
+// alive and its memory in place, even when another thread drops every other reference to
+// it while the batch runs with the GIL released. Released (with the GIL held) when it goes.
+class BufferLease {
+public:
+    BufferLease(const py::handle& obj, int flags) {
+        if (PyObject_GetBuffer(obj.ptr(), &view_, flags) != 0) throw py::error_already_set();
+    }
+    ~BufferLease() { PyBuffer_Release(&view_); }
     BufferLease(const BufferLease&) = delete;
     BufferLease& operator=(const BufferLease&) = delete;
-    ~BufferLease() {
-        if (held) PyBuffer_Release(&view);
-    }
+    const Py_buffer& view() const { return view_; }
+
+private:
+    Py_buffer view_{};
 };
+
+using Leases = std::vector<std::unique_ptr<BufferLease>>;
+
+// Exports `obj`'s buffer for as long as `leases` lives.
+const Py_buffer& lease(const py::handle& obj, int flags, Leases* leases) {
+    std::unique_ptr<BufferLease> held(new BufferLease(obj, flags));
+    leases->push_back(std::move(held));
+    return leases->back()->view();
+}
 
 std::string item_label(size_t i) { return "item " + std::to_string(i); }
 
-ibnedge::PixelView pixel_view(const py::handle& obj, size_t i) {
-    if (!py::isinstance<py::array>(obj)) throw std::invalid_argument(item_label(i) + ": expected a numpy array");
-    py::array arr = py::reinterpret_borrow<py::array>(obj);
-    if (!arr.dtype().is(py::dtype::of<uint8_t>()) || arr.ndim() != 3 || arr.shape(2) < 3 || arr.shape(2) > 4)
-        throw std::invalid_argument(item_label(i) + ": pixel arrays must be (H, W, 3) or (H, W, 4) uint8");
-    if (arr.shape(0) > (1 << 30) || arr.shape(1) > (1 << 30))
+ibnedge::PixelView pixel_view(const py::handle& obj, size_t i, Leases* leases) {
+    const std::string layout = ": pixel arrays must be numpy (H, W, 3) or (H, W, 4) uint8 arrays";
+    // The dtype by equivalence (numpy's ==), not identity: uint8 carrying metadata is uint8.
+    if (!py::array_t<uint8_t>::check_(obj)) throw std::invalid_argument(item_label(i) + layout);
+    const Py_buffer& b = lease(obj, PyBUF_STRIDED_RO, leases);
+    if (b.ndim != 3 || b.shape[2] < 3 || b.shape[2] > 4) throw std::invalid_argument(item_label(i) + layout);
+    if (b.shape[0] > (1 << 30) || b.shape[1] > (1 << 30))
         throw std::invalid_argument(item_label(i) + ": pixel array too large");
-    if (arr.strides(2) != 1)
+    if (b.strides[2] != 1)
         throw std::invalid_argument(item_label(i) + ": pixel array channels must be adjacent bytes");
     ibnedge::PixelView v;
-    v.data = static_cast<const uint8_t*>(arr.data());
-    v.height = int(arr.shape(0));
-    v.width = int(arr.shape(1));
-    v.channels = int(arr.shape(2));
-    v.row_stride = arr.strides(0);
-    v.pixel_stride = arr.strides(1);
+    v.data = static_cast<const uint8_t*>(b.buf);
+    v.height = int(b.shape[0]);
+    v.width = int(b.shape[1]);
+    v.channels = int(b.shape[2]);
+    v.row_stride = b.strides[0];
+    v.pixel_stride = b.strides[1];
     return v;
 }
 
@@ -83,27 +99,23 @@ public:
 
         const size_t n = items.size();
         if (types.size() != n) throw std::invalid_argument("types must hold one letter per item");
-        check_out(out, n, spec);
 
+        Leases leases;  // every buffer the batch reads or writes, held until the end
+        float* dst = out_buffer(out, n, spec, &leases);
         std::vector<ibnedge::ImageSource> sources(n);
-        std::vector<std::unique_ptr<BufferLease>> leases;
         for (size_t i = 0; i < n; ++i) {
             const py::handle obj = items[i];
             switch (types[i]) {
                 case 'b': {
-                    std::unique_ptr<BufferLease> lease(new BufferLease);
-                    if (PyObject_GetBuffer(obj.ptr(), &lease->view, PyBUF_SIMPLE) != 0) throw py::error_already_set();
-                    lease->held = true;
-                    sources[i] = ibnedge::ImageSource::encoded(static_cast<const uint8_t*>(lease->view.buf),
-                                                               size_t(lease->view.len));
-                    leases.push_back(std::move(lease));
+                    const Py_buffer& b = lease(obj, PyBUF_SIMPLE, &leases);
+                    sources[i] = ibnedge::ImageSource::encoded(static_cast<const uint8_t*>(b.buf), size_t(b.len));
                     break;
                 }
                 case 'p':
                     sources[i] = ibnedge::ImageSource::file(path_bytes(obj, i));
                     break;
                 case 'a':
-                    sources[i] = ibnedge::ImageSource::decoded(pixel_view(obj, i));
+                    sources[i] = ibnedge::ImageSource::decoded(pixel_view(obj, i, &leases));
                     break;
                 case 'n':
                     break;  // ImageSource::Type::kNone
@@ -113,7 +125,6 @@ public:
             }
         }
 
-        float* dst = static_cast<float*>(py::array(out).mutable_data());
         std::vector<ibnedge::ItemStatus> statuses;
         {
             py::gil_scoped_release release;
@@ -131,14 +142,19 @@ public:
     }
 
 private:
-    static void check_out(const py::array& out, size_t n, const ibnedge::TensorSpec& spec) {
-        const bool ok = out.dtype().is(py::dtype::of<float>()) && out.ndim() == 4 && size_t(out.shape(0)) == n &&
+    // Where the batch writes: `out` checked (the dtype by equivalence, as for pixel arrays)
+    // and exported for the whole run.
+    static float* out_buffer(const py::array& out, size_t n, const ibnedge::TensorSpec& spec, Leases* leases) {
+        const bool ok = py::array_t<float>::check_(out) && out.ndim() == 4 && size_t(out.shape(0)) == n &&
                         out.shape(1) == 3 && out.shape(2) == spec.crop_height && out.shape(3) == spec.crop_width &&
                         (out.flags() & py::array::c_style) && out.writeable();
-        if (!ok)
-            throw std::invalid_argument("out must be a writeable C-contiguous float32 array of shape (" +
-                                        std::to_string(n) + ", 3, " + std::to_string(spec.crop_height) + ", " +
-                                        std::to_string(spec.crop_width) + ")");
+        if (ok) {
+            const Py_buffer& b = lease(out, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, leases);
+            if (reinterpret_cast<uintptr_t>(b.buf) % alignof(float) == 0) return static_cast<float*>(b.buf);
+        }
+        throw std::invalid_argument("out must be a writeable, aligned, C-contiguous float32 array of shape (" +
+                                    std::to_string(n) + ", 3, " + std::to_string(spec.crop_height) + ", " +
+                                    std::to_string(spec.crop_width) + ")");
     }
 
     ibnedge::Engine engine_;

@@ -130,11 +130,14 @@ class Preprocessor:
             out = np.empty(shape, dtype=np.float32)
         elif not isinstance(out, np.ndarray):
             raise TypeError("out must be a numpy array, got %s" % type(out).__name__)
-        elif out.shape != shape or out.dtype != np.float32 or not out.flags["C_CONTIGUOUS"] or not out.flags["WRITEABLE"]:
+        elif (out.shape != shape or out.dtype != np.float32 or not out.flags["C_CONTIGUOUS"]
+              or not out.flags["WRITEABLE"] or not out.flags["ALIGNED"]):
+            flaws = [name for name, flag in (("not contiguous", "C_CONTIGUOUS"), ("read-only", "WRITEABLE"),
+                                              ("not aligned", "ALIGNED")) if not out.flags[flag]]
             raise ValueError(
-                "out must be a writeable C-contiguous float32 array of shape %r, got %s %r%s; "
+                "out must be a writeable, aligned, C-contiguous float32 array of shape %r, got %s %r%s; "
                 "allocate it with numpy.empty(%r, numpy.float32)"
-                % (shape, out.dtype, out.shape, "" if out.flags["C_CONTIGUOUS"] else " (not contiguous)", shape)
+                % (shape, out.dtype, out.shape, " (%s)" % ", ".join(flaws) if flaws else "", shape)
             )
         native_items = [None] * n  # type: List[Any]
         types = ["n"] * n

@@ -196,17 +196,49 @@ def test_out_buffer_is_filled_and_returned(semantics, imagenet_files):
     assert np.array_equal(fresh.tensor, out)
 
 
+def _unaligned_out(shape) -> np.ndarray:
+    """A C-contiguous, writeable float32 array one byte off float alignment."""
+    count = int(np.prod(shape))
+    out = np.frombuffer(bytearray(4 * count + 1), np.float32, count=count, offset=1).reshape(shape)
+    assert out.flags["C_CONTIGUOUS"] and out.flags["WRITEABLE"] and not out.flags["ALIGNED"]
+    return out
+
+
 @pytest.mark.parametrize(
     "bad_out",
     [np.zeros((2, 3, 224, 224), np.float32),  # wrong batch size
      np.zeros((3, 3, 224, 224), np.float64),  # wrong dtype
+     np.zeros((3, 3, 224, 224), np.dtype(">f4")),  # float32, but not in this machine's byte order
      np.zeros((3, 224, 224, 3), np.float32),  # HWC, not CHW
-     np.zeros((3, 3, 224, 448), np.float32)[..., ::2]],  # not contiguous
-    ids=["batch", "dtype", "layout", "strided"])
+     np.zeros((3, 3, 224, 448), np.float32)[..., ::2],  # not contiguous
+     _unaligned_out((3, 3, 224, 224))],
+    ids=["batch", "dtype", "byteorder", "layout", "strided", "unaligned"])
 def test_out_buffer_of_wrong_shape_or_type_is_refused(bad_out, imagenet_files):
     pre = Preprocessor(spec=pixel_spec("pil"), threads=1)
     with pytest.raises((ValueError, TypeError)):
         pre.run(imagenet_files[:3], out=bad_out)
+
+
+def test_native_layer_refuses_an_unaligned_out_itself(imagenet_files):
+    """The binding checks ``out`` too (it writes floats there with the GIL released), not
+    only Preprocessor.run."""
+    pre = Preprocessor(spec=pixel_spec("pil"), threads=1)
+    with pytest.raises(ValueError, match="aligned"):
+        pre._native_run([str(imagenet_files[0])], "p", _unaligned_out((1, 3, 224, 224)))
+
+
+def test_dtypes_are_compared_by_equality_not_identity(imagenet_files):
+    """A uint8 array (and a float32 ``out``) whose dtype carries metadata is still uint8
+    (float32): accepted like the plain one, and the rest of the batch is unaffected."""
+    decoded = np.asarray(pillow_open(imagenet_files[2]).convert("RGB"))
+    tagged = decoded.astype(np.dtype(np.uint8, metadata={"source": "camera"}))
+    assert tagged.dtype == np.uint8 and tagged.dtype is not np.dtype(np.uint8)
+    pre = Preprocessor(spec=pixel_spec("mindspore"), threads=2)
+    out = np.zeros((3, 3, 224, 224), np.dtype(np.float32, metadata={"layout": "NCHW"}))
+    res = pre.run([decoded, tagged, imagenet_files[3]], out=out)
+    assert res.errors == [None] * 3
+    assert np.array_equal(out[1], out[0]) and out[2].any()
+    assert np.array_equal(out, pre.run([decoded, decoded, imagenet_files[3]]).tensor)
 
 
 def test_normalisation_uses_mean_and_std(imagenet_files):

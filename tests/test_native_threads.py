@@ -1,11 +1,15 @@
 """The native thread pool changes nothing but speed, one engine serves many Python threads,
-and a forked child can use (and drop) its parent's Preprocessor."""
+a forked child can use (and drop) its parent's Preprocessor, and the buffers of a batch
+stay alive while it runs with the GIL released."""
 from __future__ import annotations
 
 import os
 import pickle
 import select
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import warnings
@@ -14,6 +18,7 @@ from typing import Any, Callable, Dict
 import numpy as np
 import pytest
 from conftest import pixel_spec
+from edge_helpers import subprocess_env
 
 from ibnedge.metadata import PreprocessSpec
 from ibnedge.preprocess import Preprocessor
@@ -213,3 +218,53 @@ def test_forked_child_uses_and_deletes_the_parents_preprocessor(imagenet_files, 
     assert got["delete_s"] < 5.0, got
     again = holder[0].run(jpegs)
     assert again.errors == want_jpegs.errors and np.array_equal(again.tensor, want_jpegs.tensor)
+
+
+# --------------------------------------------------------------------------- buffers while the GIL is released
+
+
+# Run in a subprocess: on an engine that keeps only raw pointers it crashes. The arrays are
+# big (glibc then returns freed ones to the OS at once, so a read after free faults instead
+# of reading stale memory) and many, the engine single-threaded, so the batch is still
+# running long after the other thread has dropped the list.
+_DROP_WHILE_RUNNING = textwrap.dedent("""
+    import sys, threading, time
+    import numpy as np
+    from ibnedge.metadata import PreprocessSpec
+    from ibnedge.preprocess import Preprocessor
+
+    pre = Preprocessor(spec=PreprocessSpec(semantics="pil"), threads=1)
+    rng = np.random.RandomState(0)
+    bases = [rng.randint(0, 256, (1200, 1200, 3)).astype(np.uint8) for _ in range(3)]
+    n = 24
+    expected = pre.run([bases[i % 3] for i in range(n)]).tensor
+    for attempt in range(3):
+        items = [bases[i % 3].copy() for i in range(n)]  # the list holds the only references
+        out = np.empty_like(expected)
+        go = threading.Event()
+
+        def drop():
+            go.wait()
+            time.sleep(0.02)  # run() is in flight, the GIL released
+            items.clear()
+
+        dropper = threading.Thread(target=drop)
+        dropper.start()
+        go.set()
+        errors = pre._native_run(items, "a" * n, out)
+        dropper.join()
+        if items:
+            sys.exit("the list was not dropped during the run (attempt %d)" % attempt)
+        if errors != [None] * n or not np.array_equal(out, expected):
+            sys.exit("attempt %d: the batch changed when its arrays were dropped: %r" % (attempt, errors[:3]))
+    print("ok")
+""")
+
+
+def test_arrays_dropped_by_another_thread_during_run_stay_alive():
+    """A second Python thread drops the last references to a batch's arrays while run()
+    works on them with the GIL released: the engine's buffer exports keep them alive."""
+    done = subprocess.run([sys.executable, "-c", _DROP_WHILE_RUNNING], capture_output=True, text=True,
+                          timeout=300, env=subprocess_env({"MALLOC_MMAP_THRESHOLD_": "131072"}))
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (
+        "exit status %d (negative: killed by that signal)\n%s" % (done.returncode, done.stderr[-2000:]))
