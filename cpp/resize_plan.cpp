@@ -18,9 +18,10 @@ int round_half_even_origin(int size, int crop) {
     return half;
 }
 
-// MindSpore CenterCrop: (size - crop) / 2 in integers; zero padding the same way when larger.
+// MindSpore CenterCrop (center_crop_op.cc): (size - crop) / 2 in integers; a larger crop is
+// zero padded first with pad / 2 + pad % 2 before the image (the larger half when odd).
 int floor_origin(int size, int crop) {
-    if (crop > size) return -((crop - size) / 2);
+    if (crop > size) return -((crop - size + 1) / 2);
     return (size - crop) / 2;
 }
 

@@ -21,9 +21,10 @@ struct ResizeGeometry {
 };
 
 // Resized size and crop offsets of a width x height image under `spec.semantics`:
-//   pil/fast: short -> resize, long -> int(resize * long / short); offsets round-half-even
-//             (torchvision Resize + CenterCrop).
-//   mindspore: long -> floor(float32(long) / short * resize); offsets floor((size - crop) / 2).
+//   pil/fast: short -> resize, long -> int(resize * long / short); offsets round-half-even,
+//             a larger crop padded with the smaller half first (torchvision Resize + CenterCrop).
+//   mindspore: long -> floor(float32(long) / short * resize); offsets floor((size - crop) / 2),
+//             a larger crop padded with the larger half first (pad // 2 + pad % 2).
 ResizeGeometry resize_geometry(Semantics semantics, int width, int height, const TensorSpec& spec);
 
 enum class FilterKind {

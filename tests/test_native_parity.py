@@ -130,6 +130,33 @@ def test_other_resize_and_crop_sizes(semantics, resize, crop, imagenet_files):
         assert max_abs_diff(got, reference(semantics, item, resize, crop)) <= 1
 
 
+# (width, height, resize, crop (h, w)) where the crop is larger than the resized image on
+# one or both axes, by odd and even amounts: MindSpore pads the top/left with the larger
+# half (pad // 2 + pad % 2), torchvision with the smaller one.
+PADDED_CROPS = [
+    (400, 300, 201, (224, 224)),  # 268x201: 23 rows of padding, the crop inside horizontally
+    (300, 400, 201, (224, 224)),  # 201x268: 23 columns
+    (300, 300, 201, (224, 224)),  # 201x201: 23 on both axes
+    (300, 300, 200, (224, 224)),  # 200x200: 24 on both axes
+    (300, 300, 223, (224, 224)),  # one pixel on both axes
+    (451, 301, 199, (226, 301)),  # 298x199: 27 rows, 3 columns
+    (500, 250, 100, (129, 210)),  # 200x100: 29 rows, 10 columns
+    (250, 500, 100, (210, 129)),  # 100x200: 10 rows, 29 columns
+]
+
+
+@pytest.mark.parametrize("semantics", EXACT_MODES)
+@pytest.mark.parametrize("width,height,resize,crop", PADDED_CROPS, ids=lambda v: str(v).replace(" ", ""))
+def test_crop_larger_than_the_resized_image_pads_like_the_reference(semantics, width, height, resize, crop):
+    pixels = corpus.photo(width, height, index=(width + resize) % 7)
+    items = [pixels, corpus.encode_jpeg(pixels, quality=90)]
+    rows, errors = run_pixels(items, semantics, resize=resize, crop=crop)
+    assert errors == [None, None]
+    for item, got in zip(items, rows):
+        assert got.shape == crop + (3,)
+        assert max_abs_diff(got, reference(semantics, item, resize, crop)) <= 1
+
+
 @pytest.mark.parametrize("semantics", EXACT_MODES)
 def test_items_as_paths_bytes_and_arrays_agree(semantics, imagenet_files):
     path = imagenet_files[1]
