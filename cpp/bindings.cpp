@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine.h"
+#include "resize_plan.h"
 
 namespace py = pybind11;
 
@@ -50,8 +51,9 @@ ibnedge::PixelView pixel_view(const py::handle& obj, size_t i, Leases* leases) {
     if (!py::array_t<uint8_t>::check_(obj)) throw std::invalid_argument(item_label(i) + layout);
     const Py_buffer& b = lease(obj, PyBUF_STRIDED_RO, leases);
     if (b.ndim != 3 || b.shape[2] < 3 || b.shape[2] > 4) throw std::invalid_argument(item_label(i) + layout);
-    if (b.shape[0] > (1 << 30) || b.shape[1] > (1 << 30))
-        throw std::invalid_argument(item_label(i) + ": pixel array too large");
+    if (b.shape[0] > ibnedge::kMaxImageSide || b.shape[1] > ibnedge::kMaxImageSide)
+        throw std::invalid_argument(item_label(i) + ": pixel array sides over " +
+                                    std::to_string(ibnedge::kMaxImageSide) + " are not supported");
     if (b.strides[2] != 1)
         throw std::invalid_argument(item_label(i) + ": pixel array channels must be adjacent bytes");
     ibnedge::PixelView v;
@@ -165,6 +167,7 @@ private:
 PYBIND11_MODULE(_native, m) {
     m.doc() = "ibnedge native engine: JPEG bytes/files and pixel arrays -> normalised float32 CHW batches";
     m.attr("__version__") = IBNEDGE_VERSION;
+    m.attr("MAX_IMAGE_SIDE") = ibnedge::kMaxImageSide;
 
     py::class_<PyEngine>(m, "Engine", "A persistent thread pool that preprocesses batches.")
         .def(py::init<int>(), py::arg("threads") = 0,

@@ -233,6 +233,8 @@ ItemStatus preprocess_item(const ImageSource& item, const TensorSpec& spec, cons
     ItemStatus status;
     try {
         status = process(item, spec, options, norm, out);
+    } catch (const ResizeTooLarge& e) {
+        status = ItemStatus::error(ErrorKind::kTooLarge, e.what());
     } catch (const std::bad_alloc&) {
         status = ItemStatus::error(ErrorKind::kTooLarge, "out of memory while preprocessing the image");
     } catch (const std::exception& e) {

@@ -4,6 +4,7 @@
 #include <climits>
 #include <cmath>
 #include <stdexcept>
+#include <string>
 
 namespace ibnedge {
 namespace {
@@ -23,6 +24,25 @@ int round_half_even_origin(int size, int crop) {
 int floor_origin(int size, int crop) {
     if (crop > size) return -((crop - size + 1) / 2);
     return (size - crop) / 2;
+}
+
+std::string size_text(int64_t width, int64_t height) { return std::to_string(width) + "x" + std::to_string(height); }
+
+// The long side after resizing the short one to `target`, in int64 (it can pass INT_MAX):
+//   torchvision: int(target * long / short), Python's correctly rounded true division (both
+//                operands are exact doubles, below 2**53);
+//   MindSpore (resize_op.cc): floor(float(long) / short * target) in float32.
+int64_t resized_long_side(Semantics semantics, int short_side, int long_side, int target) {
+    if (semantics == Semantics::kMindSpore)
+        return int64_t(std::floor(float(long_side) / float(short_side) * float(target)));
+    return int64_t(double(int64_t(target) * long_side) / double(short_side));
+}
+
+void check_shrink(const char* axis, int in_size, int out_size) {
+    if (int64_t(in_size) <= int64_t(out_size) * kMaxAntialiasShrink) return;
+    throw ResizeTooLarge("shrinking " + std::to_string(in_size) + " " + axis + " to " + std::to_string(out_size) +
+                         " is over the antialiasing filter's limit of " + std::to_string(kMaxAntialiasShrink) +
+                         " source pixels per output pixel; raise resize or shrink the image first");
 }
 
 int round_up4(int n) { return (n + 3) & ~3; }
@@ -182,27 +202,24 @@ FilterKind filter_for(Semantics semantics) {
 
 ResizeGeometry resize_geometry(Semantics semantics, int width, int height, const TensorSpec& spec) {
     if (width < 1 || height < 1) throw std::invalid_argument("image size must be positive");
+    if (width > kMaxImageSide || height > kMaxImageSide)
+        throw ResizeTooLarge("a " + size_text(width, height) + " image: sides over " + std::to_string(kMaxImageSide) +
+                             " pixels are not supported; crop or shrink it first");
     const int target = spec.resize;
+    // Both libraries keep the width as the short side of a square.
+    const bool portrait = width <= height;
+    const int short_side = portrait ? width : height, long_side = portrait ? height : width;
+    const int64_t resized_long = resized_long_side(semantics, short_side, long_side, target);
+    const int64_t resized_width = portrait ? target : resized_long;
+    const int64_t resized_height = portrait ? resized_long : target;
+    if (resized_long > kMaxImageSide)
+        throw ResizeTooLarge("resizing " + size_text(width, height) + " to a short side of " + std::to_string(target) +
+                             " gives " + size_text(resized_width, resized_height) + ", over the limit of " +
+                             std::to_string(kMaxImageSide) +
+                             " pixels per side; lower resize or crop the image to a less extreme aspect ratio");
     ResizeGeometry g;
-    if (semantics == Semantics::kMindSpore) {
-        // mindspore/ccsrc/minddata/dataset/kernels/image/resize_op.cc, in float32.
-        if (height < width) {
-            g.resized_height = target;
-            g.resized_width = int(std::floor(float(width) / float(height) * float(target)));
-        } else {
-            g.resized_width = target;
-            g.resized_height = int(std::floor(float(height) / float(width) * float(target)));
-        }
-    } else {
-        // torchvision: int(size * long / short) with Python's correctly rounded true division.
-        if (width <= height) {
-            g.resized_width = target;
-            g.resized_height = int(double(int64_t(target) * height) / double(width));
-        } else {
-            g.resized_height = target;
-            g.resized_width = int(double(int64_t(target) * width) / double(height));
-        }
-    }
+    g.resized_width = int(resized_width);
+    g.resized_height = int(resized_height);
     g.crop_width = spec.crop_width;
     g.crop_height = spec.crop_height;
     if (semantics == Semantics::kMindSpore) {
@@ -222,6 +239,8 @@ ResizePlan make_resize_plan(FilterKind kind, int source_width, int source_height
     plan.source_width = source_width;
     plan.source_height = source_height;
     if (kind == FilterKind::kAntialiasBilinear) {
+        check_shrink("columns", source_width, g.resized_width);
+        check_shrink("rows", source_height, g.resized_height);
         plan.horizontal = antialias_axis(source_width, g.resized_width, g.crop_left, g.crop_width);
         plan.vertical = antialias_axis(source_height, g.resized_height, g.crop_top, g.crop_height);
     } else {

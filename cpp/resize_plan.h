@@ -4,11 +4,28 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
 #include <vector>
 
 #include "preprocess_types.h"
 
 namespace ibnedge {
+
+// The largest side of a source or resized image: the tables index both with int, and 2**30
+// leaves room for the crop offsets around them. A JPEG (65535 at most) resized to 16384 stays
+// under it; only pixel arrays can go over.
+constexpr int kMaxImageSide = 1 << 30;
+// The largest shrink (source pixels per output pixel on one axis) of the antialiasing filter,
+// whose taps per output span twice that: above the largest JPEG side at resize 1, so only
+// pixel arrays can go over.
+constexpr int kMaxAntialiasShrink = 1 << 16;
+
+// A resize the tables cannot represent; what() names the sizes and what to change. The
+// engine reports it as ErrorKind::kTooLarge.
+class ResizeTooLarge : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
 
 // The resized image (never materialised) and where the crop sits in it.
 struct ResizeGeometry {
@@ -25,6 +42,7 @@ struct ResizeGeometry {
 //             a larger crop padded with the smaller half first (torchvision Resize + CenterCrop).
 //   mindspore: long -> floor(float32(long) / short * resize); offsets floor((size - crop) / 2),
 //             a larger crop padded with the larger half first (pad // 2 + pad % 2).
+// Throws ResizeTooLarge when a side of the image or of the resized image is over kMaxImageSide.
 ResizeGeometry resize_geometry(Semantics semantics, int width, int height, const TensorSpec& spec);
 
 enum class FilterKind {
@@ -59,7 +77,8 @@ struct ResizePlan {
 
 // Filter tables mapping a source_width x source_height image onto the resized size of
 // `geometry`, restricted to its crop. In fast mode the source is the DCT-reduced image
-// while `geometry` comes from the original size.
+// while `geometry` comes from the original size. Throws ResizeTooLarge when the
+// antialiasing filter would shrink an axis by more than kMaxAntialiasShrink.
 ResizePlan make_resize_plan(FilterKind kind, int source_width, int source_height, const ResizeGeometry& geometry);
 
 FilterKind filter_for(Semantics semantics);

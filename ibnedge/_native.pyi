@@ -5,6 +5,8 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 
 __version__: str
+# The largest side of a pixel array (and of a resized image) the engine handles: 2**30.
+MAX_IMAGE_SIDE: int
 
 class Engine:
     """A persistent thread pool that preprocesses batches (threads: total parallelism, 0 = one per CPU)."""

@@ -107,6 +107,7 @@ class Preprocessor:
         self.max_pixels = max_pixels
         self.allow_truncated = bool(allow_truncated)
         self._engine = _native.Engine(self.threads)
+        self._max_side = int(_native.MAX_IMAGE_SIDE)
         self._lock = threading.Lock()
         # Thread pool for OpenCV decodes of non-JPEG items, made on first use, and the process
         # that made it: a child forked later has none of its threads and makes its own.
@@ -233,6 +234,9 @@ class Preprocessor:
                                % (arr.shape,))
         if arr.shape[0] == 0 or arr.shape[1] == 0:
             return "n", None, ("empty", "pixel array has no pixels (shape %r)" % (arr.shape,))
+        if max(arr.shape[0], arr.shape[1]) > self._max_side:
+            return "n", None, ("too_large", "pixel array of %dx%d: sides over %d pixels are not supported; crop or "
+                                            "shrink it first" % (arr.shape[1], arr.shape[0], self._max_side))
         if arr.shape[2] == 1 or arr.strides[2] != 1:  # the engine reads packed RGB(X): copy
             if arr.shape[0] * arr.shape[1] > self.max_pixels:
                 # The engine refuses an oversized array itself; this one is refused before the copy.

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import max_abs_diff, pil_reference, pixel_spec, run_pixels, tensor_pixels
+from conftest import max_abs_diff, pil_reference, pixel_spec, reference, run_pixels, tensor_pixels
 
 from ibnedge import corpus
 from ibnedge.preprocess import Preprocessor
@@ -228,3 +228,60 @@ def test_failing_items_do_not_leak(bad_cases, imagenet_files):
     growth = _resident_bytes() - before
     failures = 40 * sum(1 for e in pre.run(items, out=out).errors if e is not None)
     assert growth < 16 * 2 ** 20, "resident size grew %.1f MB over %d failed items" % (growth / 2 ** 20, failures)
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+def _constant_array(height: int, width: int, value: int = 200) -> np.ndarray:
+    """An HWC uint8 array of one colour; a zero-stride view when large (no memory)."""
+    return np.broadcast_to(np.full((1, 1, 3), value, np.uint8), (height, width, 3))
+
+
+@pytest.mark.parametrize("semantics", MODES)
+def test_a_resized_side_over_the_limit_is_too_large(semantics, imagenet_files):
+    """1x131072 with resize 16384 would be 2147483648 pixels long: more than an int holds.
+    It is refused, naming the sizes and the fix, instead of overflowing into an all-padding
+    tensor reported as fine; 1x65536 (exactly 2**30 long) is computed, exactly."""
+    wide, tall = np.full((1, 131072, 3), 200, np.uint8), np.full((131072, 1, 3), 200, np.uint8)
+    at_limit = np.full((1, 65536, 3), 200, np.uint8)
+    items = [wide, str(imagenet_files[0]), tall, at_limit]
+    rows, errors = run_pixels(items, semantics, resize=16384, crop=(4, 8))
+    assert [e and e.kind for e in errors] == ["too_large", None, "too_large", None], errors
+    assert "131072x1" in errors[0].message and "1x131072" in errors[2].message
+    for err in (errors[0], errors[2]):
+        assert "2147483648" in err.message and "16384" in err.message and "lower resize" in err.message, err
+    assert np.all(rows[3] == 200)
+
+
+@pytest.mark.parametrize("semantics", ("pil", "fast"))
+def test_a_downscale_beyond_the_filter_limit_is_too_large(semantics):
+    """A 2**30 x 2**30 (zero-stride) array with resize 1: the antialiasing filter of one
+    output would span 2**31 taps. Refused with the factor named, not an internal error."""
+    huge = _constant_array(2 ** 30, 2 ** 30)
+    rows, errors = run_pixels([huge, _constant_array(40, 30)], semantics, resize=1, crop=1, max_pixels=2 ** 62)
+    assert errors[0] is not None and errors[0].kind == "too_large", errors
+    assert "1073741824" in errors[0].message and "raise resize" in errors[0].message, errors[0]
+    assert errors[1] is None and np.all(rows[1] == 200)
+
+
+def test_an_array_side_beyond_the_engine_is_an_item_error():
+    """A side over 2**30 cannot be indexed by the engine: that item is too_large; it does not
+    fail the whole batch (whatever max_pixels says)."""
+    for max_pixels in (None, 2 ** 62):
+        options = {} if max_pixels is None else {"max_pixels": max_pixels}
+        rows, errors = run_pixels([_constant_array(1, 2 ** 30 + 1), _constant_array(50, 60)], "pil", **options)
+        assert errors[0] is not None and errors[0].kind == "too_large", errors
+        assert "1073741825" in errors[0].message, errors[0]
+        assert errors[1] is None and np.all(rows[1] == 200)
+
+
+@pytest.mark.parametrize("semantics", ("pil", "mindspore"))
+def test_resize_1_matches_the_reference(semantics):
+    """The smallest resize: every image becomes a pixel or a thin line, padded to the crop
+    (3: MindSpore refuses crops of 4x the image and more)."""
+    items = [corpus.photo(500, 375, index=1), corpus.photo(80, 1000, index=2), corpus.photo(3, 2, index=3)]
+    rows, errors = run_pixels(items, semantics, resize=1, crop=3)
+    assert errors == [None] * len(items)
+    for item, got in zip(items, rows):
+        assert max_abs_diff(got, reference(semantics, item, 1, 3)) <= 1
