@@ -169,10 +169,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", choices=("lite",), required=True, help="target format (lite: Lite MINDIR)")
     p.add_argument("--output", "-o", metavar="FILE", help="output .mindir (default: MODEL's stem + _lite.mindir)")
     p.add_argument(
-        "--optimize", choices=("general", "ascend_oriented", "none"), default="general",
-        help="general: fused for CPU/GPU; ascend_oriented: for Ascend; none: portable (default: general)",
+        "--optimize", choices=("general", "ascend_oriented", "none"), default=None,
+        help="general: fused for CPU/GPU; ascend_oriented: for Ascend (= --device ascend); none: portable "
+        "(default: general, or ascend_oriented for --device ascend)",
     )
-    p.add_argument("--fp16", action="store_true", help="store float32 weights as float16")
+    p.add_argument("--fp16", action="store_true", help="store float32 weights as float16 (CPU)")
+    from .ascend_config import DEFAULT_PRECISION, DEFAULT_SOC, PRECISIONS, SOCS
+
+    p.add_argument(
+        "--device", choices=("cpu", "ascend"), default="cpu",
+        help="the runtime device the model is for (default: cpu); ascend writes the chip's converter "
+        "configuration beside the output (OUTPUT.ascend.ini) and converts with it",
+    )
+    p.add_argument(
+        "--batch", type=_int_list, metavar="LIST",
+        help="static batch sizes (needed for ascend: the 310 has no dynamic shapes): one (8) or profiles "
+        "(1,8,32); at run time each call gets the smallest that holds it. On cpu each size is a model file",
+    )
+    p.add_argument("--soc", choices=list(SOCS), default=None,
+                   help="the Ascend chip the model is for (default: %s)" % DEFAULT_SOC)
+    p.add_argument(
+        "--precision", choices=list(PRECISIONS), default=None,
+        help="Ascend precision (default: %s = fp16 convolutions and BatchNorm, InstanceNorm and the head in "
+        "fp32; fp16 = the converter's default, InstanceNorm overflows)" % DEFAULT_PRECISION,
+    )
+    p.add_argument(
+        "--config-only", action="store_true",
+        help="ascend: write the configuration and print the converter_lite command for the box (exit 2)",
+    )
     p.set_defaults(func=cmd_convert)
     return parser
 
@@ -289,10 +313,15 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import ConvertError, convert_to_lite
+    from .convert import ConvertError, FinishOnBox, convert_to_lite
 
     try:
-        out = convert_to_lite(args.model, args.output, optimize=args.optimize, fp16=args.fp16)
+        out = convert_to_lite(args.model, args.output, optimize=args.optimize, fp16=args.fp16, device=args.device,
+                              batch_sizes=args.batch, soc=args.soc, precision=args.precision,
+                              config_only=args.config_only)
+    except FinishOnBox as exc:  # the configuration is written; the conversion needs the Ascend toolkit
+        sys.stderr.write("ibnedge convert: %s\n" % _one_line(exc))
+        return EXIT_SETUP
     except (ConvertError, OSError, ValueError) as exc:
         raise SetupError(_one_line(exc))
     sys.stderr.write("ibnedge: wrote %s\n" % out)

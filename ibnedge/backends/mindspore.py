@@ -51,7 +51,7 @@ class MindSporeBackend(Backend):
     def _predict(self, batch: np.ndarray) -> np.ndarray:
         return self._cell(self._ms.Tensor(batch)).asnumpy()
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._cell = None
 
 
