@@ -61,6 +61,17 @@ def _int_list(text: str) -> List[int]:
     return values
 
 
+def _device_ids(text: str) -> List[int]:
+    """``--device-id 0`` or ``0,1,2,3`` (one backend per device)."""
+    try:
+        ids = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        ids = []
+    if not ids or min(ids) < 0 or len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError("expected a device index or distinct indices like 0,1,2,3, got %r" % text)
+    return ids
+
+
 def _name_list(choices: Sequence[str]):
     def parse(text: str) -> List[str]:
         names = list(OrderedDict.fromkeys(v.strip() for v in text.split(",") if v.strip()))  # once each
@@ -95,7 +106,11 @@ def _add_model_flags(p: argparse.ArgumentParser, multi_backend: bool = False) ->
             help="inference runtime; auto = lite, then mindspore, then onnx, the first installed that loads the model",
         )
     g.add_argument("--device", choices=_DEVICES, default="cpu", help="device to run on (default: cpu)")
-    g.add_argument("--device-id", type=_non_negative, default=0, metavar="N", help="device index (default: 0)")
+    g.add_argument(
+        "--device-id", type=_device_ids, default=[0], metavar="N[,N...]",
+        help="device index, or several (0,1,2,3: one backend per chip, batches dealt to whichever is free; "
+        "default: 0)",
+    )
     g.add_argument(
         "--threads", type=_non_negative, default=0, metavar="N",
         help="CPU threads for the backend and the preprocessing engine (default: 0 = their defaults)",

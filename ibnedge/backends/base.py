@@ -40,6 +40,8 @@ class Backend(abc.ABC):
     install_hint = ""
     #: model file suffixes (lower case) this backend can load
     suffixes = ()  # type: Tuple[str, ...]
+    #: whether one process can hold a backend per device (``Classifier(device_id=[0, 1])``)
+    supports_multiple_devices = True
 
     def __init__(
         self,

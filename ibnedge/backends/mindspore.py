@@ -19,6 +19,8 @@ class MindSporeBackend(Backend):
     runtime_module = "mindspore"
     install_hint = "pip install mindspore (Python 3.9+; the ibnedge[train] extra)"
     suffixes = (".mindir",) + CHECKPOINT_SUFFIXES
+    # MindSpore selects its device once per process (set_device).
+    supports_multiple_devices = False
 
     def load(self) -> "MindSporeBackend":
         try:
