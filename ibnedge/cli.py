@@ -1,9 +1,10 @@
-"""The ``ibnedge`` command: ``infer``, ``bench``, ``convert``.
+"""The ``ibnedge`` command: ``infer``, ``bench``, ``convert``, ``doctor``.
 
 Parses and validates flags, calls the library (:class:`ibnedge.Classifier`,
 :func:`ibnedge.convert.convert_to_lite`, :mod:`ibnedge.bench.app`), nothing else.
 Exit status: 0 when the run completed (bad input files are rows, not failures), 2 for
-bad flags and set-up failures (one line on stderr naming the fix), 130 on Ctrl-C.
+bad flags and set-up failures (one line on stderr naming the fix), 130 on Ctrl-C;
+``doctor`` exits 1 when this box cannot run the model.
 """
 from __future__ import annotations
 
@@ -213,6 +214,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="ascend: write the configuration and print the converter_lite command for the box (exit 2)",
     )
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser(
+        "doctor",
+        help="check this box: Python, engine, runtimes, Ascend toolkit and chips, a model",
+        description="Check what this box needs to run a model: Python, the native engine (SIMD path, "
+        "libjpeg-turbo), each runtime and its device plugins, the Ascend toolkit, driver and chips, and with "
+        "--model the model's metadata, batch profiles and which backends load it. One line per problem with "
+        "its fix; exit 0 when the box can run the model (or, without --model, its device), 1 otherwise.",
+    )
+    p.add_argument("--model", metavar="FILE", help="a model to check (its metadata, profiles, which backends load it)")
+    p.add_argument("--device", choices=_DEVICES, default=None,
+                   help="the device to check for (default: the model's, else cpu)")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    p.set_defaults(func=cmd_doctor)
     return parser
 
 
@@ -341,6 +356,19 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise SetupError(_one_line(exc))
     sys.stderr.write("ibnedge: wrote %s\n" % out)
     return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import diagnose, format_report
+
+    report = diagnose(model=args.model, device=args.device)
+    if args.json:
+        import json
+
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(format_report(report))
+    return EXIT_OK if report.ok else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -47,7 +47,7 @@ def model(tmp_path_factory):
 # --------------------------------------------------------------------------- help and flags
 
 
-@pytest.mark.parametrize("command", [[], ["infer"], ["bench"], ["convert"]])
+@pytest.mark.parametrize("command", [[], ["infer"], ["bench"], ["convert"], ["doctor"]])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(command + ["--help"])
@@ -55,8 +55,10 @@ def test_help(command, capsys):
     out = capsys.readouterr().out
     assert out.startswith("usage: ibnedge")
     for flag in {"infer": ["--model", "--backend", "--resume", "--preprocess", "--device-id", "--topk"],
-                 "bench": ["--batch", "--json", "--plot"], "convert": ["--optimize", "--fp16"]}.get(
-                     (command or ["-"])[0], ["infer", "bench", "convert"]):
+                 "bench": ["--batch", "--json", "--plot", "--device-id"],
+                 "convert": ["--optimize", "--fp16", "--device", "--batch", "--soc", "--precision", "--config-only"],
+                 "doctor": ["--model", "--device", "--json"]}.get(
+                     (command or ["-"])[0], ["infer", "bench", "convert", "doctor"]):
         assert flag in out
 
 
