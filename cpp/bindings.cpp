@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "engine.h"
+#include "jpeg_decoder.h"
+#include "resize_kernel.h"
 #include "resize_plan.h"
 
 namespace py = pybind11;
@@ -178,4 +180,16 @@ PYBIND11_MODULE(_native, m) {
              py::arg("exif_orientation") = false, py::arg("allow_truncated") = false,
              py::arg("max_pixels") = uint64_t(178956970), py::arg("restrict_window") = true,
              "Preprocess a batch into `out`; returns None or (kind, message) per item.");
+
+    m.def("simd_path", [] { return std::string(ibnedge::kernel_simd_name(ibnedge::kernel_simd())); },
+          "The vector instruction set the resize kernel uses on this CPU: 'avx2', 'neon' or 'scalar'.");
+    m.def("jpeg_library", [] {
+              const ibnedge::JpegLibraryInfo info = ibnedge::jpeg_library_info();
+              py::dict d;
+              d["api_version"] = info.api_version;
+              d["turbo_version"] = info.turbo_version;
+              d["partial_decode"] = true;  // the build requires jpeg_crop_scanline / jpeg_skip_scanlines
+              return d;
+          },
+          "The libjpeg the engine was built against: api_version (JPEG_LIB_VERSION), turbo_version, partial_decode.");
 }

@@ -233,4 +233,16 @@ ItemStatus JpegDecoder::finish() {
     return ItemStatus{};
 }
 
+#define IBNEDGE_STRINGIFY_VALUE(x) #x
+#define IBNEDGE_STRINGIFY(x) IBNEDGE_STRINGIFY_VALUE(x)
+
+JpegLibraryInfo jpeg_library_info() {
+    JpegLibraryInfo info;
+    info.api_version = JPEG_LIB_VERSION;
+#ifdef LIBJPEG_TURBO_VERSION
+    info.turbo_version = IBNEDGE_STRINGIFY(LIBJPEG_TURBO_VERSION);  // jconfig.h: an unquoted 2.1.5
+#endif
+    return info;
+}
+
 }  // namespace ibnedge

@@ -9,12 +9,23 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <string>
 
 #include <jpeglib.h>
 
 #include "preprocess_types.h"
 
 namespace ibnedge {
+
+// The libjpeg this engine was compiled against (its headers): jpeglib's JPEG_LIB_VERSION
+// (62, 70, 80: the libjpeg API level) and libjpeg-turbo's version ("2.1.5"; empty for a
+// libjpeg that is not turbo). The partial-decode API (jpeg_crop_scanline,
+// jpeg_skip_scanlines) is always there: the build refuses a libjpeg without it.
+struct JpegLibraryInfo {
+    int api_version = 0;
+    std::string turbo_version;
+};
+JpegLibraryInfo jpeg_library_info();
 
 // How CMYK/YCCK pixels become RGB (both read Adobe's inverted storage).
 enum class CmykConvention {

@@ -1,6 +1,7 @@
 #include "resize_kernel.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 
@@ -213,13 +214,37 @@ __attribute__((target("avx2"))) int store_planes_avx2(const uint8_t* rgbx, int w
     return i;
 }
 
-#else
-bool cpu_has_avx2() { return false; }
 #endif
+
+KernelSimd detect_simd() {
+    const char* setting = std::getenv("IBNEDGE_SIMD");
+    if (setting && std::strcmp(setting, "off") == 0) return KernelSimd::kNone;
+#if IBNEDGE_X86
+    if (cpu_has_avx2()) return KernelSimd::kAvx2;
+#endif
+    return KernelSimd::kNone;
+}
 
 size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
 }  // namespace
+
+KernelSimd kernel_simd() {
+    static const KernelSimd simd = detect_simd();
+    return simd;
+}
+
+const char* kernel_simd_name(KernelSimd simd) {
+    switch (simd) {
+        case KernelSimd::kAvx2:
+            return "avx2";
+        case KernelSimd::kNeon:
+            return "neon";
+        case KernelSimd::kNone:
+            break;
+    }
+    return "scalar";
+}
 
 Normalization::Normalization(const TensorSpec& spec) {
     for (int c = 0; c < 3; ++c) {
@@ -237,7 +262,7 @@ Resampler::Resampler(const ResizePlan& plan, const Normalization& norm, float* o
     : plan_(plan),
       norm_(norm),
       out_(out),
-      avx2_(cpu_has_avx2()),
+      simd_(kernel_simd()),
       ring_rows_(std::max(plan.vertical.max_count, 1)),
       x_origin_(-1),
       next_output_(0),
@@ -255,7 +280,7 @@ Resampler::Resampler(const ResizePlan& plan, const Normalization& norm, float* o
     for (int j = 0; j < v.outputs; ++j)
         for (int t = 0; t < v.count[j]; ++t) wanted_[size_t(v.first[j] + t - v.source_begin)] = 1;
 
-    if (avx2_ && plan_.kind == FilterKind::kAntialiasBilinear) {
+    if (simd_ == KernelSimd::kAvx2 && plan_.kind == FilterKind::kAntialiasBilinear) {
         // Layout read by horizontal_antialias_avx2: per output pair, per 4-tap group, four
         // vectors of 16 int16 (taps 0-1 hi, taps 2-3 hi, taps 0-1 lo, taps 2-3 lo); in
         // each, lanes 0..7 belong to the pair's first output and 8..15 to the second, and
@@ -310,7 +335,7 @@ void Resampler::push_row(int y, const uint8_t* rgbx, int x_origin) {
     const AxisTaps& h = plan_.horizontal;
     if (plan_.kind == FilterKind::kAntialiasBilinear) {
 #if IBNEDGE_X86
-        if (avx2_) {
+        if (simd_ == KernelSimd::kAvx2) {
             horizontal_antialias_avx2(rgbx, h, relative_first_.data(), split_weights_.data(), slot);
         } else
 #endif
@@ -318,7 +343,7 @@ void Resampler::push_row(int y, const uint8_t* rgbx, int x_origin) {
     } else {
         int32_t* row = reinterpret_cast<int32_t*>(slot);
 #if IBNEDGE_X86
-        if (avx2_) {
+        if (simd_ == KernelSimd::kAvx2) {
             horizontal_opencv_avx2(rgbx, h, relative_first_.data(), row);
         } else
 #endif
@@ -351,7 +376,7 @@ void Resampler::emit_row(int j) {
         for (int t = 0; t < taps; ++t) rows[t] = &ring_[ring_stride_ * size_t((v.first[j] + t) % ring_rows_)];
         const int32_t* w = &v.weights[size_t(j) * v.stride];
 #if IBNEDGE_X86
-        if (avx2_) {
+        if (simd_ == KernelSimd::kAvx2) {
             vertical_antialias_avx2(rows, w, taps, n, row);
         } else
 #endif
@@ -361,7 +386,7 @@ void Resampler::emit_row(int j) {
         const int32_t* s1 = reinterpret_cast<const int32_t*>(&ring_[ring_stride_ * size_t(v.last(j) % ring_rows_)]);
         const int32_t* w = &v.weights[size_t(j) * v.stride];
 #if IBNEDGE_X86
-        if (avx2_) {
+        if (simd_ == KernelSimd::kAvx2) {
             vertical_opencv_avx2(s0, s1, w[0], w[1], n, row);
         } else
 #endif
@@ -378,7 +403,7 @@ void Resampler::store_row(int j, const uint8_t* rgbx) {
     float* b = g + plane;
     int i = 0;
 #if IBNEDGE_X86
-    if (avx2_) i = store_planes_avx2(rgbx, width, norm_, r, g, b);
+    if (simd_ == KernelSimd::kAvx2) i = store_planes_avx2(rgbx, width, norm_, r, g, b);
 #endif
     for (; i < width; ++i) {
         r[i] = float(rgbx[4 * i + 0]) * norm_.scale[0] + norm_.bias[0];

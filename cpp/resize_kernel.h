@@ -22,6 +22,14 @@ struct Normalization {
     float bias[3];
 };
 
+// The vector instruction set the kernel's passes use: AVX2 where the x86 CPU has it, NEON on
+// every aarch64 CPU (part of the base architecture), else none. IBNEDGE_SIMD=off in the
+// environment forces the portable passes (read once per process: the same CPU-feature flag
+// for every Resampler), so tests can compare them byte for byte with the vector ones.
+enum class KernelSimd { kNone, kAvx2, kNeon };
+KernelSimd kernel_simd();
+const char* kernel_simd_name(KernelSimd simd);
+
 // Source rows are RGBX (4 bytes per pixel, X ignored). The vector loops read past the last
 // column the filter uses (those pixels get zero weights): row buffers must keep this many
 // pixels after column_end() readable.
@@ -66,7 +74,7 @@ private:
     const ResizePlan& plan_;
     const Normalization& norm_;
     float* out_;
-    bool avx2_;
+    KernelSimd simd_;
     int ring_rows_;
     size_t ring_stride_;  // bytes per ring row
     std::vector<uint8_t> ring_;

@@ -1,6 +1,6 @@
 # Type stub of the compiled engine (cpp/bindings.cpp). Use ibnedge.preprocess.Preprocessor;
 # this private module's API may change.
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -34,3 +34,13 @@ class Engine:
         b = encoded bytes-like, p = path (str or bytes), a = (H, W, 3|4) uint8 array,
         n = skip (zero row). Returns None or (kind, message) per item; kinds include the
         internal "not_jpeg" (an encoded item that is not a JPEG) and "skipped"."""
+
+def simd_path() -> str:
+    """The vector instruction set the resize kernel uses on this CPU: "avx2", "neon" or "scalar"."""
+    ...
+
+def jpeg_library() -> Dict[str, Any]:
+    """The libjpeg the engine was built against: api_version (JPEG_LIB_VERSION, e.g. 62),
+    turbo_version (LIBJPEG_TURBO_VERSION, e.g. "2.1.5"; "" if not libjpeg-turbo) and
+    partial_decode (jpeg_crop_scanline / jpeg_skip_scanlines: always True, the build needs them)."""
+    ...

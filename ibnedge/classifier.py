@@ -6,15 +6,19 @@
 
 :meth:`Classifier.predict_iter` overlaps the two stages: a background thread runs the
 native engine on batch k+1 (``Preprocessor.run`` releases the GIL and uses its own
-thread pool) while the calling thread runs the backend on batch k. The two stages hand
-over a small fixed set of preallocated input buffers through bounded queues, so memory
-stays constant however many items stream through, and neither stage waits in steady
-state unless the other is slower.
+thread pool) while a backend thread runs batch k. With several devices (``device_id=[0, 1, 2, 3]``, the
+four chips of an Atlas 300I card) there is one backend per device, each in its own
+thread, fed from the same preprocessing stream: each batch goes to whichever device is
+free, and results are put back in input order (a reorder buffer keyed by the batch's
+sequence number). A fixed set of preallocated input buffers bounds memory however many
+items stream through; a device that fails hands its batch back to the others and is
+reported with its id (:attr:`Classifier.device_failures`), so no row is lost or repeated.
 """
 from __future__ import annotations
 
+import collections
+import logging
 import os
-import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +26,13 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from .backends import Backend, create_backend
+from .backends import Backend, BackendError, create_backend
 from .files import InputFile
 from .metadata import ModelMetadata, PreprocessSpec, imagenet_class_names, load_for_model
 
 PathLike = Union[str, "os.PathLike[str]"]
-# Buffers in flight: one being filled, one ready, one being run by the backend.
-_PIPELINE_BUFFERS = 3
 _POLL_S = 0.1
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,8 +68,10 @@ class Classifier(object):
     ``model``: a ``.mindir`` / ``.onnx`` / ``.ms`` file, or a ``.ckpt`` / ``.pth`` with
     ``arch`` (exported on the fly; needs MindSpore); None downloads and prepares the
     official resnet50_ibn_a ImageNet weights once (see :mod:`ibnedge.hub`).
-    ``backend``: "lite", "mindspore", "onnx" or "auto". ``threads``: CPU threads for the
-    backend and the engine (0 = their defaults). ``batch``: images per backend call.
+    ``backend``: "lite", "mindspore", "onnx" or "auto". ``device_id``: one device index, or
+    several (one backend per device, each fed by the same preprocessing). ``threads``: CPU
+    threads for each backend and the engine (0 = their defaults). ``batch``: images per
+    backend call.
     ``preprocess``: None (the model's metadata), a semantics name ("pil", "mindspore",
     "fast") applied to the metadata's sizes, or a full :class:`PreprocessSpec`.
     """
@@ -76,7 +81,7 @@ class Classifier(object):
         model: Optional[PathLike] = None,
         backend: str = "auto",
         device: str = "cpu",
-        device_id: int = 0,
+        device_id: Union[int, Sequence[int]] = 0,
         threads: int = 0,
         batch: int = 8,
         preprocess: Union[None, str, PreprocessSpec] = None,
@@ -86,15 +91,35 @@ class Classifier(object):
     ) -> None:
         if int(batch) < 1:
             raise ValueError("batch must be >= 1, got %r" % (batch,))
+        self.device_ids = device_id_list(device_id)
         if model is None:
             from .hub import default_model
 
             model = default_model(backend, progress=progress)
         self.model_path = Path(model)
         self.batch = int(batch)
-        self.backend = create_backend(
-            backend, self.model_path, device=device, device_id=device_id, threads=threads, arch=arch
-        )  # type: Backend
+        self.device = device
+        self.backends = []  # type: List[Backend]
+        try:
+            for i in self.device_ids:
+                # "auto" picks a runtime for the first device; the others get the same one.
+                name = self.backends[0].name if self.backends else backend
+                self.backends.append(create_backend(
+                    name, self.model_path, device=device, device_id=i, threads=threads, arch=arch))
+                if len(self.device_ids) > 1 and not self.backends[0].supports_multiple_devices:
+                    raise ValueError(
+                        "the %s backend runs on one device per process: pass one --device-id, or use --backend lite"
+                        % self.backends[0].name
+                    )
+        except BaseException:
+            for b in self.backends:
+                b.close()
+            raise
+        self.backend = self.backends[0]  # type: Backend
+        # (device id, what went wrong) for each device that failed during predict_iter.
+        self.device_failures = []  # type: List[Tuple[int, str]]
+        # Batches each device ran, by device id (how the work was dealt out).
+        self.batches_per_device = dict((i, 0) for i in self.device_ids)  # type: Dict[int, int]
         # A checkpoint is exported first; its metadata sits beside the exported file.
         loaded = getattr(self.backend, "loaded_path", self.model_path)
         self.metadata = load_for_model(loaded) or load_for_model(self.model_path)  # type: Optional[ModelMetadata]
@@ -179,7 +204,8 @@ class Classifier(object):
         return out
 
     def close(self) -> None:
-        self.backend.close()
+        for backend in self.backends:
+            backend.close()
 
     def __enter__(self) -> "Classifier":
         return self
@@ -202,14 +228,6 @@ class _Batch:
     errors: List[Optional[Tuple[str, str]]]
     rows: List[int]  # row of each item in the tensor, -1 when it never reached the engine
     logits: Optional[np.ndarray] = None
-
-
-_END = object()
-
-
-class _Failure(object):
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
 
 
 def _as_items(items: Any) -> Iterable[Any]:
@@ -235,38 +253,61 @@ def _describe(item: Any, index: int) -> Tuple[str, Any, Optional[Tuple[str, str]
     return "item[%d]" % index, None, ("unsupported", "cannot classify a %s: give a path, bytes or an HWC uint8 array" % type(item).__name__)
 
 
+def device_id_list(device_id: Union[int, Sequence[int]]) -> List[int]:
+    """``device_id`` as a list of distinct indices >= 0 (one int is a list of one)."""
+    ids = [device_id] if isinstance(device_id, int) else list(device_id)
+    if not ids or any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in ids):
+        raise ValueError("device_id must be an index >= 0 or a list of them, got %r" % (device_id,))
+    if len(set(ids)) != len(ids):
+        raise ValueError("device_id lists a device twice: %r" % (device_id,))
+    return ids
+
+
+class _Job(object):
+    """A preprocessed batch on its way to a device: its sequence number, the rows it holds
+    (``n`` of ``buf``) and, once run, its logits in ``batch``."""
+
+    def __init__(self, seq: int, batch: _Batch, buf: np.ndarray, n: int) -> None:
+        self.seq = seq
+        self.batch = batch
+        self.buf = buf
+        self.n = n
+
+
 class _Pipeline(object):
-    """Background preprocessing feeding the calling thread's backend runs."""
+    """Background preprocessing feeding one backend thread per device, results in order.
+
+    All state is guarded by one condition variable. ``2 * devices + 1`` buffers exist and
+    at most that many batches are between the producer and the consumer (waiting,
+    running, or done but not yet consumed), so memory stays bounded however far one slow
+    device falls behind; with one device that is the classic fill / ready / run triple.
+    """
 
     def __init__(self, clf: Classifier, items: Iterable[Any]) -> None:
         self._clf = clf
         self._items = items
+        self._window = 2 * len(clf.backends) + 1
         shape = (clf.batch,) + clf.input_shape
-        self._free = queue.Queue()  # type: queue.Queue
-        for _ in range(_PIPELINE_BUFFERS):
-            self._free.put(np.empty(shape, dtype=np.float32))
-        self._ready = queue.Queue(maxsize=1)  # type: queue.Queue
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._produce, name="ibnedge-preprocess", daemon=True)
-        self._thread.start()
+        self._free = [np.empty(shape, dtype=np.float32) for _ in range(self._window)]
+        self._cond = threading.Condition()
+        self._pending = collections.deque()  # type: collections.deque  # _Jobs waiting for a device
+        self._done = {}  # type: Dict[int, _Batch]  # finished batches by sequence number
+        self._submitted = 0  # batches handed to the devices (the next sequence number)
+        self._next = 0  # the next sequence number to yield
+        self._running = 0
+        self._live = len(clf.backends)
+        self._produced_all = False
+        self._input_error = None  # type: Optional[BaseException]  # raised after the rows before it
+        self._fatal = None  # type: Optional[BaseException]  # every device failed
+        self._stop = False
+        self._threads = [threading.Thread(target=self._produce, name="ibnedge-preprocess", daemon=True)]
+        for device_id, backend in zip(clf.device_ids, clf.backends):
+            self._threads.append(threading.Thread(
+                target=self._work, args=(device_id, backend), name="ibnedge-device-%d" % device_id, daemon=True))
+        for t in self._threads:
+            t.start()
 
-    def _put(self, q: "queue.Queue", obj: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                q.put(obj, timeout=_POLL_S)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _get_free(self) -> Optional[np.ndarray]:
-        while not self._stop.is_set():
-            try:
-                return self._free.get(timeout=_POLL_S)
-            except queue.Empty:
-                continue
-        return None
-
+    # -- producer -------------------------------------------------------------------
     def _produce(self) -> None:
         try:
             index = 0
@@ -275,19 +316,39 @@ class _Pipeline(object):
                 chunk.append(_describe(item, index))
                 index += 1
                 if len(chunk) == self._clf.batch:
-                    if not self._preprocess(chunk):
+                    if not self._submit(chunk):
                         return
                     chunk = []
-            if chunk and not self._preprocess(chunk):
+            if chunk and not self._submit(chunk):
                 return
-            self._put(self._ready, _END)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            self._put(self._ready, _Failure(exc))
+        except BaseException as exc:  # handed to the consumer, which re-raises it in order
+            with self._cond:
+                self._input_error = exc
+        with self._cond:
+            self._produced_all = True
+            self._cond.notify_all()
 
-    def _preprocess(self, chunk: Sequence[Tuple[str, Any, Optional[Tuple[str, str]]]]) -> bool:
-        buf = self._get_free()
-        if buf is None:
-            return False
+    def _submit(self, chunk: Sequence[Tuple[str, Any, Optional[Tuple[str, str]]]]) -> bool:
+        with self._cond:
+            while not self._stop and self._submitted - self._next >= self._window:
+                self._cond.wait(_POLL_S)
+            if self._stop:
+                return False
+            buf = self._free.pop()  # fewer than _window batches hold one: there is a free one
+        batch, n = self._preprocess(chunk, buf)
+        with self._cond:
+            job = _Job(self._submitted, batch, buf, n)
+            self._submitted += 1
+            if n:
+                self._pending.append(job)
+            else:  # nothing reached the engine (every item failed before decoding)
+                self._done[job.seq] = batch
+                self._free.append(buf)
+            self._cond.notify_all()
+        return True
+
+    def _preprocess(self, chunk: Sequence[Tuple[str, Any, Optional[Tuple[str, str]]]],
+                    buf: np.ndarray) -> Tuple[_Batch, int]:
         sources = [c[0] for c in chunk]
         errors = [c[2] for c in chunk]
         rows = []  # type: List[int]
@@ -302,23 +363,72 @@ class _Pipeline(object):
                 if row >= 0 and result.errors[row] is not None:
                     item_error = result.errors[row]
                     errors[i] = (item_error.kind, item_error.message)
-        return self._put(self._ready, (_Batch(sources, errors, rows), buf, len(todo)))
+        return _Batch(sources, errors, rows), len(todo)
 
+    # -- devices --------------------------------------------------------------------
+    def _work(self, device_id: int, backend: Backend) -> None:
+        while True:
+            with self._cond:
+                while not self._stop and not self._pending and not (self._produced_all and self._running == 0):
+                    self._cond.wait(_POLL_S)
+                if self._stop or not self._pending:
+                    return  # stopped, or nothing left that a failing device could hand back
+                job = self._pending.popleft()
+                self._running += 1
+            try:
+                logits = backend.run(job.buf[: job.n])
+            except BaseException as exc:
+                self._retire(device_id, backend, job, exc)
+                return
+            job.batch.logits = logits
+            with self._cond:
+                self._running -= 1
+                self._done[job.seq] = job.batch
+                self._free.append(job.buf)
+                self._clf.batches_per_device[device_id] += 1
+                self._cond.notify_all()
+
+    def _retire(self, device_id: int, backend: Backend, job: _Job, exc: BaseException) -> None:
+        """A device failed: its batch goes back to the front for the others; the last one
+        failing ends the run with every device's reason."""
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        with self._cond:
+            self._running -= 1
+            self._live -= 1
+            self._pending.appendleft(job)
+            self._clf.device_failures.append((device_id, reason))
+            if self._live == 0:
+                self._fatal = BackendError("%s failed: %s" % (
+                    "the device" if len(self._clf.backends) == 1 else "every device",
+                    "; ".join("%s device %d: %s" % (self._clf.device, i, r) for i, r in self._clf.device_failures)))
+                self._fatal.__cause__ = exc
+            self._cond.notify_all()
+        if self._live:
+            _log.warning("%s device %d (%s backend) failed, its batches go to the other devices: %s",
+                         self._clf.device, device_id, backend.name, reason)
+
+    # -- consumer -------------------------------------------------------------------
     def __iter__(self) -> Iterator[_Batch]:
         while True:
-            got = self._ready.get()
-            if got is _END:
-                return
-            if isinstance(got, _Failure):
-                raise got.exc
-            batch, buf, n = got
-            try:
-                if n:
-                    batch.logits = self._clf.backend.run(buf[:n])
-            finally:
-                self._free.put(buf)
+            with self._cond:
+                while (self._next not in self._done and self._fatal is None
+                       and not (self._produced_all and self._next == self._submitted)):
+                    self._cond.wait(_POLL_S)
+                if self._next in self._done:
+                    batch = self._done.pop(self._next)
+                    self._next += 1
+                    self._cond.notify_all()
+                elif self._fatal is not None:
+                    raise self._fatal
+                elif self._input_error is not None:
+                    raise self._input_error
+                else:
+                    return
             yield batch
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join()

@@ -1,9 +1,10 @@
-"""The ``ibnedge`` command: ``infer``, ``bench``, ``convert``.
+"""The ``ibnedge`` command: ``infer``, ``bench``, ``convert``, ``doctor``.
 
 Parses and validates flags, calls the library (:class:`ibnedge.Classifier`,
 :func:`ibnedge.convert.convert_to_lite`, :mod:`ibnedge.bench.app`), nothing else.
 Exit status: 0 when the run completed (bad input files are rows, not failures), 2 for
-bad flags and set-up failures (one line on stderr naming the fix), 130 on Ctrl-C.
+bad flags and set-up failures (one line on stderr naming the fix), 130 on Ctrl-C;
+``doctor`` exits 1 when this box cannot run the model.
 """
 from __future__ import annotations
 
@@ -61,6 +62,17 @@ def _int_list(text: str) -> List[int]:
     return values
 
 
+def _device_ids(text: str) -> List[int]:
+    """``--device-id 0`` or ``0,1,2,3`` (one backend per device)."""
+    try:
+        ids = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        ids = []
+    if not ids or min(ids) < 0 or len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError("expected a device index or distinct indices like 0,1,2,3, got %r" % text)
+    return ids
+
+
 def _name_list(choices: Sequence[str]):
     def parse(text: str) -> List[str]:
         names = list(OrderedDict.fromkeys(v.strip() for v in text.split(",") if v.strip()))  # once each
@@ -95,7 +107,11 @@ def _add_model_flags(p: argparse.ArgumentParser, multi_backend: bool = False) ->
             help="inference runtime; auto = lite, then mindspore, then onnx, the first installed that loads the model",
         )
     g.add_argument("--device", choices=_DEVICES, default="cpu", help="device to run on (default: cpu)")
-    g.add_argument("--device-id", type=_non_negative, default=0, metavar="N", help="device index (default: 0)")
+    g.add_argument(
+        "--device-id", type=_device_ids, default=[0], metavar="N[,N...]",
+        help="device index, or several (0,1,2,3: one backend per chip, batches dealt to whichever is free; "
+        "default: 0)",
+    )
     g.add_argument(
         "--threads", type=_non_negative, default=0, metavar="N",
         help="CPU threads for the backend and the preprocessing engine (default: 0 = their defaults)",
@@ -169,11 +185,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", choices=("lite",), required=True, help="target format (lite: Lite MINDIR)")
     p.add_argument("--output", "-o", metavar="FILE", help="output .mindir (default: MODEL's stem + _lite.mindir)")
     p.add_argument(
-        "--optimize", choices=("general", "ascend_oriented", "none"), default="general",
-        help="general: fused for CPU/GPU; ascend_oriented: for Ascend; none: portable (default: general)",
+        "--optimize", choices=("general", "ascend_oriented", "none"), default=None,
+        help="general: fused for CPU/GPU; ascend_oriented: for Ascend (= --device ascend); none: portable "
+        "(default: general, or ascend_oriented for --device ascend)",
     )
-    p.add_argument("--fp16", action="store_true", help="store float32 weights as float16")
+    p.add_argument("--fp16", action="store_true", help="store float32 weights as float16 (CPU)")
+    from .ascend_config import DEFAULT_PRECISION, DEFAULT_SOC, PRECISIONS, SOCS
+
+    p.add_argument(
+        "--device", choices=("cpu", "ascend"), default="cpu",
+        help="the runtime device the model is for (default: cpu); ascend writes the chip's converter "
+        "configuration beside the output (OUTPUT.ascend.ini) and converts with it",
+    )
+    p.add_argument(
+        "--batch", type=_int_list, metavar="LIST",
+        help="static batch sizes (needed for ascend: the 310 has no dynamic shapes): one (8) or profiles "
+        "(1,8,32); at run time each call gets the smallest that holds it. On cpu each size is a model file",
+    )
+    p.add_argument("--soc", choices=list(SOCS), default=None,
+                   help="the Ascend chip the model is for (default: %s)" % DEFAULT_SOC)
+    p.add_argument(
+        "--precision", choices=list(PRECISIONS), default=None,
+        help="Ascend precision (default: %s = fp16 convolutions and BatchNorm, InstanceNorm and the head in "
+        "fp32; fp16 = the converter's default, InstanceNorm overflows)" % DEFAULT_PRECISION,
+    )
+    p.add_argument(
+        "--config-only", action="store_true",
+        help="ascend: write the configuration and print the converter_lite command for the box (exit 2)",
+    )
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser(
+        "doctor",
+        help="check this box: Python, engine, runtimes, Ascend toolkit and chips, a model",
+        description="Check what this box needs to run a model: Python, the native engine (SIMD path, "
+        "libjpeg-turbo), each runtime and its device plugins, the Ascend toolkit, driver and chips, and with "
+        "--model the model's metadata, batch profiles and which backends load it. One line per problem with "
+        "its fix; exit 0 when the box can run the model (or, without --model, its device), 1 otherwise.",
+    )
+    p.add_argument("--model", metavar="FILE", help="a model to check (its metadata, profiles, which backends load it)")
+    p.add_argument("--device", choices=_DEVICES, default=None,
+                   help="the device to check for (default: the model's, else cpu)")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    p.set_defaults(func=cmd_doctor)
     return parser
 
 
@@ -289,14 +343,32 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import ConvertError, convert_to_lite
+    from .convert import ConvertError, FinishOnBox, convert_to_lite
 
     try:
-        out = convert_to_lite(args.model, args.output, optimize=args.optimize, fp16=args.fp16)
+        out = convert_to_lite(args.model, args.output, optimize=args.optimize, fp16=args.fp16, device=args.device,
+                              batch_sizes=args.batch, soc=args.soc, precision=args.precision,
+                              config_only=args.config_only)
+    except FinishOnBox as exc:  # the configuration is written; the conversion needs the Ascend toolkit
+        sys.stderr.write("ibnedge convert: %s\n" % _one_line(exc))
+        return EXIT_SETUP
     except (ConvertError, OSError, ValueError) as exc:
         raise SetupError(_one_line(exc))
     sys.stderr.write("ibnedge: wrote %s\n" % out)
     return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import diagnose, format_report
+
+    report = diagnose(model=args.model, device=args.device)
+    if args.json:
+        import json
+
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(format_report(report))
+    return EXIT_OK if report.ok else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

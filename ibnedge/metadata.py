@@ -81,6 +81,55 @@ class PreprocessSpec:
         return d
 
 
+@dataclass(frozen=True)
+class Deployment:
+    """How a converted model was built for its runtime: written by ``ibnedge convert``.
+
+    ``device``: the runtime device the model is for ("cpu", "ascend"); ``soc``: the chip
+    (e.g. "Ascend310"; "" for CPU); ``batch_profiles``: the batch sizes the model accepts,
+    ascending (empty: any size); ``precision``: what runs in which float type (one of
+    :data:`ibnedge.ascend_config.PRECISIONS`, or "fp32" on CPU); ``profile_files``: for
+    runtimes that hold one batch size per file (Lite on CPU), the file of each size other
+    than the model's own, relative to the model's folder.
+    """
+
+    device: str = "cpu"
+    soc: str = ""
+    batch_profiles: Tuple[int, ...] = ()
+    precision: str = "fp32"
+    profile_files: Dict[int, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        sizes = tuple(int(b) for b in self.batch_profiles)
+        if any(b < 1 for b in sizes) or list(sizes) != sorted(set(sizes)):
+            raise ValueError("batch_profiles must be distinct positive sizes in ascending order, got %r" % (sizes,))
+        files = {int(k): str(v) for k, v in dict(self.profile_files).items()}
+        stray = sorted(set(files) - set(sizes))
+        if stray:
+            raise ValueError("profile_files names batch sizes %s that are not in batch_profiles %s" % (stray, list(sizes)))
+        object.__setattr__(self, "batch_profiles", sizes)
+        object.__setattr__(self, "profile_files", files)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "device": self.device,
+            "soc": self.soc,
+            "batch_profiles": list(self.batch_profiles),
+            "precision": self.precision,
+            "profile_files": {str(k): v for k, v in sorted(self.profile_files.items())},
+        }
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Deployment":
+        return cls(
+            device=str(d.get("device", "cpu")),
+            soc=str(d.get("soc", "")),
+            batch_profiles=tuple(int(b) for b in d.get("batch_profiles", ())),
+            precision=str(d.get("precision", "fp32")),
+            profile_files={int(k): str(v) for k, v in dict(d.get("profile_files", {})).items()},
+        )
+
+
 @dataclass
 class ModelMetadata:
     """The sidecar JSON of an exported model."""
@@ -93,6 +142,9 @@ class ModelMetadata:
     input_shape: Tuple[int, int, int, int] = (-1, 3, 224, 224)
     source: str = ""  # where the weights came from: a .pth/.ckpt name or "random-init"
     version: int = METADATA_VERSION
+    # Set by `ibnedge convert` for the runtime it converted for; None in exported models
+    # (and in sidecars written before it existed).
+    deployment: Optional[Deployment] = None
 
     def __post_init__(self) -> None:
         if self.class_names is not None and len(self.class_names) != self.num_classes:
@@ -110,7 +162,7 @@ class ModelMetadata:
         return ["class_%d" % i for i in range(self.num_classes)]
 
     def to_dict(self) -> Dict[str, Any]:
-        return {
+        d = {
             "version": self.version,
             "arch": self.arch,
             "num_classes": self.num_classes,
@@ -118,7 +170,10 @@ class ModelMetadata:
             "input_shape": list(self.input_shape),
             "preprocess": self.preprocess.to_dict(),
             "source": self.source,
-        }
+        }  # type: Dict[str, Any]
+        if self.deployment is not None:
+            d["deployment"] = self.deployment.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ModelMetadata":
@@ -136,6 +191,7 @@ class ModelMetadata:
             input_shape=tuple(int(v) for v in d.get("input_shape", (-1, 3, 224, 224))),
             source=str(d.get("source", "")),
             version=version,
+            deployment=Deployment.from_dict(d["deployment"]) if d.get("deployment") else None,
         )
 
     def save(self, path: PathLike) -> Path:

@@ -47,7 +47,7 @@ def model(tmp_path_factory):
 # --------------------------------------------------------------------------- help and flags
 
 
-@pytest.mark.parametrize("command", [[], ["infer"], ["bench"], ["convert"]])
+@pytest.mark.parametrize("command", [[], ["infer"], ["bench"], ["convert"], ["doctor"]])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(command + ["--help"])
@@ -55,8 +55,10 @@ def test_help(command, capsys):
     out = capsys.readouterr().out
     assert out.startswith("usage: ibnedge")
     for flag in {"infer": ["--model", "--backend", "--resume", "--preprocess", "--device-id", "--topk"],
-                 "bench": ["--batch", "--json", "--plot"], "convert": ["--optimize", "--fp16"]}.get(
-                     (command or ["-"])[0], ["infer", "bench", "convert"]):
+                 "bench": ["--batch", "--json", "--plot", "--device-id"],
+                 "convert": ["--optimize", "--fp16", "--device", "--batch", "--soc", "--precision", "--config-only"],
+                 "doctor": ["--model", "--device", "--json"]}.get(
+                     (command or ["-"])[0], ["infer", "bench", "convert", "doctor"]):
         assert flag in out
 
 
@@ -291,10 +293,11 @@ def test_classifier_api_arrays_bytes_and_paths(imagenet_files, model):
     assert [q.labels for q in clf.predict(stack, topk=3)] == [preds[2].labels] * 2
 
 
-def test_predict_iter_streams_and_stops_early(imagenet_files, model):
+@pytest.mark.parametrize("device_ids", [[0], [0, 1]], ids=["one device", "two devices"])
+def test_predict_iter_streams_and_stops_early(imagenet_files, model, device_ids):
     from ibnedge.classifier import Classifier
 
-    clf = Classifier(model=model, batch=2, threads=1)
+    clf = Classifier(model=model, batch=2, threads=1, device_id=device_ids)
     consumed = []
 
     def endless():
@@ -308,8 +311,9 @@ def test_predict_iter_streams_and_stops_early(imagenet_files, model):
     first = [next(it) for _ in range(5)]
     it.close()  # stops the background thread
     assert all(p.ok for p in first)
-    # Bounded read-ahead: a few batches beyond what was consumed, never the whole stream.
-    assert len(consumed) <= 5 + 2 * 5
+    # Bounded read-ahead: a few batches beyond what was consumed, never the whole stream: the
+    # 3 batches that hold the 5 results, 2 x devices + 1 in flight, and the one being gathered.
+    assert len(consumed) <= (3 + 2 * len(device_ids) + 1 + 1) * 2
 
 
 def test_bench_json_and_plot(model, tmp_path, imagenet_files):

@@ -40,6 +40,8 @@ class Backend(abc.ABC):
     install_hint = ""
     #: model file suffixes (lower case) this backend can load
     suffixes = ()  # type: Tuple[str, ...]
+    #: whether one process can hold a backend per device (``Classifier(device_id=[0, 1])``)
+    supports_multiple_devices = True
 
     def __init__(
         self,
@@ -62,6 +64,10 @@ class Backend(abc.ABC):
         self.arch = arch
         # NCHW; -1 marks a dimension the model leaves dynamic.
         self.input_shape = (-1, 3, -1, -1)  # type: Tuple[int, int, int, int]
+        # Batch sizes the model was built for (batch profiles, ascending), when it says more
+        # than its input shape does; set by load(). Empty: the input shape decides.
+        self.batch_profiles = ()  # type: Tuple[int, ...]
+        self._closed = False
 
     # -- what subclasses implement -------------------------------------------------
     @abc.abstractmethod
@@ -87,37 +93,55 @@ class Backend(abc.ABC):
         return Path(model_path).suffix.lower() in cls.suffixes
 
     @property
-    def fixed_batch(self) -> Optional[int]:
-        """The batch size the model was exported with, or None when it is dynamic."""
+    def batch_sizes(self) -> Optional[Tuple[int, ...]]:
+        """The batch sizes the model accepts, ascending, or None when any size goes."""
+        if self.batch_profiles:
+            return self.batch_profiles
         n = self.input_shape[0]
-        return n if n > 0 else None
+        return (n,) if n > 0 else None
+
+    @property
+    def fixed_batch(self) -> Optional[int]:
+        """The one batch size the model accepts, or None (dynamic, or several profiles)."""
+        sizes = self.batch_sizes
+        return sizes[0] if sizes is not None and len(sizes) == 1 else None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Logits (N, num_classes) float32 for a float32 NCHW batch of any size N >= 1.
 
-        A model exported with a fixed batch size is fed in chunks of that size, the last
-        one zero-padded, so callers never need to know how the model was exported.
+        A model that accepts only some batch sizes (a static export, or batch profiles) is
+        fed in chunks: the largest size while more rows remain than it holds, then the
+        smallest size that holds the rest, zero-padded (see :func:`plan_chunks`); callers
+        never need to know how the model was built.
         """
+        if self._closed:
+            raise BackendError("%s was closed: create a new backend for %s" % (self, self.model_path))
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if batch.ndim != 4:
             raise ValueError("expected an NCHW batch, got shape %s" % (batch.shape,))
         n = batch.shape[0]
-        fixed = self.fixed_batch
-        if fixed is None or n == fixed:
+        sizes = self.batch_sizes
+        if sizes is None or n in sizes:
             return np.asarray(self._predict(batch), dtype=np.float32)
         outs = []
-        for start in range(0, n, fixed):
-            chunk = batch[start:start + fixed]
-            m = chunk.shape[0]
-            if m < fixed:
-                padded = np.zeros((fixed,) + batch.shape[1:], dtype=np.float32)
-                padded[:m] = chunk
+        start = 0
+        for size, rows in plan_chunks(n, sizes):
+            chunk = batch[start:start + rows]
+            if rows < size:
+                padded = np.zeros((size,) + batch.shape[1:], dtype=np.float32)
+                padded[:rows] = chunk
                 chunk = padded
-            outs.append(np.asarray(self._predict(chunk), dtype=np.float32)[:m])
+            outs.append(np.asarray(self._predict(chunk), dtype=np.float32)[:rows])
+            start += rows
         return np.concatenate(outs, axis=0)
 
     def close(self) -> None:
-        """Release the runtime's resources (optional)."""
+        """Release the runtime's resources; later runs raise :class:`BackendError`."""
+        self._closed = True
+        self._release()
+
+    def _release(self) -> None:
+        """Drop the runtime's objects (subclasses that hold any)."""
 
     def __enter__(self) -> "Backend":
         return self
@@ -127,6 +151,25 @@ class Backend(abc.ABC):
 
     def __repr__(self) -> str:
         return "%s(%r, device=%r, threads=%d)" % (type(self).__name__, str(self.model_path), self.device, self.threads)
+
+
+def plan_chunks(n: int, sizes: Sequence[int]) -> List[Tuple[int, int]]:
+    """(model batch size, rows of real input) per call for ``n`` rows on a model that
+    accepts only ``sizes``: the largest size while more than it remains, then the smallest
+    size that holds the rest (padded). Profiles (1, 8) and 9 rows: [(8, 8), (1, 1)]; 7 rows:
+    [(8, 7)], one call with one padding row rather than seven calls."""
+    if n < 1:
+        raise ValueError("need at least one row, got %d" % n)
+    ordered = sorted(set(int(s) for s in sizes))
+    if not ordered or ordered[0] < 1:
+        raise ValueError("batch sizes must be positive, got %r" % (list(sizes),))
+    largest = ordered[-1]
+    plan = []  # type: List[Tuple[int, int]]
+    while n > largest:
+        plan.append((largest, largest))
+        n -= largest
+    plan.append((next(s for s in ordered if s >= n), n))
+    return plan
 
 
 BACKENDS = {}  # type: Dict[str, Type[Backend]]

@@ -19,6 +19,8 @@ class MindSporeBackend(Backend):
     runtime_module = "mindspore"
     install_hint = "pip install mindspore (Python 3.9+; the ibnedge[train] extra)"
     suffixes = (".mindir",) + CHECKPOINT_SUFFIXES
+    # MindSpore selects its device once per process (set_device).
+    supports_multiple_devices = False
 
     def load(self) -> "MindSporeBackend":
         try:
@@ -51,7 +53,7 @@ class MindSporeBackend(Backend):
     def _predict(self, batch: np.ndarray) -> np.ndarray:
         return self._cell(self._ms.Tensor(batch)).asnumpy()
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._cell = None
 
 

@@ -50,5 +50,5 @@ class OnnxBackend(Backend):
     def _predict(self, batch: np.ndarray) -> np.ndarray:
         return self._session.run(None, {self._input_name: batch})[0]
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._session = None

@@ -9,6 +9,9 @@
 3. End-to-end img/s of :meth:`Classifier.predict_iter` (files in, top-5 out, the engine
    preprocessing batch k+1 while the backend runs batch k) at the same batch sizes, and
    its ratio to the backend alone: 100% means preprocessing is fully hidden.
+4. With several ``--device-id`` (``0,1,2,3``: the chips of one card), end-to-end img/s at
+   the largest batch size per device count 1..K (one backend per device, fed by the same
+   preprocessing), and its ratio to one device.
 
 Backend-alone and end-to-end runs are interleaved repeat by repeat, so machine noise hits
 both alike; figures are medians over ``--repeat``. One ``--model`` serves every backend
@@ -130,6 +133,45 @@ def _time_end_to_end(clf: Any, files: Sequence[Path]) -> float:
     return time.perf_counter() - t0
 
 
+def device_table(make: Callable[[Sequence[int]], Any], name: str, device_ids: Sequence[int],
+                 files: Sequence[Path], batch: int, repeats: int,
+                 log: Callable[[str], None] = _log) -> List[Dict[str, Any]]:
+    """End-to-end img/s with the first 1, 2, ..., K of ``device_ids`` (``make(ids)`` builds
+    the classifier), repeats interleaved across the counts so drift hits them alike."""
+    n = (len(files) // batch) * batch or batch
+    use = [files[i % len(files)] for i in range(n)]
+    counts = list(range(1, len(device_ids) + 1))
+    runs = OrderedDict()  # type: Dict[int, List[float]]
+    classifiers = OrderedDict()  # type: Dict[int, Any]
+    try:
+        for k in counts:
+            classifiers[k] = make(device_ids[:k])
+            _time_end_to_end(classifiers[k], use[: batch * k])  # warm-up: every device's first call
+            runs[k] = []
+        for r in range(repeats):
+            for k in counts:
+                runs[k].append(n / _time_end_to_end(classifiers[k], use))
+                log("  %s, %d device%s, batch %d, repeat %d/%d: end-to-end %.2f img/s"
+                    % (name, k, "" if k == 1 else "s", batch, r + 1, repeats, runs[k][-1]))
+    finally:
+        for clf in classifiers.values():
+            clf.close()
+    rows = []
+    for k in counts:
+        rows.append({
+            "backend": name,
+            "devices": k,
+            "device_ids": list(device_ids[:k]),
+            "batch": batch,
+            "images": n,
+            "end_to_end_img_s": statistics.median(runs[k]),
+            "end_to_end_img_s_runs": runs[k],
+            # paired per repeat against one device, then the median
+            "relative_to_1_device": statistics.median(x / y for x, y in zip(runs[k], runs[1])),
+        })
+    return rows
+
+
 def backend_table(classifiers: Sequence[Any], files: Sequence[Path], batch_sizes: Sequence[int], repeats: int,
                   log: Callable[[str], None] = _log) -> List[Dict[str, Any]]:
     """Backend-alone and end-to-end figures per backend and batch size.
@@ -212,6 +254,16 @@ def format_table(result: Dict[str, Any]) -> str:
             for r in ratios:
                 lines.append("    batch %-4d %s" % (r["batch"], ", ".join(
                     "%s %.2fx" % (k, v) for k, v in r["relative_to_onnx"].items())))
+    devices = result.get("devices", [])
+    if devices:
+        lines.append("")
+        lines.append("end to end per device count (batch %d, one backend per device; medians, ratio paired per repeat)"
+                     % devices[0]["batch"])
+        lines.append("  %-10s %8s %16s %12s  %s" % ("backend", "devices", "end-to-end img/s", "vs 1 device", "ids"))
+        for r in devices:
+            lines.append("  %-10s %8d %16.2f %11.2fx  %s" % (
+                r["backend"], r["devices"], r["end_to_end_img_s"], r["relative_to_1_device"],
+                ",".join(str(i) for i in r["device_ids"])))
     skipped = result.get("skipped_backends")
     if skipped:
         lines.append("")
@@ -290,6 +342,7 @@ def run_bench(args: Any) -> int:
             raise BenchSetupError("%s %s: folder %s does not exist" % (flag, target, folder))
     files = bench_files(args.corpus, args.images)
     names = list(args.backend)
+    device_ids = list(args.device_id) if isinstance(args.device_id, (list, tuple)) else [args.device_id]
     if "auto" in names:
         names = [n for n in AUTO_ORDER if get_backend_class(n).installed()]
     if args.model is None:
@@ -315,7 +368,7 @@ def run_bench(args: Any) -> int:
         clf, reasons = None, []
         for path in candidates.get(name, []):
             try:
-                clf = Classifier(model=path, backend=name, device=args.device, device_id=args.device_id,
+                clf = Classifier(model=path, backend=name, device=args.device, device_id=device_ids[0],
                                  threads=args.threads, batch=max(args.batch), preprocess=args.preprocess, arch=args.arch)
                 break
             except (BackendError, ValueError) as exc:
@@ -343,6 +396,16 @@ def run_bench(args: Any) -> int:
     finally:
         for clf in classifiers:
             clf.close()
+    if len(device_ids) > 1:
+        result["devices"] = []
+        for clf in classifiers:
+            def make(ids, clf=clf):
+                return Classifier(model=clf.model_path, backend=clf.backend.name, device=args.device, device_id=ids,
+                                  threads=args.threads, batch=max(args.batch), preprocess=args.preprocess,
+                                  arch=args.arch)
+
+            _log("timing %s on devices %s..." % (clf.backend.name, ",".join(str(i) for i in device_ids)))
+            result["devices"] += device_table(make, clf.backend.name, device_ids, files, max(args.batch), args.repeat)
     result["backends"] = rows
     result["ratios"] = _relative_rows(rows)
     result["skipped_backends"] = skipped

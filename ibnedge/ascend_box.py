@@ -1,0 +1,153 @@
+"""What this machine has of the Ascend software stack: toolkit, driver, chips.
+
+Read from the places CANN's installers write (no Ascend library is loaded):
+
+* toolkit: ``$ASCEND_HOME_PATH`` (set by ``source .../ascend-toolkit/set_env.sh``; also
+  ``$ASCEND_TOOLKIT_HOME``), else ``/usr/local/Ascend/ascend-toolkit/latest``; its version
+  in ``<toolkit>/<arch>-linux/ascend_toolkit_install.info`` (``version=...``), and the
+  model compiler ``atc`` under ``<toolkit>/compiler/bin`` or ``<toolkit>/bin`` (CANN
+  installation guide, "File Paths":
+  https://www.hiascend.com/document/detail/en/canncommercial/800/softwareinst/instg/instg_0044.html);
+* driver: ``<Ascend root>/driver/version.info`` (``Version=...``), the root being the
+  folder that holds ``ascend-toolkit`` (default ``/usr/local/Ascend``);
+* chips: the device nodes ``/dev/davinciN`` the driver creates, narrowed by
+  ``$ASCEND_RT_VISIBLE_DEVICES`` when set; ``npu-smi info`` (on PATH) for the chip name.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional
+
+DEFAULT_ROOT = Path("/usr/local/Ascend")
+_TOOLKIT_VARS = ("ASCEND_HOME_PATH", "ASCEND_TOOLKIT_HOME")
+_CHIP_NAME = re.compile(r"\b(310P\d*|310B\d*|310|910[A-C]?\d*)\b")
+
+
+@dataclass
+class AscendBox:
+    """The findings; ``None`` / empty where a part is absent."""
+
+    toolkit: Optional[Path] = None
+    toolkit_from: str = ""  # the variable (or default path) it was found through
+    toolkit_version: str = ""
+    atc: Optional[Path] = None
+    driver: Optional[Path] = None  # where the driver should be (it may be missing)
+    driver_version: str = ""
+    npu_smi: Optional[str] = None
+    npu_smi_output: str = ""
+    npu_smi_error: str = ""
+    chips: List[int] = field(default_factory=list)
+    visible: Optional[str] = None  # ASCEND_RT_VISIBLE_DEVICES as set
+    chip_names: List[str] = field(default_factory=list)  # from npu-smi, e.g. "310", "310P3"
+
+    @property
+    def soc(self) -> str:
+        """The chip family of the first chip npu-smi names ("Ascend310", ...), or ""."""
+        return soc_family(self.chip_names[0]) if self.chip_names else ""
+
+    def to_dict(self) -> Dict[str, object]:
+        return {
+            "toolkit": str(self.toolkit) if self.toolkit else None,
+            "toolkit_from": self.toolkit_from,
+            "toolkit_version": self.toolkit_version,
+            "atc": str(self.atc) if self.atc else None,
+            "driver": str(self.driver) if self.driver else None,
+            "driver_version": self.driver_version,
+            "npu_smi": self.npu_smi,
+            "npu_smi_error": self.npu_smi_error,
+            "chips": list(self.chips),
+            "visible": self.visible,
+            "chip_names": list(self.chip_names),
+            "soc": self.soc,
+        }
+
+
+def soc_family(chip_name: str) -> str:
+    """npu-smi's chip name ("310", "310P3", "910B") -> the --soc choice it belongs to."""
+    if chip_name.startswith("310P"):
+        return "Ascend310P"
+    if chip_name.startswith("310"):
+        return "Ascend310"
+    if chip_name.startswith("910"):
+        return "Ascend910"
+    return ""
+
+
+def probe(environ: Optional[Mapping[str, str]] = None, dev_dir: str = "/dev") -> AscendBox:
+    """The Ascend stack as ``environ`` (default: this process's) and ``dev_dir`` show it."""
+    env = os.environ if environ is None else environ
+    box = AscendBox()
+    for var in _TOOLKIT_VARS:
+        if env.get(var):
+            box.toolkit, box.toolkit_from = Path(env[var]), "$" + var
+            break
+    else:
+        default = DEFAULT_ROOT / "ascend-toolkit" / "latest"
+        if default.is_dir():
+            box.toolkit, box.toolkit_from = default, str(default)
+    root = DEFAULT_ROOT
+    if box.toolkit is not None:
+        box.toolkit_version = _read_key(box.toolkit / ("%s-linux" % platform.machine()) / "ascend_toolkit_install.info", "version")
+        for candidate in (box.toolkit / "compiler" / "bin" / "atc", box.toolkit / "bin" / "atc"):
+            if candidate.is_file():
+                box.atc = candidate
+                break
+        parts = box.toolkit.parts
+        if "ascend-toolkit" in parts:
+            root = Path(*parts[: parts.index("ascend-toolkit")])
+    box.driver = root / "driver"
+    box.driver_version = _read_key(box.driver / "version.info", "Version")
+    box.visible = env.get("ASCEND_RT_VISIBLE_DEVICES")
+    box.chips = _device_nodes(Path(dev_dir), box.visible)
+    box.npu_smi = shutil.which("npu-smi", path=env.get("PATH"))
+    if box.npu_smi:
+        _run_npu_smi(box)
+    return box
+
+
+def _read_key(path: Path, key: str) -> str:
+    """``key=value`` from a CANN info file, or "" when the file or key is absent."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.strip().lower() == key.lower():
+            return value.strip()
+    return ""
+
+
+def _device_nodes(dev_dir: Path, visible: Optional[str]) -> List[int]:
+    try:
+        names = os.listdir(str(dev_dir))
+    except OSError:
+        return []
+    ids = sorted(int(n[len("davinci"):]) for n in names if re.match(r"^davinci\d+$", n))
+    if visible:
+        wanted = {int(v) for v in re.findall(r"\d+", visible)}
+        ids = [i for i in ids if i in wanted]
+    return ids
+
+
+def _run_npu_smi(box: AscendBox) -> None:
+    try:
+        proc = subprocess.run([str(box.npu_smi), "info"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20)
+    except (OSError, subprocess.SubprocessError) as exc:
+        box.npu_smi_error = str(exc)
+        return
+    box.npu_smi_output = proc.stdout.decode("utf-8", "replace")
+    if proc.returncode != 0:
+        lines = box.npu_smi_output.strip().splitlines()
+        box.npu_smi_error = "exit status %d%s" % (proc.returncode, ": " + lines[-1] if lines else "")
+        return
+    box.chip_names = _CHIP_NAME.findall(box.npu_smi_output)
+
+
+__all__ = ["AscendBox", "DEFAULT_ROOT", "probe", "soc_family"]

@@ -1,0 +1,135 @@
+"""``ibnedge doctor`` for real on this (CPU-only) box, and against a fake Ascend install:
+a toolkit folder laid out as CANN's installer lays it out, but missing its driver, and an
+``npu-smi`` script naming a chip."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_helpers import have, make_tiny_onnx, run_py
+
+PY = Path(sys.executable)
+
+
+def _doctor(*args, **kw):
+    proc = run_py(PY, ["-m", "ibnedge", "doctor"] + [str(a) for a in args], **kw)
+    return proc, proc.stdout.decode(), proc.stderr.decode()
+
+
+def _no_ascend():
+    """This process's environment without any Ascend toolkit variable."""
+    return {"ASCEND_HOME_PATH": "", "ASCEND_TOOLKIT_HOME": "", "ASCEND_RT_VISIBLE_DEVICES": ""}
+
+
+def test_doctor_on_this_cpu_box(tmp_path):
+    proc, out, err = _doctor("--json", env=_no_ascend())
+    assert proc.returncode == 0, out + err
+    report = json.loads(out)
+    assert report["ok"] is True and report["device"] == "cpu"
+    areas = {f["area"] for f in report["findings"]}
+    assert {"python", "engine", "lite", "onnxruntime", "mindspore", "ascend"} <= areas
+    assert report["facts"]["python"]["version"] == platform.python_version()
+    assert report["facts"]["engine"]["simd_path"] in ("avx2", "neon", "scalar")
+    assert report["facts"]["ascend"]["toolkit"] is None and report["facts"]["ascend"]["chips"] == []
+    assert all(f["status"] != "problem" for f in report["findings"])
+    if have("mindspore_lite"):
+        lite = report["facts"]["lite"]
+        assert lite["features"]["version"].startswith("2.")
+        assert lite["features"]["converter_config_file"] is True
+        if lite["features"]["version"] == "2.0.0":  # the 2.0 API: no provider / rank_id / dec_key yet
+            assert not lite["features"]["ascend_provider"] and not lite["features"]["encrypted_models"]
+        # The PyPI wheel carries the Ascend plugin, which cannot load without CANN's libraries.
+        ascend = [p for p in lite["plugins"].values() if p["device"] == "ascend" and "kernel" in p["what"].lower()]
+        assert ascend and all("libgraph.so" in p["loads"] or p["loads"] == "" for p in ascend)
+    if have("onnxruntime"):
+        assert "CPUExecutionProvider" in report["facts"]["onnxruntime"]["providers"]
+    # The text form: one line per finding, a summary, the same verdict.
+    proc, out, _ = _doctor(env=_no_ascend())
+    assert proc.returncode == 0 and out.strip().splitlines()[-1] == "0 problems: this box can run on cpu"
+
+
+@pytest.fixture
+def fake_toolkit(tmp_path):
+    """CANN's layout under tmp/Ascend: a toolkit with its install info and atc, no driver."""
+    root = tmp_path / "Ascend"
+    toolkit = root / "ascend-toolkit" / "latest"
+    info = toolkit / ("%s-linux" % platform.machine()) / "ascend_toolkit_install.info"
+    info.parent.mkdir(parents=True)
+    info.write_text("package_name=Ascend-cann-toolkit\nversion=7.0.0\narch=%s\n" % platform.machine())
+    atc = toolkit / "compiler" / "bin" / "atc"
+    atc.parent.mkdir(parents=True)
+    atc.write_text("#!/bin/sh\nexit 0\n")
+    atc.chmod(0o755)
+    return root, toolkit
+
+
+def test_fake_toolkit_missing_its_driver_fails_ascend(fake_toolkit):
+    root, toolkit = fake_toolkit
+    env = dict(_no_ascend(), ASCEND_HOME_PATH=str(toolkit))
+    proc, out, err = _doctor("--device", "ascend", env=env)
+    assert proc.returncode == 1, out + err
+    lines = out.strip().splitlines()
+    driver = [l for l in lines if "no driver" in l]
+    assert len(driver) == 1 and "problem" in driver[0]
+    assert str(root / "driver" / "version.info") in driver[0] and "-- fix: install the Ascend driver" in driver[0]
+    assert any("toolkit 7.0.0 at %s (from $ASCEND_HOME_PATH)" % toolkit in l for l in lines)
+    assert any(l.split()[0] == "problem" and "no Ascend chip visible" in l for l in lines)
+    assert lines[-1].endswith("problems: this box cannot run on ascend")
+    # Every problem line carries its fix.
+    assert all("-- fix: " in l for l in lines if l.split()[0] == "problem")
+    # The same box checked for the CPU: the Ascend findings are notes, not problems.
+    proc, out, _ = _doctor("--json", env=env)
+    report = json.loads(out)
+    assert proc.returncode == 0 and report["facts"]["ascend"]["toolkit_version"] == "7.0.0"
+    assert [f["status"] for f in report["findings"] if "no driver" in f["detail"]] == ["note"]
+
+
+def test_driver_chips_and_a_soc_mismatch(fake_toolkit, tmp_path):
+    root, toolkit = fake_toolkit
+    (root / "driver").mkdir()
+    (root / "driver" / "version.info").write_text("Version=23.0.rc3\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "npu-smi"
+    smi.write_text("#!/bin/sh\necho '| 0     310P3     | OK  | 12.8  45  |'\necho '| 1     310P3     | OK  | 12.1  44  |'\n")
+    smi.chmod(0o755)
+    env = dict(_no_ascend(), ASCEND_HOME_PATH=str(toolkit), PATH="%s:%s" % (bin_dir, os.environ["PATH"]))
+    onnx_path = make_tiny_onnx(tmp_path / "net.onnx")
+    proc = run_py(PY, ["-m", "ibnedge", "convert", str(onnx_path), "--to", "lite", "--device", "ascend", "--batch",
+                       "1,8", "--config-only"], env=env)
+    assert proc.returncode == 2, proc.stderr.decode()
+    proc, out, err = _doctor("--json", "--model", tmp_path / "net_lite.mindir", env=env)
+    report = json.loads(out)
+    assert report["device"] == "ascend"  # the model's deployment says so
+    assert report["facts"]["ascend"]["driver_version"] == "23.0.rc3"
+    assert report["facts"]["ascend"]["chip_names"] == ["310P3", "310P3"] and report["facts"]["ascend"]["soc"] == "Ascend310P"
+    problems = [f for f in report["findings"] if f["status"] == "problem"]
+    mismatch = [f for f in problems if "converted for Ascend310 but this box's chip is Ascend310P" in f["detail"]]
+    assert mismatch and mismatch[0]["fix"] == "convert it again with --soc Ascend310P"
+    assert any("does not exist" in f["detail"] for f in problems)  # only the configuration was written
+    assert proc.returncode == 1
+
+
+def test_model_metadata_profiles_and_backends(tmp_path):
+    onnx_path = make_tiny_onnx(tmp_path / "net.onnx")
+    model = onnx_path
+    if have("mindspore_lite"):
+        from ibnedge.convert import convert_to_lite
+
+        model = convert_to_lite(onnx_path, batch_sizes=[1, 8])
+    proc, out, err = _doctor("--json", "--model", model, env=_no_ascend())
+    report = json.loads(out)
+    assert proc.returncode == (0 if have("mindspore_lite") or have("onnxruntime") else 1), out + err
+    details = [f["detail"] for f in report["findings"] if f["area"] == "model"]
+    assert details[0].startswith("tiny_conv, 10 classes")
+    if have("mindspore_lite"):
+        assert "converted for cpu, batch profiles [1, 8], precision fp32" in details
+        assert "lite loads it on cpu (batch sizes [1, 8])" in details
+        assert report["facts"]["model"]["backends"] == {"lite": ""}
+    proc, out, _ = _doctor("--model", tmp_path / "missing.mindir", env=_no_ascend())
+    assert proc.returncode == 1 and "problem  model        %s does not exist" % (tmp_path / "missing.mindir") in out
