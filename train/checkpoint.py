@@ -272,3 +272,18 @@ def run_checkpoints(directory: Path, arch: str) -> List[Path]:
     name = re.compile(re.escape(arch) + _RUN_CHECKPOINT.pattern)
     found = [p for p in Path(directory).glob(arch + "-e*.ckpt") if name.fullmatch(p.name)]
     return sorted(found, key=run_checkpoint_progress)
+
+
+LATEST = "latest"
+
+
+def resume_checkpoint(resume: str, directory: Path, arch: str) -> Path:
+    """The checkpoint ``--resume`` names: a path, or ``latest``: the newest run checkpoint
+    written in ``directory``. The newest written, not the furthest: after a resume from an
+    earlier point, later checkpoints of the abandoned run may still be there."""
+    if resume != LATEST:
+        return Path(resume)
+    found = run_checkpoints(Path(directory), arch)
+    if not found:
+        raise FileNotFoundError("--resume latest: no checkpoint in %s" % directory)
+    return max(found, key=lambda p: p.stat().st_mtime_ns)

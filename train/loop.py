@@ -29,6 +29,7 @@ from .checkpoint import (
     freeze_batch_norm,
     load_into,
     read_checkpoint,
+    resume_checkpoint,
     run_checkpoint_name,
     run_checkpoint_progress,
     run_checkpoints,
@@ -400,14 +401,10 @@ def run(cfg) -> Dict:
                      image_size=cfg.image_size, resize=cfg.resize, semantics="mindspore", source=source)
     state = RunState(steps_per_epoch=steps_per_epoch, images_per_step=global_batch)
     if cfg.resume:
-        resume_path = Path(cfg.resume)
-        if cfg.resume == "latest":
-            found = run_checkpoints(Path(cfg.output_dir), cfg.arch)
-            if not found:
-                raise TrainingError("--resume latest: no checkpoint in %s" % cfg.output_dir)
-            # The newest written, not the furthest: after a resume from an earlier point,
-            # later checkpoints of the abandoned run may still be there.
-            resume_path = max(found, key=lambda p: p.stat().st_mtime_ns)
+        try:
+            resume_path = resume_checkpoint(cfg.resume, Path(cfg.output_dir), cfg.arch)
+        except FileNotFoundError as exc:
+            raise TrainingError(str(exc)) from None
         ckpt = read_checkpoint(resume_path)
         if ckpt.info is not None and (ckpt.info.arch, ckpt.info.class_names) != (cfg.arch, list(classes)):
             raise TrainingError(
