@@ -16,7 +16,7 @@ import pytest
 
 ms = pytest.importorskip("mindspore", reason="train/ needs MindSpore (Python 3.9+)")
 
-from train.loop import FAULT_ENV  # noqa: E402
+from train.faults import FAULT_ENV  # noqa: E402
 from train_helpers import (CLASSES, last_json, load_dumped_weights, make_image_folder, max_weight_diff,  # noqa: E402
                            run_module)
 

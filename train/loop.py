@@ -22,7 +22,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from . import config as settings
-from . import data, schedule
+from . import data, faults, schedule
 from .checkpoint import (
     ModelInfo,
     freeze,
@@ -40,9 +40,6 @@ from .checkpoint import (
 # Optimizer entries a resumed run may rebuild instead of loading (AMP's loss scale state;
 # the lr schedule when the number of epochs changed).
 _REBUILDABLE = ("learning_rate", "scale_sense", "current_iterator_step", "last_overflow_iterator_step")
-
-# Fault injection for the launcher's tests: the rank named here raises after its first step.
-FAULT_ENV = "IBNEDGE_TRAIN_FAULT_RANK"
 
 
 class TrainingError(RuntimeError):
@@ -85,11 +82,21 @@ def setup_context(device: Optional[str], mode: str) -> Cluster:
     if role == "MS_SCHED":
         # The scheduler only coordinates the ranks; init() returns when they are done.
         raise SystemExit(0)
-    world = get_group_size()
+    world, rank = get_group_size(), get_rank()
+    _check_rank(rank)
     ms.set_auto_parallel_context(
         parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True, device_num=world
     )
-    return Cluster(device, get_rank(), world)
+    return Cluster(device, rank, world)
+
+
+def _check_rank(rank: int) -> None:
+    """train.distributed names logs and failures by the rank it asked msrun for (MS_NODE_ID,
+    from --node-rank); a rank table may assign others, otherwise they must agree."""
+    asked = os.environ.get("MS_NODE_ID", "")
+    if asked.isdigit() and not os.environ.get("RANK_TABLE_FILE") and int(asked) != rank:
+        raise TrainingError("this process was started as rank %s but joined the cluster as rank %d; "
+                            "give every node its own --node-rank" % (asked, rank))
 
 
 def mixed_precision(net, level: str):
@@ -176,8 +183,7 @@ def _callbacks(state: RunState, cfg, cluster: Cluster, model, lrs: np.ndarray, i
                     % (state.epoch + 1, state.step_in_epoch, state.steps_per_epoch, loss, lr, rate)
                 )
                 self.window_start, self.window_images = now, 0
-            if os.environ.get(FAULT_ENV) == str(cluster.rank):
-                raise RuntimeError("fault injected on rank %d after step %d (%s)" % (cluster.rank, state.global_step, FAULT_ENV))
+            faults.after_step(cluster.rank, state.global_step)
             if cfg.max_steps and state.global_step >= cfg.max_steps:
                 state.stopped = True
                 run_context.request_stop()
