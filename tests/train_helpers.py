@@ -19,6 +19,8 @@ import numpy as np
 from edge_helpers import REPO, subprocess_env
 CLASSES = ("astronaut", "chelsea", "coffee")
 CORRUPT_NAME = "zz_truncated.jpg"
+# Set in a launcher's environment, inherited by every process of its run: finds leftovers.
+MARKER_ENV = "IBNEDGE_TEST_RUN"
 
 
 def make_image_folder(root: Path, per_class: int = 6, size: int = 80, seed: int = 0, corrupt: bool = True) -> Path:

@@ -1,17 +1,30 @@
-"""``python -m train.distributed``: data-parallel training over N processes through msrun.
+"""``python -m train.distributed``: data-parallel training over one or more nodes through msrun.
 
-    python -m train.distributed --nproc 2 --device CPU --master-port 8118 --log-dir runs/logs \\
-        -- --train-dir data/train --arch resnet50_ibn_a --batch-size 64
+One node (``--nproc`` is the single-node spelling of ``--nproc-per-node``):
 
-msrun (MindSpore's own launcher) starts a scheduler and N workers, each running
-``python -m train <train args>``; the workers join the process group (HCCL on Ascend,
-NCCL on GPU, mccl on CPU) and train data-parallel with averaged gradients. Worker K logs
-to ``LOG_DIR/worker_K.log``. When one rank fails msrun kills the others; this launcher
-then exits non-zero and prints the failed rank's last log lines.
+    python -m train.distributed --nproc 8 --device Ascend -- --train-dir /data/train
 
-msrun starts workers with the ``python`` found on PATH, not the interpreter running it,
-so this launcher puts a ``python`` that is this interpreter first on PATH, and the
-project root on PYTHONPATH so ``-m train`` resolves from any working directory.
+N nodes of M ranks each: run the same command on every node, with its own ``--node-rank``
+(0 is the master: the node whose address is ``--master-addr``):
+
+    python -m train.distributed --nnodes 2 --node-rank K --nproc-per-node 8 --device Ascend \\
+        --master-addr 10.0.0.1 --master-port 8118 [--rank-table hccl.json] -- --train-dir /data/train
+
+Node K runs global ranks K*M .. K*M+M-1 (its local worker i is global rank K*M+i, on
+device i, logging to ``LOG_DIR/worker_<global rank>.log``); rank 0 writes the checkpoints,
+evaluations and summary; every rank reads its own shard of the data. msrun (MindSpore's
+launcher) starts the ranks and, on node 0, the scheduler; the ranks join one process group
+(HCCL on Ascend, NCCL on GPU, mccl on CPU) and average their gradients.
+
+Failures are seen from exit statuses, never from log text: every rank runs under
+``train.rank_guard``, which records its exit status and dies with msrun, which dies with
+this launcher. The launchers talk to node 0's over ``--control-port`` (``train.rendezvous``):
+a failed rank, a lost node or a node that never joins stops every node, and every
+launcher exits non-zero naming the rank and node (with the rank's last log lines).
+
+Several nodes on one host (tests): msrun would start a scheduler on every node whose own
+address is ``--master-addr``, so on such a node other than node 0 this launcher starts the
+ranks itself, with the environment msrun gives them.
 """
 from __future__ import annotations
 
@@ -19,39 +32,199 @@ import argparse
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
+from . import rendezvous
 from .config import _device
+from .rank_guard import LAUNCHER_PID_ENV, SCHEDULER, describe_exit, die_with_parent, read_status, status_name
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # MindSpore's C++ log lines carry this prefix; the Python error lines are what a user needs.
 _MS_LOG_LINE = re.compile(r"^\[(WARNING|INFO|DEBUG)\] ")
+_POLL_S = 0.5
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train.distributed",
-        description="Data-parallel training over N processes with msrun; arguments after -- go to python -m train.",
+        description="Data-parallel training over N nodes x M processes with msrun; arguments after -- go to "
+                    "python -m train. Run it once on every node.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example: python -m train.distributed --nproc 8 --device Ascend -- --train-dir /data/train --epochs 100",
+        epilog="examples:\n"
+               "  python -m train.distributed --nproc 8 --device Ascend -- --train-dir /data/train\n"
+               "  python -m train.distributed --nnodes 2 --node-rank 1 --nproc-per-node 8 --device GPU "
+               "--master-addr 10.0.0.1 -- --train-dir /data/train",
     )
-    p.add_argument("--nproc", type=int, required=True, help="number of processes (ranks) on this machine")
+    p.add_argument("--nnodes", type=int, default=1, help="number of nodes (default: 1)")
+    p.add_argument("--node-rank", type=int, default=0, help="this node's rank, 0..nnodes-1; 0 is the master (default: 0)")
+    p.add_argument("--nproc-per-node", "--nproc", dest="nproc_per_node", type=int, required=True,
+                   help="processes (ranks, one per device) on this node, the same on every node; "
+                        "--nproc is the single-node spelling")
     p.add_argument("--device", type=_device, required=True, metavar="{Ascend,GPU,CPU}",
                    help="device target of every rank (one device per rank on GPU/Ascend)")
-    p.add_argument("--master-addr", default="127.0.0.1", help="scheduler address (default: 127.0.0.1)")
+    p.add_argument("--master-addr", default="127.0.0.1",
+                   help="address of node rank 0, where the scheduler runs (default: 127.0.0.1)")
     p.add_argument("--master-port", type=int, default=8118, help="scheduler port (default: 8118)")
-    p.add_argument("--log-dir", default="runs/distributed-logs", help="per-rank logs worker_K.log (default: %(default)s)")
+    p.add_argument("--control-port", type=int, default=None,
+                   help="port of the launchers' own channel on node rank 0 (default: master port + 1)")
+    p.add_argument("--rank-table", metavar="FILE", default=None, help="Ascend rank table (HCCL) for msrun")
+    p.add_argument("--log-dir", default="runs/distributed-logs",
+                   help="per-rank logs worker_<global rank>.log (default: %(default)s)")
     p.add_argument("--cluster-timeout", type=int, default=300,
-                   help="seconds the ranks wait for each other to join (default: %(default)s)")
+                   help="seconds the nodes and ranks wait for each other to join (default: %(default)s)")
     p.add_argument("--tail-lines", type=int, default=40, help="log lines shown from a failed rank (default: 40)")
-    p.add_argument("--quiet", action="store_true", help="do not stream rank 0's log to the console")
+    p.add_argument("--quiet", action="store_true", help="do not stream this node's first rank's log to the console")
+    p.add_argument("--dry-run", action="store_true", help="print this node's ranks and msrun command, start nothing")
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the arguments of python -m train")
     return p
+
+
+@dataclass(frozen=True)
+class Plan:
+    """This node's share of the run."""
+
+    nnodes: int
+    node_rank: int
+    nproc_per_node: int
+    device: str
+    master_addr: str
+    master_port: int
+    control_port: int
+    log_dir: Path
+    cluster_timeout: int
+    rank_table: Optional[Path] = None
+
+    @property
+    def world(self) -> int:
+        return self.nnodes * self.nproc_per_node
+
+    @property
+    def global_ranks(self) -> range:
+        first = self.node_rank * self.nproc_per_node
+        return range(first, first + self.nproc_per_node)
+
+    @property
+    def runs_scheduler(self) -> bool:
+        return self.node_rank == 0
+
+    @property
+    def status_dir(self) -> Path:
+        return self.log_dir / "status"
+
+    @property
+    def msrun_log(self) -> Path:
+        return self.log_dir / ("msrun-node%d.log" % self.node_rank)
+
+    def worker_log(self, global_rank: int) -> Path:
+        return self.log_dir / ("worker_%d.log" % global_rank)
+
+    @property
+    def scheduler_log(self) -> Path:
+        return self.log_dir / "scheduler.log"  # msrun's name
+
+    def statuses(self) -> List[str]:
+        """The guarded processes of this node, by status file name."""
+        return [status_name(g) for g in self.global_ranks] + ([SCHEDULER] if self.runs_scheduler else [])
+
+    def log_of(self, name: str) -> Path:
+        return self.scheduler_log if name == SCHEDULER else self.worker_log(int(name.split("_")[1]))
+
+
+def plan_from(args: argparse.Namespace) -> Plan:
+    """Checked settings; ValueError says what to fix."""
+    if args.nnodes < 1:
+        raise ValueError("--nnodes must be at least 1")
+    if not 0 <= args.node_rank < args.nnodes:
+        raise ValueError("--node-rank must be within 0..%d (--nnodes %d)" % (args.nnodes - 1, args.nnodes))
+    if args.nproc_per_node < 1:
+        raise ValueError("--nproc-per-node must be at least 1")
+    rank_table = None
+    if args.rank_table:
+        if args.device != "Ascend":
+            raise ValueError("--rank-table is for Ascend (HCCL); %s needs none" % args.device)
+        rank_table = Path(args.rank_table).resolve()
+        if not rank_table.is_file():
+            raise ValueError("--rank-table %s: file not found on node rank %d" % (args.rank_table, args.node_rank))
+    control = args.control_port if args.control_port is not None else args.master_port + 1
+    for name, port in (("--master-port", args.master_port), ("--control-port", control)):
+        if not 1024 <= port <= 65535:
+            raise ValueError("%s %d: choose a port within 1024..65535" % (name, port))
+    if control == args.master_port:
+        raise ValueError("--control-port must differ from --master-port")
+    return Plan(args.nnodes, args.node_rank, args.nproc_per_node, args.device, args.master_addr, args.master_port,
+                control, Path(args.log_dir).resolve(), args.cluster_timeout, rank_table)
+
+
+def guarded_train(plan: Plan, train_args: Sequence[str]) -> List[str]:
+    """What msrun runs for every rank and the scheduler (``python`` is this interpreter, see ``_python_shim``)."""
+    return ["python", "-m", "train.rank_guard", "--status-dir", str(plan.status_dir), "--"] + list(train_args)
+
+
+def msrun_command(plan: Plan, train_args: Sequence[str]) -> List[str]:
+    cmd = [
+        sys.executable, "-m", "mindspore.parallel.cluster.run",
+        "--worker_num=%d" % plan.world,
+        "--local_worker_num=%d" % plan.nproc_per_node,
+        "--node_rank=%d" % plan.node_rank,
+        "--master_addr=%s" % plan.master_addr,
+        "--master_port=%d" % plan.master_port,
+        "--log_dir=%s" % plan.log_dir,
+        "--join=True",
+        "--cluster_time_out=%d" % plan.cluster_timeout,
+        # No rank has this id, so msrun tails no log: its `tail -f` would outlive a killed
+        # msrun. The launcher follows the log itself.
+        "--tail_worker_log=%d" % plan.world,
+    ]
+    if plan.rank_table is not None:
+        cmd.append("--rank_table_file=%s" % plan.rank_table)
+    return cmd + guarded_train(plan, train_args)
+
+
+def worker_env(plan: Plan, local: int) -> Dict[str, str]:
+    """The environment msrun gives a worker (mindspore/parallel/cluster/process_entity/_api.py)."""
+    rank = plan.global_ranks[local]
+    env = {
+        "MS_WORKER_NUM": str(plan.world), "MS_SCHED_HOST": plan.master_addr, "MS_SCHED_PORT": str(plan.master_port),
+        "MS_TOPO_TIMEOUT": str(plan.cluster_timeout), "MS_ROLE": "MS_WORKER", "MS_NODE_ID": str(rank),
+        "RANK_ID": str(rank), "RANK_SIZE": str(plan.world), "DEVICE_ID": str(local),
+    }
+    if plan.rank_table is not None:
+        env["RANK_TABLE_FILE"] = str(plan.rank_table)
+    return env
+
+
+def is_local_address(host: str) -> bool:
+    """Whether ``host`` is an address of this machine (of this network namespace)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((host, 0))
+        return True
+    except OSError:
+        return False
+
+
+def describe_plan(plan: Plan, direct: bool) -> List[str]:
+    lines = ["node %d of %d (%s): global ranks %d-%d of %d; master %s:%d, control port %d"
+             % (plan.node_rank, plan.nnodes, plan.device, plan.global_ranks[0], plan.global_ranks[-1], plan.world,
+                plan.master_addr, plan.master_port, plan.control_port)]
+    for local, rank in enumerate(plan.global_ranks):
+        lines.append("  local worker %d = global rank %d, device %d, log %s" % (local, rank, local, plan.worker_log(rank)))
+    if plan.runs_scheduler:
+        lines.append("  scheduler log %s" % plan.scheduler_log)
+    if direct:
+        lines.append("  %s is also this machine's address (several nodes on one host): this node's ranks are "
+                     "started without msrun, which would start a second scheduler" % plan.master_addr)
+    return lines
+
+
+# ----------------------------------------------------------------------------- this node's processes
 
 
 def _python_shim(directory: Path) -> Path:
@@ -66,142 +239,288 @@ def _python_shim(directory: Path) -> Path:
     return directory
 
 
-def msrun_command(nproc: int, master_addr: str, master_port: int, log_dir: Path, cluster_timeout: int,
-                  train_args: Sequence[str], tail_rank0: bool = True) -> List[str]:
-    return [
-        sys.executable, "-m", "mindspore.parallel.cluster.run",
-        "--worker_num=%d" % nproc,
-        "--local_worker_num=%d" % nproc,
-        "--master_addr=%s" % master_addr,
-        "--master_port=%d" % master_port,
-        "--log_dir=%s" % log_dir,
-        "--join=True",
-        "--cluster_time_out=%d" % cluster_timeout,
-        "--tail_worker_log=%s" % ("0" if tail_rank0 else str(nproc + 1)),
-        "python", "-m", "train",
-    ] + list(train_args)
+def _log_tail(path: Path, lines: int, max_bytes: int = 256 * 1024) -> List[str]:
+    """The last ``lines`` lines of a log without MindSpore's own INFO/WARNING lines."""
+    try:
+        with open(str(path), "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    kept = [ln for ln in text.splitlines()[1 if size > max_bytes else 0:] if not _MS_LOG_LINE.match(ln)]
+    return kept[-lines:]
 
 
-def worker_logs(log_dir: Path) -> List[Tuple[int, Path]]:
+def _alive(pid: int) -> bool:
+    try:
+        state = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def processes_with_env(key: str, value: str) -> List[int]:
+    """Live processes whose environment holds ``key=value`` (Linux /proc)."""
+    needle = ("%s=%s" % (key, value)).encode()
     found = []
-    for path in Path(log_dir).glob("worker_*.log"):
-        m = re.fullmatch(r"worker_(\d+)\.log", path.name)
-        if m:
-            found.append((int(m.group(1)), path))
-    return sorted(found)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0") and _alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
 
 
-# How much of each log's end failed_ranks reads: a rank's final traceback, even amid
-# MindSpore's log lines, without rereading hours of training logs every poll.
-LOG_TAIL_BYTES = 256 * 1024
+class LocalRun:
+    """This node's msrun (or, see the module doc, its directly started ranks), seen
+    through the exit statuses the guards record."""
+
+    def __init__(self, plan: Plan, train_args: Sequence[str], env: Dict[str, str], direct: bool, tail_lines: int):
+        self.plan, self.tail_lines = plan, tail_lines
+        self.env = dict(env, **{LAUNCHER_PID_ENV: str(os.getpid())})
+        plan.status_dir.mkdir(parents=True, exist_ok=True)
+        for name in plan.statuses():  # a previous run's statuses would be taken for this one's
+            (plan.status_dir / (name + ".json")).unlink(missing_ok=True)
+        if direct:
+            self.procs = [self._start_rank(local, train_args) for local in range(plan.nproc_per_node)]
+        else:
+            cmd = msrun_command(plan, train_args)
+            print("msrun: %s" % " ".join(cmd), flush=True)
+            launcher = os.getpid()
+            with open(str(plan.msrun_log), "w") as log:
+                # Own session (an interrupt of the launcher's terminal is the launcher's to
+                # handle); killed when this launcher dies, even by SIGKILL.
+                self.procs = [subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                               start_new_session=True,
+                                               preexec_fn=lambda: die_with_parent([launcher]))]
+
+    def _start_rank(self, local: int, train_args: Sequence[str]) -> subprocess.Popen:
+        rank = self.plan.global_ranks[local]
+        cmd = guarded_train(self.plan, train_args)
+        with open(str(self.plan.worker_log(rank)), "w") as log:
+            return subprocess.Popen(cmd, env=dict(self.env, **worker_env(self.plan, local)), stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+
+    def poll(self) -> Optional[Dict]:
+        """None while running; ``{}`` when every process succeeded; else the first failure."""
+        records = {name: read_status(self.plan.status_dir, name) for name in self.plan.statuses()}
+        ended = {n: r for n, r in records.items() if r is not None and "exit" in r}
+        failed = [n for n, r in ended.items() if r["exit"] != 0]
+        if failed:
+            first = min(failed, key=lambda n: ended[n]["started"] + ended[n].get("seconds", 0.0))
+            return self._failure(first, describe_exit(int(ended[first]["exit"])))
+        codes = [p.poll() for p in self.procs]
+        if any(c is None for c in codes):
+            return None
+        missing = [n for n in self.plan.statuses() if n not in ended]
+        if missing:  # its guard was killed, or never started
+            return self._failure(missing[0], "ended without an exit status (killed)")
+        if any(codes):
+            code = next(c for c in codes if c)
+            return {"node": self.plan.node_rank, "title": "msrun on node %d failed (%s)"
+                    % (self.plan.node_rank, describe_exit(code)),
+                    "log": str(self.plan.msrun_log), "tail": _log_tail(self.plan.msrun_log, self.tail_lines)}
+        return {}
+
+    def _failure(self, name: str, how: str) -> Dict:
+        what = "the scheduler" if name == SCHEDULER else "rank %s" % name.split("_")[1]
+        log = self.plan.log_of(name)
+        return {"node": self.plan.node_rank, "title": "%s on node %d failed (%s)" % (what, self.plan.node_rank, how),
+                "log": str(log), "tail": _log_tail(log, self.tail_lines)}
+
+    def stop(self, wait_s: float = 15.0) -> List[int]:
+        """Kill every process of this node's run; returns those still alive after ``wait_s``."""
+        for p in self.procs:
+            _kill_group(p.pid)
+        marker = self.env[LAUNCHER_PID_ENV]
+        deadline = time.monotonic() + wait_s
+        while True:
+            left = processes_with_env(LAUNCHER_PID_ENV, marker)
+            for pid in left:  # guards and ranks live in sessions of their own
+                _kill_group(pid)
+            if not left and all(p.poll() is not None for p in self.procs):
+                return []
+            if time.monotonic() > deadline:
+                return left
+            time.sleep(0.1)
 
 
-def _log_tail(path: Path, max_bytes: int = LOG_TAIL_BYTES) -> str:
-    with open(str(path), "rb") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        f.seek(max(0, size - max_bytes))
-        text = f.read().decode("utf-8", "replace")
-    return text if size <= max_bytes else text.split("\n", 1)[-1]  # drop the cut first line
+def _kill_group(pid: int) -> None:
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
-def failed_ranks(log_dir: Path) -> List[Tuple[int, List[str]]]:
-    """Ranks whose log ends in a Python error, with those lines (MindSpore's own log lines dropped)."""
-    failures = []
-    for rank, path in worker_logs(log_dir):
-        lines = [ln for ln in _log_tail(path).splitlines() if not _MS_LOG_LINE.match(ln)]
-        start = next((i for i, ln in enumerate(lines) if ln.startswith("Traceback")), None)
-        if start is None:
-            start = next((i for i, ln in enumerate(lines) if ln.startswith("error:")), None)
-        if start is not None:
-            failures.append((rank, lines[start:]))
-    return failures
+class _LogFollower:
+    """Copies what a log file gains to stdout (msrun's own ``tail -f`` would outlive it)."""
+
+    def __init__(self, path: Optional[Path]):
+        self.path, self.offset = path, 0
+
+    def pump(self) -> None:
+        if self.path is None:
+            return
+        try:
+            with open(str(self.path), "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return
+        if data:
+            self.offset += len(data)
+            sys.stdout.write(data.decode("utf-8", "replace"))
+            sys.stdout.flush()
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _resolve_resume(train_args: List[str], node_rank: int) -> Optional[str]:
+    """``--resume latest`` found once here and passed to every rank as a path, so the ranks
+    cannot pick different files; the master checks that every node found the same one."""
+    from . import config as settings
+    from .checkpoint import LATEST, resume_checkpoint
+
+    cfg = settings.resolve(settings.train_parser(), train_args)
+    if not cfg.resume:
+        return None
+    path = resume_checkpoint(cfg.resume, Path(cfg.output_dir), cfg.arch)
+    if cfg.resume == LATEST:
+        print("node %d: --resume latest is %s" % (node_rank, path), flush=True)
+    return str(path.resolve())
+
+
+def _link(plan: Plan, resume: Optional[str]):
+    if plan.nnodes == 1:
+        return rendezvous.Solo()
+    hello = {"node": plan.node_rank, "nnodes": plan.nnodes, "nproc": plan.nproc_per_node, "device": plan.device,
+             "resume": resume}
+    print("node %d: waiting for all %d nodes at %s:%d (up to %d s)"
+          % (plan.node_rank, plan.nnodes, plan.master_addr, plan.control_port, plan.cluster_timeout), flush=True)
+    if plan.node_rank == 0:
+        link = rendezvous.Master(plan.master_addr, plan.control_port, hello)
+        link.gather(plan.cluster_timeout)
+    else:
+        link = rendezvous.Member(plan.master_addr, plan.control_port, hello, plan.cluster_timeout)
+    print("node %d: all %d nodes joined" % (plan.node_rank, plan.nnodes), flush=True)
+    return link
+
+
+def _supervise(local: LocalRun, link, follower: _LogFollower) -> Optional[Dict]:
+    """None once every node succeeded; else the failure that stopped the run."""
+    done = False
+    while True:
+        follower.pump()
+        if not done:
+            outcome = local.poll()
+            if outcome:
+                link.report_failure(outcome)
+                return outcome
+            if outcome is not None:
+                done = True
+                link.report_done()
+        for kind, failure in link.events(_POLL_S):
+            if kind == "failed":
+                return failure
+            if kind == "finished":
+                follower.pump()
+                return None
 
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _stop(proc: subprocess.Popen, grace: float = 30.0) -> int:
-    """SIGINT makes msrun kill every rank and the scheduler; SIGKILL if it does not exit in time."""
+def _report(failure: Dict, plan: Plan, tail_lines: int) -> None:
+    if failure.get("log"):
+        print("\n==== %s; last lines of %s ====" % (failure["title"], failure["log"]), file=sys.stderr)
+        print("\n".join(failure.get("tail", [])[-tail_lines:]), file=sys.stderr)
+    everyone = "every rank on every node was stopped" if plan.nnodes > 1 else "every rank was stopped"
+    print("error: %s; %s" % (failure["title"], everyone), file=sys.stderr, flush=True)
+
+
+def _environment(shim_dir: Path) -> Dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(_python_shim(shim_dir)), str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH", "")]))
+    env.setdefault("GLOG_v", "2")  # MindSpore C++ log: warnings and errors
+    return env
+
+
+def _train_args(args: argparse.Namespace, plan: Plan) -> List[str]:
+    train_args = list(args.train_args)
+    if train_args[:1] == ["--"]:
+        train_args = train_args[1:]
+    if "--device" in train_args or any(a.startswith("--device=") for a in train_args):
+        raise ValueError("give --device to train.distributed, not after --")
+    return ["--device", plan.device] + train_args
+
+
+def launch(args: argparse.Namespace) -> int:
+    plan = plan_from(args)
+    train_args = _train_args(args, plan)
+    direct = plan.node_rank > 0 and is_local_address(plan.master_addr)
+    if plan.node_rank == 0 and not args.dry_run and not is_local_address(plan.master_addr):
+        raise ValueError("--master-addr %s is not an address of this machine, but node rank 0 runs the scheduler "
+                         "there: run node rank 0 on %s, or give its address" % (plan.master_addr, plan.master_addr))
+    print("\n".join(describe_plan(plan, direct)), flush=True)
+    if args.dry_run:
+        print("msrun: %s" % " ".join(msrun_command(plan, train_args)))
+        return 0
+    resume = _resolve_resume(train_args, plan.node_rank)
+    if resume is not None:
+        train_args += ["--resume", resume]  # the last --resume wins, over a config file's too
+    plan.log_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    link, local, interrupted = None, None, False
     try:
-        os.killpg(proc.pid, signal.SIGINT)
-        return proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        return proc.wait()
-    except ProcessLookupError:
-        return proc.wait()
-
-
-def _supervise(proc: subprocess.Popen, log_dir: Path, grace: float = 5.0, poll: float = 1.0) -> int:
-    """Wait for msrun; once a rank has died with an error, give msrun ``grace`` seconds to stop
-    the others, then stop it (its scheduler otherwise waits for the lost rank's heartbeat)."""
-    failed_since = None
-    while True:
-        try:
-            return proc.wait(timeout=poll)
-        except subprocess.TimeoutExpired:
-            pass
-        if failed_since is None:
-            if failed_ranks(log_dir):
-                failed_since = time.monotonic()
-        elif time.monotonic() - failed_since > grace:
-            _stop(proc)
-            return 1
+        with tempfile.TemporaryDirectory(prefix="ibnedge-msrun-") as tmp:
+            try:
+                link = _link(plan, resume)
+                local = LocalRun(plan, train_args, _environment(Path(tmp)), direct, args.tail_lines)
+                failure = _supervise(local, link, _LogFollower(None if args.quiet else plan.worker_log(plan.global_ranks[0])))
+            except rendezvous.RendezvousError as exc:
+                print("error: %s" % exc, file=sys.stderr, flush=True)
+                return 1
+            except KeyboardInterrupt:
+                interrupted = True
+                failure = {"node": plan.node_rank, "title": "the launcher of node %d was interrupted" % plan.node_rank}
+                if link is not None:
+                    link.report_failure(failure)
+            finally:
+                left = local.stop() if local is not None else []
+                if link is not None:
+                    link.close()
+                if left:
+                    print("warning: processes %s of this run outlived SIGKILL" % ", ".join(map(str, left)),
+                          file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if failure is None:
+        print("all %d ranks finished in %.1f s (%d node%s); logs in %s"
+              % (plan.world, time.time() - started, plan.nnodes, "s" if plan.nnodes > 1 else "", plan.log_dir),
+              flush=True)
+        return 0
+    _report(failure, plan, args.tail_lines)
+    return 130 if interrupted else 1
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
-    train_args = list(args.train_args)
-    if train_args[:1] == ["--"]:
-        train_args = train_args[1:]
-    if args.nproc < 1:
-        print("error: --nproc must be at least 1", file=sys.stderr)
+    try:
+        return launch(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print("error: %s" % exc, file=sys.stderr, flush=True)
         return 2
-    if "--device" in train_args or any(a.startswith("--device=") for a in train_args):
-        print("error: give --device to train.distributed, not after --", file=sys.stderr)
-        return 2
-    train_args = ["--device", args.device] + train_args
-    log_dir = Path(args.log_dir).resolve()
-    log_dir.mkdir(parents=True, exist_ok=True)
-    for _, old in worker_logs(log_dir):
-        old.unlink()  # a previous run's logs would be mistaken for this one's
-
-    with tempfile.TemporaryDirectory(prefix="ibnedge-msrun-") as tmp:
-        env = dict(os.environ)
-        env["PATH"] = os.pathsep.join([str(_python_shim(Path(tmp))), str(Path(sys.executable).parent), env.get("PATH", "")])
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH", "")]))
-        env.setdefault("GLOG_v", "2")  # MindSpore C++ log: warnings and errors
-        cmd = msrun_command(args.nproc, args.master_addr, args.master_port, log_dir, args.cluster_timeout,
-                            train_args, tail_rank0=not args.quiet)
-        print("launching %d ranks on %s: %s" % (args.nproc, args.device, " ".join(cmd)), flush=True)
-        started = time.time()
-        # Own session: an interrupt of this launcher reaches msrun, which then stops every rank.
-        proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-        # msrun and the ranks run in sessions of their own: a terminated launcher must stop them.
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-        try:
-            code = _supervise(proc, log_dir)
-        except KeyboardInterrupt:
-            _stop(proc)
-            print("interrupted: all ranks stopped", file=sys.stderr)
-            return 130
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-
-    failures = failed_ranks(log_dir)
-    if code == 0 and not failures:
-        print("all %d ranks finished in %.1f s; logs in %s" % (args.nproc, time.time() - started, log_dir), flush=True)
-        return 0
-    if not failures:
-        print("error: msrun exited with status %d; see the logs in %s" % (code, log_dir), file=sys.stderr)
-        return code or 1
-    for rank, lines in failures:
-        print("\n==== rank %d failed (%s) ====" % (rank, log_dir / ("worker_%d.log" % rank)), file=sys.stderr)
-        print("\n".join(lines[-args.tail_lines:]), file=sys.stderr)
-    print("error: rank(s) %s failed; every rank was stopped" % ", ".join(str(r) for r, _ in failures), file=sys.stderr)
-    return code or 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,348 @@
+"""The launchers' control channel: which nodes joined, which failed, when all are done.
+
+Every node's ``train.distributed`` launcher connects to node rank 0's (the master's) over
+TCP (``--master-addr``, ``--control-port``) before any rank starts, and stays connected
+for the whole run. Messages are JSON objects, one per line:
+
+  member -> master  hello {node, nnodes, nproc, device, resume}, failed {failure}, done, beat
+  master -> member  start, abort {failure}, finished, beat
+
+So a node that never joins is named after ``--cluster-timeout``; a rank failing on one node
+stops every node at once, with that rank's last lines shown everywhere; a node whose
+launcher dies (its socket closes) or stops answering (no heartbeat for HEARTBEAT_TIMEOUT_S)
+is named as lost; and a launcher exits 0 only once every node's ranks have succeeded.
+
+One thread (selectors): the launcher starts msrun with a ``preexec_fn``, which is only
+safe in a single-threaded process.
+"""
+from __future__ import annotations
+
+import json
+import selectors
+import socket
+import time
+from typing import Dict, List, Optional, Tuple
+
+HEARTBEAT_S = 2.0
+HEARTBEAT_TIMEOUT_S = 30.0
+# What each node's hello must agree on with the master's.
+_AGREED = ("nnodes", "nproc", "device", "resume")
+
+Event = Tuple[str, Optional[Dict]]  # ("failed", failure) or ("finished", None)
+
+
+class RendezvousError(RuntimeError):
+    """The nodes could not be brought together; the message names the node and the fix."""
+
+
+def lost_node(node: int, why: str) -> Dict:
+    """A failure (``{node, title, log, tail}``, as the launcher reports them) of a whole node."""
+    return {"node": node, "title": "node %d was lost: %s" % (node, why), "log": None, "tail": [], "lost": True}
+
+
+class _Peer:
+    """One connection: buffered line-delimited JSON in, whole messages out."""
+
+    def __init__(self, sock: socket.socket):
+        sock.settimeout(10.0)  # sends of small messages; reads happen only when select says so
+        self.sock = sock
+        self.buffer = b""
+        self.node: Optional[int] = None
+        self.last_seen = time.monotonic()
+
+    def send(self, message: Dict) -> bool:
+        try:
+            self.sock.sendall(json.dumps(message).encode("utf-8") + b"\n")
+            return True
+        except OSError:
+            return False
+
+    def receive(self) -> Optional[List[Dict]]:
+        """The whole messages that arrived; None once the other end has closed."""
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, socket.timeout):
+            return []
+        except OSError:
+            return None
+        if not data:
+            return None
+        self.last_seen = time.monotonic()
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        messages = []
+        for line in lines:
+            try:
+                message = json.loads(line.decode("utf-8"))
+            except ValueError:
+                continue  # not one of ours (a port scanner, a stray client)
+            if isinstance(message, dict):
+                messages.append(message)
+        return messages
+
+    def silent_for(self) -> float:
+        return time.monotonic() - self.last_seen
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Solo:
+    """A single-node run: nobody to wait for or to tell."""
+
+    def __init__(self):
+        self._done = False
+
+    def report_failure(self, failure: Dict) -> None:
+        pass
+
+    def report_done(self) -> None:
+        self._done = True
+
+    def events(self, timeout: float) -> List[Event]:
+        if self._done:
+            return [("finished", None)]
+        time.sleep(timeout)
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+class Master:
+    """Node rank 0: gathers the nodes, relays failures to all, declares the end."""
+
+    def __init__(self, host: str, port: int, hello: Dict):
+        self.hello = hello
+        self.nnodes = int(hello["nnodes"])
+        try:
+            self.server = socket.create_server((host, port))
+        except OSError as exc:
+            raise RendezvousError("node rank 0 cannot listen on %s:%d (--control-port): %s; choose another port"
+                                  % (host, port, exc.strerror or exc)) from None
+        self.server.setblocking(False)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.server, selectors.EVENT_READ)
+        self.peers: List[_Peer] = []
+        self.joined: Dict[int, _Peer] = {}
+        self.done = set()
+        self._last_beat = 0.0
+
+    # ----------------------------------------------------------------- gathering
+
+    def gather(self, timeout: float) -> None:
+        """Wait until every node rank has said hello; start them all."""
+        deadline = time.monotonic() + timeout
+        while len(self.joined) < self.nnodes - 1:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                missing = [n for n in range(1, self.nnodes) if n not in self.joined]
+                raise self._abort_all(
+                    "node rank%s %s did not join within %g s (--cluster-timeout); joined: node rank%s %s"
+                    % ("s" if len(missing) > 1 else "", ", ".join(map(str, missing)), timeout,
+                       "s" if self.joined else "", ", ".join(map(str, [0] + sorted(self.joined)))))
+            for peer, messages in self._poll(min(left, 0.5)):
+                if messages is None:
+                    if peer.node is not None:
+                        raise self._abort_all("node rank %d left before the run started" % peer.node)
+                    continue
+                for message in messages:
+                    if message.get("type") == "hello":
+                        self._admit(peer, message)
+        for peer in self.joined.values():
+            peer.send({"type": "start"})
+
+    def _admit(self, peer: _Peer, hello: Dict) -> None:
+        node = hello.get("node")
+        if not isinstance(node, int) or not 0 < node < self.nnodes:
+            raise self._abort_all("a launcher joined as node rank %r; node ranks of a %d-node run are 1..%d "
+                                  "besides the master's 0" % (node, self.nnodes, self.nnodes - 1), peer)
+        if node in self.joined:
+            raise self._abort_all("two launchers joined as node rank %d; give every node its own --node-rank" % node,
+                                  peer)
+        for key in _AGREED:
+            if hello.get(key) != self.hello.get(key):
+                raise self._abort_all(
+                    "node rank %d has %s %r but node rank 0 has %r; %s"
+                    % (node, key, hello.get(key), self.hello.get(key), _AGREEMENT_FIX[key]), peer)
+        peer.node = node
+        self.joined[node] = peer
+
+    def _abort_all(self, reason: str, extra: Optional[_Peer] = None) -> RendezvousError:
+        message = {"type": "abort", "failure": {"node": 0, "title": reason, "log": None, "tail": []}}
+        for peer in set(self.peers) | ({extra} if extra else set()):
+            peer.send(message)
+        self.close()
+        return RendezvousError(reason)
+
+    # ----------------------------------------------------------------- running
+
+    def report_failure(self, failure: Dict) -> None:
+        self._broadcast({"type": "abort", "failure": failure})
+
+    def report_done(self) -> None:
+        self.done.add(0)
+
+    def events(self, timeout: float) -> List[Event]:
+        out: List[Event] = []
+        for peer, messages in self._poll(timeout):
+            if peer.node is None:
+                continue
+            if messages is None:
+                out.append(self._fail(lost_node(peer.node, "its launcher exited or was killed")))
+                continue
+            for message in messages:
+                kind = message.get("type")
+                if kind == "failed":
+                    out.append(self._fail(message["failure"]))
+                elif kind == "done":
+                    self.done.add(peer.node)
+        for peer in self.joined.values():
+            if peer.silent_for() > HEARTBEAT_TIMEOUT_S:
+                out.append(self._fail(lost_node(peer.node, "no word from its launcher for %g s"
+                                                % HEARTBEAT_TIMEOUT_S)))
+        if not out and len(self.done) == self.nnodes:
+            self._broadcast({"type": "finished"})
+            out.append(("finished", None))
+        return out
+
+    def _fail(self, failure: Dict) -> Event:
+        self._broadcast({"type": "abort", "failure": failure})
+        return ("failed", failure)
+
+    def _broadcast(self, message: Dict) -> None:
+        for peer in self.joined.values():
+            peer.send(message)
+
+    def _poll(self, timeout: float) -> List[Tuple[_Peer, Optional[List[Dict]]]]:
+        now = time.monotonic()
+        if now - self._last_beat >= HEARTBEAT_S:
+            self._last_beat = now
+            self._broadcast({"type": "beat"})
+        found = []
+        for key, _ in self.selector.select(timeout):
+            if key.fileobj is self.server:
+                try:
+                    sock, _ = self.server.accept()
+                except OSError:
+                    continue
+                peer = _Peer(sock)
+                self.peers.append(peer)
+                self.selector.register(sock, selectors.EVENT_READ, peer)
+                continue
+            peer = key.data
+            messages = peer.receive()
+            if messages is None:
+                self._drop(peer)
+            found.append((peer, messages))
+        return found
+
+    def _drop(self, peer: _Peer) -> None:
+        try:
+            self.selector.unregister(peer.sock)
+        except (KeyError, ValueError):
+            pass
+        peer.close()
+        if peer in self.peers:
+            self.peers.remove(peer)
+        if peer.node is not None:
+            self.joined.pop(peer.node, None)
+
+    def close(self, linger: float = 3.0) -> None:
+        """Close, after giving the members ``linger`` seconds to read the last word and leave
+        first (closing with their data unread could reset the connection before they read)."""
+        deadline = time.monotonic() + linger
+        while self.joined and time.monotonic() < deadline:
+            self._poll(0.2)
+        for peer in list(self.peers):
+            self._drop(peer)
+        try:
+            self.selector.unregister(self.server)
+        except (KeyError, ValueError):
+            pass
+        self.server.close()
+
+
+_AGREEMENT_FIX = {
+    "nnodes": "give every node the same --nnodes",
+    "nproc": "give every node the same --nproc-per-node",
+    "device": "give every node the same --device",
+    "resume": "--resume latest must find the same checkpoint on every node: put --output-dir on a filesystem "
+              "shared by all nodes, or copy the checkpoint to the same path on each",
+}
+
+
+class Member:
+    """Node rank > 0: joins the master, reports its ranks' fate, obeys the master's verdict."""
+
+    def __init__(self, host: str, port: int, hello: Dict, timeout: float):
+        self.node = int(hello["node"])
+        self.address = "%s:%d" % (host, port)
+        self.peer = _Peer(self._connect(host, port, timeout))
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.peer.sock, selectors.EVENT_READ)
+        self.peer.send(dict(hello, type="hello"))
+        self._last_beat = time.monotonic()
+        self._await_start()
+
+    def _connect(self, host: str, port: int, timeout: float) -> socket.socket:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return socket.create_connection((host, port), timeout=max(0.1, min(5.0, deadline - time.monotonic())))
+            except OSError as exc:
+                if time.monotonic() >= deadline:
+                    raise RendezvousError(
+                        "node rank %d could not reach the master (node rank 0) at %s within %g s "
+                        "(--cluster-timeout): %s; start node rank 0 with the same --master-addr and --control-port"
+                        % (self.node, self.address, timeout, exc.strerror or exc)) from None
+                time.sleep(0.5)
+
+    def _await_start(self) -> None:
+        """Until the master starts or refuses the run (it gives up on missing nodes after its
+        own --cluster-timeout), or falls silent."""
+        while True:
+            for kind, failure in self._read(0.5):
+                if kind == "start":
+                    return
+                if kind == "failed":
+                    self.close()
+                    raise RendezvousError(failure["title"] if failure.get("lost") else
+                                          "the master (node rank 0) refused to start: %s" % failure["title"])
+
+    def _read(self, timeout: float) -> List[Tuple[str, Optional[Dict]]]:
+        out: List[Tuple[str, Optional[Dict]]] = []
+        if self.selector.select(timeout):
+            messages = self.peer.receive()
+            if messages is None:
+                return [("failed", lost_node(0, "the launcher of the master exited or was killed"))]
+            for message in messages:
+                kind = message.get("type")
+                if kind == "abort":
+                    out.append(("failed", message["failure"]))
+                elif kind in ("start", "finished"):
+                    out.append((kind, None))
+        if self.peer.silent_for() > HEARTBEAT_TIMEOUT_S:
+            out.append(("failed", lost_node(0, "no word from the launcher of the master for %g s"
+                                            % HEARTBEAT_TIMEOUT_S)))
+        return out
+
+    def report_failure(self, failure: Dict) -> None:
+        self.peer.send({"type": "failed", "failure": failure})
+
+    def report_done(self) -> None:
+        self.peer.send({"type": "done"})
+
+    def events(self, timeout: float) -> List[Event]:
+        now = time.monotonic()
+        if now - self._last_beat >= HEARTBEAT_S:
+            self._last_beat = now
+            self.peer.send({"type": "beat"})
+        return [(kind, failure) for kind, failure in self._read(timeout) if kind != "start"]
+
+    def close(self) -> None:
+        self.selector.close()
+        self.peer.close()
