@@ -26,6 +26,11 @@ sysdeps:
 	    echo "missing system packages: install libjpeg62-turbo-dev libjpeg-turbo-progs g++ (Debian/Ubuntu names)"; exit 2; \
 	  fi; \
 	fi
+	@# ip (iproute2) puts the multi-node tests' nodes in network namespaces (as root); optional:
+	@# without it they run over loopback and say so.
+	@command -v ip >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2; } || \
+	  echo "no ip command (iproute2): the multi-node tests will run over loopback"
 
 $(VENV)/.stamp: pyproject.toml | sysdeps
 	$(PYTHON) -m venv $(VENV)
