@@ -32,6 +32,7 @@ ms = pytest.importorskip("mindspore", reason="train/ needs MindSpore (Python 3.9
 
 from train.distributed import main as launcher_main, msrun_command, parser, plan_from, processes_with_env  # noqa: E402
 from train.faults import FAULT_ENV, STEP_SLEEP_ENV  # noqa: E402
+from train.rendezvous import HEARTBEAT_TIMEOUT_S  # noqa: E402
 from train_helpers import (CLASSES, MARKER_ENV, last_json, load_dumped_weights, make_image_folder, max_weight_diff,  # noqa: E402
                            relative_error)
 
@@ -337,6 +338,7 @@ def test_a_killed_node_stops_every_node_and_the_run_resumes_exactly(hosts, sixte
     codes = run.wait(timeout=120)
     stopped_s = time.monotonic() - killed
     print("node 0's launcher exited %.1f s after node 1's was killed" % stopped_s)
+    assert stopped_s < HEARTBEAT_TIMEOUT_S  # seen from the closed connection, not a missed heartbeat
     assert codes[1] == -signal.SIGKILL and codes[0] == 1, run.outputs()
     assert "error: node 1 was lost: its launcher exited or was killed; every rank on every node was stopped" \
         in run.nodes[0].text()

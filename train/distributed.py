@@ -211,9 +211,11 @@ def is_local_address(host: str) -> bool:
 
 
 def describe_plan(plan: Plan, direct: bool) -> List[str]:
-    lines = ["node %d of %d (%s): global ranks %d-%d of %d; master %s:%d, control port %d"
-             % (plan.node_rank, plan.nnodes, plan.device, plan.global_ranks[0], plan.global_ranks[-1], plan.world,
-                plan.master_addr, plan.master_port, plan.control_port)]
+    ranks = plan.global_ranks
+    span = "rank %d" % ranks[0] if len(ranks) == 1 else "ranks %d-%d" % (ranks[0], ranks[-1])
+    lines = ["node %d of %d (%s): global %s of %d; master %s:%d, control port %d"
+             % (plan.node_rank, plan.nnodes, plan.device, span, plan.world, plan.master_addr, plan.master_port,
+                plan.control_port)]
     for local, rank in enumerate(plan.global_ranks):
         lines.append("  local worker %d = global rank %d, device %d, log %s" % (local, rank, local, plan.worker_log(rank)))
     if plan.runs_scheduler:
@@ -337,7 +339,8 @@ class LocalRun:
     def stop(self, wait_s: float = 15.0) -> List[int]:
         """Kill every process of this node's run; returns those still alive after ``wait_s``."""
         for p in self.procs:
-            _kill_group(p.pid)
+            if p.poll() is None:  # not reaped yet, so its pid is still this run's
+                _kill_group(p.pid)
         marker = self.env[LAUNCHER_PID_ENV]
         deadline = time.monotonic() + wait_s
         while True:

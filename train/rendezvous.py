@@ -189,7 +189,10 @@ class Master:
     def events(self, timeout: float) -> List[Event]:
         out: List[Event] = []
         for peer, messages in self._poll(timeout):
-            if peer.node is None:
+            if peer.node is None:  # a launcher come late: the run it wants to join has started
+                if messages and any(m.get("type") == "hello" for m in messages):
+                    peer.send({"type": "abort", "failure": {
+                        "node": 0, "title": "the run has already started without it; restart every node", "tail": []}})
                 continue
             if messages is None:
                 out.append(self._fail(lost_node(peer.node, "its launcher exited or was killed")))
