@@ -10,7 +10,6 @@ gradient is the combined batch's gradient.
 """
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 

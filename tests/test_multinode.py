@@ -200,6 +200,21 @@ class Run:
         assert not self.survivors()
 
 
+@pytest.fixture
+def launch(tmp_path):
+    """``launch(hosts, name, nproc, train_args, env=None)`` starts a Run; whatever a failed
+    test leaves running is stopped at teardown."""
+    runs: List[Run] = []
+
+    def start(hosts: Hosts, name: str, nproc: int, train_args: Sequence[str], env: Optional[Dict[str, str]] = None) -> Run:
+        runs.append(Run(hosts, tmp_path, name, nproc, train_args, env))
+        return runs[-1]
+
+    yield start
+    for run in runs:
+        run.kill()
+
+
 def ranks_log(run: Run, node: int, rank: int) -> str:
     return (run.logs[node] / ("worker_%d.log" % rank)).read_text(errors="replace")
 
@@ -274,7 +289,7 @@ def test_msrun_command_lines_for_ascend_gpu_and_cpu(tmp_path):
 # ----------------------------------------------------------------------------- runs
 
 
-def test_two_nodes_train_as_one_process_on_the_combined_batch(hosts, sixteen_images, tmp_path):
+def test_two_nodes_train_as_one_process_on_the_combined_batch(hosts, sixteen_images, tmp_path, launch):
     """2 nodes x 2 ranks, 2 steps of batch 2 per rank == 1 process, 2 steps of batch 8.
 
     BatchNorm frozen (per-sample, like IN) and gradients averaged over ranks, so the
@@ -282,8 +297,8 @@ def test_two_nodes_train_as_one_process_on_the_combined_batch(hosts, sixteen_ima
     global batch (base-lr x 8 / 256) on both sides."""
     step = TINY + ["--epochs", "1", "--base-lr", "1.6", "--no-augment", "--no-shuffle", "--freeze-bn",
                    "--train-dir", sixteen_images]
-    run = Run(hosts, tmp_path, "combined", 2, step + ["--batch-size", "2", "--output-dir", tmp_path / "dist",
-                                                      "--dump-weights", tmp_path / "dist.npz"])
+    run = launch(hosts, "combined", 2, step + ["--batch-size", "2", "--output-dir", tmp_path / "dist",
+                                               "--dump-weights", tmp_path / "dist.npz"])
     run.succeed()
     node1 = run.nodes[1].text()
     assert "local worker 0 = global rank 2" in node1 and "local worker 1 = global rank 3" in node1
@@ -313,19 +328,19 @@ def test_two_nodes_train_as_one_process_on_the_combined_batch(hosts, sixteen_ima
     assert_same_weights(dumps[0][0], reference, "distributed vs single process")
 
 
-def test_a_killed_node_stops_every_node_and_the_run_resumes_exactly(hosts, sixteen_images, tmp_path):
+def test_a_killed_node_stops_every_node_and_the_run_resumes_exactly(hosts, sixteen_images, tmp_path, launch):
     """SIGKILL node 1's launcher in epoch 2: node 0's launcher names node 1 and exits
     non-zero, nothing of the run survives; both restarted with --resume latest end with
     the uninterrupted run's weights (shuffled, augmented: each epoch's order is rebuilt
     from its seed and the steps done are skipped)."""
     args = TINY + ["--epochs", "2", "--batch-size", "2", "--lr", "0.05", "--seed", "5", "--save-every-steps", "1",
                    "--train-dir", sixteen_images]  # 16 images / 2 ranks / batch 2: 4 steps per epoch
-    straight = Run(hosts, tmp_path, "straight", 1, args + ["--output-dir", tmp_path / "straight",
-                                                           "--dump-weights", tmp_path / "straight.npz"])
+    straight = launch(hosts, "straight", 1, args + ["--output-dir", tmp_path / "straight",
+                                                    "--dump-weights", tmp_path / "straight.npz"])
     straight.succeed()
 
     out = tmp_path / "interrupted"
-    run = Run(hosts, tmp_path, "interrupted", 1, args + ["--output-dir", out], env={STEP_SLEEP_ENV: "0.5"})
+    run = launch(hosts, "interrupted", 1, args + ["--output-dir", out], env={STEP_SLEEP_ENV: "0.5"})
     mid_epoch_2 = out / "resnet_ibn_a_tiny-e001-s00001.ckpt"
     deadline = time.monotonic() + 400
     while not mid_epoch_2.is_file():
@@ -345,8 +360,8 @@ def test_a_killed_node_stops_every_node_and_the_run_resumes_exactly(hosts, sixte
     assert not run.survivors(), "processes of the run outlived its launchers"
     assert not (out / "summary.json").exists()
 
-    resumed = Run(hosts, tmp_path, "resumed", 1, args + ["--output-dir", out, "--resume", "latest",
-                                                         "--dump-weights", tmp_path / "resumed.npz"])
+    resumed = launch(hosts, "resumed", 1, args + ["--output-dir", out, "--resume", "latest",
+                                                  "--dump-weights", tmp_path / "resumed.npz"])
     resumed.succeed()
     rank0 = ranks_log(resumed, 0, 0)
     latest = next(ln for ln in resumed.nodes[0].text().splitlines() if "--resume latest is" in ln)
@@ -361,11 +376,11 @@ def test_a_killed_node_stops_every_node_and_the_run_resumes_exactly(hosts, sixte
                             "rank %d resumed vs uninterrupted" % rank)
 
 
-def test_a_failing_rank_stops_every_node_and_each_launcher_shows_its_error(sixteen_images, tmp_path):
+def test_a_failing_rank_stops_every_node_and_each_launcher_shows_its_error(sixteen_images, tmp_path, launch):
     """Rank 1 (node 1) raises after its first step: both launchers exit non-zero naming
     rank 1 on node 1, with its traceback; nothing survives. Loopback: node 1's ranks are
     started by its launcher (no second scheduler)."""
-    run = Run(loopback_hosts(), tmp_path, "failing", 1, TINY + [
+    run = launch(loopback_hosts(), "failing", 1, TINY + [
         "--epochs", "3", "--batch-size", "2", "--train-dir", sixteen_images, "--output-dir", tmp_path / "out"],
         env={FAULT_ENV: "1"})
     codes = run.wait(timeout=400)
