@@ -332,9 +332,10 @@ def test_a_killed_node_stops_every_node_and_the_run_resumes_exactly(hosts, sixte
     """SIGKILL node 1's launcher in epoch 2: node 0's launcher names node 1 and exits
     non-zero, nothing of the run survives; both restarted with --resume latest end with
     the uninterrupted run's weights (shuffled, augmented: each epoch's order is rebuilt
-    from its seed and the steps done are skipped)."""
-    args = TINY + ["--epochs", "2", "--batch-size", "2", "--lr", "0.05", "--seed", "5", "--save-every-steps", "1",
-                   "--train-dir", sixteen_images]  # 16 images / 2 ranks / batch 2: 4 steps per epoch
+    from its seed and the steps done are skipped; momentum and the lr schedule, which
+    drops at epoch 1, continue from the checkpoint)."""
+    args = TINY + ["--epochs", "2", "--batch-size", "2", "--lr", "0.05", "--milestones", "1", "--seed", "5",
+                   "--save-every-steps", "1", "--train-dir", sixteen_images]  # 16 images / 2 ranks / batch 2: 4 steps per epoch
     straight = launch(hosts, "straight", 1, args + ["--output-dir", tmp_path / "straight",
                                                     "--dump-weights", tmp_path / "straight.npz"])
     straight.succeed()
@@ -368,6 +369,7 @@ def test_a_killed_node_stops_every_node_and_the_run_resumes_exactly(hosts, sixte
     assert latest.endswith(tuple("resnet_ibn_a_tiny-e001-s%05d.ckpt" % s for s in (1, 2, 3))), latest
     assert latest.split(" is ")[1] in resumed.nodes[1].text()  # both nodes resumed from the same file
     assert "resumed from %s at epoch 1, step " % latest.split(" is ")[1] in rank0
+    assert "lr 0.005000" in rank0 and "lr 0.050000" not in rank0  # epoch 2 of the schedule: x0.1 after milestone 1
     summary = summary_of(rank0)
     assert summary["start_epoch"] == 1 and summary["global_step"] == 8 and summary["epochs_completed"] == 2
     for rank in (0, 1):

@@ -43,7 +43,8 @@ from typing import Dict, List, Optional, Sequence
 
 from . import rendezvous
 from .config import _device
-from .rank_guard import LAUNCHER_PID_ENV, SCHEDULER, describe_exit, die_with_parent, read_status, status_name
+from .rank_guard import (LAUNCHER_PID_ENV, SCHEDULER, describe_exit, die_with_parent, rank_of, read_status,
+                         status_name)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # MindSpore's C++ log lines carry this prefix; the Python error lines are what a user needs.
@@ -134,7 +135,8 @@ class Plan:
         return [status_name(g) for g in self.global_ranks] + ([SCHEDULER] if self.runs_scheduler else [])
 
     def log_of(self, name: str) -> Path:
-        return self.scheduler_log if name == SCHEDULER else self.worker_log(int(name.split("_")[1]))
+        rank = rank_of(name)
+        return self.scheduler_log if rank is None else self.worker_log(rank)
 
 
 def plan_from(args: argparse.Namespace) -> Plan:
@@ -331,7 +333,8 @@ class LocalRun:
         return {}
 
     def _failure(self, name: str, how: str) -> Dict:
-        what = "the scheduler" if name == SCHEDULER else "rank %s" % name.split("_")[1]
+        rank = rank_of(name)
+        what = "the scheduler" if rank is None else "rank %d" % rank
         log = self.plan.log_of(name)
         return {"node": self.plan.node_rank, "title": "%s on node %d failed (%s)" % (what, self.plan.node_rank, how),
                 "log": str(log), "tail": _log_tail(log, self.tail_lines)}

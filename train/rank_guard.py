@@ -37,6 +37,11 @@ def status_name(global_rank: Optional[int]) -> str:
     return SCHEDULER if global_rank is None else "rank_%d" % global_rank
 
 
+def rank_of(name: str) -> Optional[int]:
+    """The global rank a :func:`status_name` stands for (``None``: the scheduler)."""
+    return None if name == SCHEDULER else int(name.split("_", 1)[1])
+
+
 def status_path(status_dir: Path, name: str) -> Path:
     return Path(status_dir) / (name + ".json")
 
