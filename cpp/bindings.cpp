@@ -83,7 +83,7 @@ public:
 
     py::list run(const py::list& items, const std::string& types, const py::array& out, const std::string& semantics,
                  int resize, std::pair<int, int> crop, std::vector<double> mean, std::vector<double> std,
-                 bool exif_orientation, bool allow_truncated, uint64_t max_pixels, bool restrict_window) {
+                 bool exif_orientation, bool accept_damaged, uint64_t max_pixels, bool restrict_window) {
         ibnedge::TensorSpec spec;
         spec.semantics = ibnedge::parse_semantics(semantics);
         spec.resize = resize;
@@ -97,7 +97,7 @@ public:
         spec.validate();
         ibnedge::DecodeOptions options;
         options.exif_orientation = exif_orientation;
-        options.allow_truncated = allow_truncated;
+        options.accept_damaged = accept_damaged;
         options.max_pixels = max_pixels;
         options.restrict_window = restrict_window;
 
@@ -177,7 +177,7 @@ PYBIND11_MODULE(_native, m) {
         .def_property_readonly("threads", &PyEngine::threads)
         .def("run", &PyEngine::run, py::arg("items"), py::arg("types"), py::arg("out"), py::kw_only(),
              py::arg("semantics"), py::arg("resize"), py::arg("crop"), py::arg("mean"), py::arg("std"),
-             py::arg("exif_orientation") = false, py::arg("allow_truncated") = false,
+             py::arg("exif_orientation") = false, py::arg("accept_damaged") = false,
              py::arg("max_pixels") = uint64_t(178956970), py::arg("restrict_window") = true,
              "Preprocess a batch into `out`; returns None or (kind, message) per item.");
 

@@ -36,11 +36,39 @@ struct FileDescriptor {
 };
 
 constexpr size_t kJpegMagicSize = 3;  // FF D8 FF
+constexpr const char* kHeaderClaims = "image header claims";
 
-// Reads a whole file that starts like a JPEG. Any other file is read only up to its first
-// chunk (process() then reports kNotJpeg): the caller decodes other formats from the path
+// ``source``: "image header claims" (a file, refused before decoding) or "pixel array of".
+ItemStatus too_large(const char* source, int width, int height, uint64_t cap) {
+    const uint64_t pixels = uint64_t(width) * uint64_t(height);
+    return ItemStatus::error(ErrorKind::kTooLarge,
+                             std::string(source) + " " + std::to_string(width) + "x" + std::to_string(height) +
+                                 " = " + std::to_string(pixels) + " pixels, over the cap of " + std::to_string(cap) +
+                                 "; " + kRaiseMaxPixels);
+}
+
+// A JPEG's bytes count towards its item's memory budget (DecodeOptions::memory_budget).
+ItemStatus check_input_size(uint64_t size, const DecodeOptions& options) {
+    if (size <= options.memory_budget()) return ItemStatus{};
+    return ItemStatus::error(ErrorKind::kTooLarge,
+                             "JPEG file of " + std::to_string(size) + " bytes, over the per-image memory budget of " +
+                                 std::to_string(options.memory_budget()) + " bytes (4 bytes per pixel of max_pixels); " +
+                                 kRaiseMaxPixels);
+}
+
+// The pixel cap, checked on the frame header before libjpeg allocates anything.
+ItemStatus check_frame(const JpegProbe& probe, const DecodeOptions& options) {
+    if (probe.has_frame && uint64_t(probe.width) * uint64_t(probe.height) > options.max_pixels)
+        return too_large(kHeaderClaims, probe.width, probe.height, options.max_pixels);
+    return ItemStatus{};
+}
+
+// Reads a file that starts like a JPEG. Its header is probed as soon as it has been read,
+// and the size checked, so a header over the pixel cap or a file over the memory budget is
+// refused before the rest is read. Any other file is read only up to its first chunk
+// (process() then reports kNotJpeg): the caller decodes other formats from the path
 // itself, so reading the rest here would read every PNG or BMP twice.
-ItemStatus read_jpeg_file(const std::string& path, std::vector<uint8_t>* bytes) {
+ItemStatus read_jpeg_file(const std::string& path, const DecodeOptions& options, std::vector<uint8_t>* bytes) {
     FileDescriptor file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
     if (file.fd < 0) return ItemStatus::error(ErrorKind::kUnreadable, "cannot open the file: " + errno_text(errno));
     struct stat info;
@@ -48,7 +76,7 @@ ItemStatus read_jpeg_file(const std::string& path, std::vector<uint8_t>* bytes) 
         return ItemStatus::error(ErrorKind::kUnreadable, "cannot stat the file: " + errno_text(errno));
     if (S_ISDIR(info.st_mode)) return ItemStatus::error(ErrorKind::kUnreadable, "is a directory, not an image file");
     bytes->clear();
-    bool magic_checked = false;
+    bool magic_checked = false, header_checked = false;
     uint8_t chunk[65536];
     for (;;) {
         const ssize_t n = ::read(file.fd, chunk, sizeof(chunk));
@@ -61,22 +89,23 @@ ItemStatus read_jpeg_file(const std::string& path, std::vector<uint8_t>* bytes) 
         if (!magic_checked && bytes->size() >= kJpegMagicSize) {
             if (!has_jpeg_magic(bytes->data(), bytes->size())) break;
             magic_checked = true;
-            if (S_ISREG(info.st_mode) && info.st_size > 0) bytes->reserve(size_t(info.st_size));
+            if (S_ISREG(info.st_mode) && info.st_size > 0) {
+                ItemStatus status = check_input_size(uint64_t(info.st_size), options);
+                if (!status.ok()) return status;
+                bytes->reserve(size_t(info.st_size));
+            }
         }
+        if (magic_checked && !header_checked) {
+            const JpegProbe probe = probe_jpeg(bytes->data(), bytes->size());
+            header_checked = !probe.needs_more;
+            ItemStatus status = check_frame(probe, options);
+            if (!status.ok()) return status;
+        }
+        ItemStatus status = check_input_size(bytes->size(), options);  // a pipe, or a file that grew
+        if (!status.ok()) return status;
     }
     return ItemStatus{};
 }
-
-// ``source``: "image header claims" (a file, refused before decoding) or "pixel array of".
-ItemStatus too_large(const char* source, int width, int height, uint64_t cap) {
-    const uint64_t pixels = uint64_t(width) * uint64_t(height);
-    return ItemStatus::error(ErrorKind::kTooLarge,
-                             std::string(source) + " " + std::to_string(width) + "x" + std::to_string(height) +
-                                 " = " + std::to_string(pixels) + " pixels, over the cap of " + std::to_string(cap) +
-                                 "; raise max_pixels if the image is genuine");
-}
-
-constexpr const char* kHeaderClaims = "image header claims";
 
 // DCT-domain reduction for fast mode: the smallest of 1/8, 1/4, 1/2 (the SIMD and DC-only
 // IDCTs) that keeps the short side at least the resize target; else full size.
@@ -88,14 +117,88 @@ int fast_scale_eighths(int width, int height, int target) {
     return 8;
 }
 
+// The source pixels the crop reads; all of them unless restrict_window.
+PixelRect source_window(const ResizePlan& plan, bool restrict_window) {
+    PixelRect window;
+    window.x1 = plan.source_width;
+    window.y1 = plan.source_height;
+    if (restrict_window) {
+        window.x0 = plan.horizontal.source_begin;
+        window.x1 = std::max(plan.horizontal.source_end, window.x0 + 1);
+        window.y0 = plan.vertical.source_begin;
+        window.y1 = std::max(plan.vertical.source_end, window.y0 + 1);
+    }
+    return window;
+}
+
+// `plan` (for the whole upright image) re-based onto the window `upright` of it.
+ResizePlan window_plan(const ResizePlan& plan, const PixelRect& upright) {
+    ResizePlan shifted = plan;
+    shifted.source_width = upright.width();
+    shifted.source_height = upright.height();
+    for (AxisTaps* taps : {&shifted.horizontal, &shifted.vertical}) {
+        const int offset = taps == &shifted.horizontal ? upright.x0 : upright.y0;
+        for (int& first : taps->first) first -= offset;
+        taps->source_begin -= offset;
+        taps->source_end -= offset;
+    }
+    return shifted;
+}
+
+// An EXIF-rotated or mirrored image: decodes only the stored rectangle holding the upright
+// rows and columns the crop reads, then resamples an upright view of it. The window, with
+// the input and libjpeg's buffers, must fit the item's memory budget.
+ItemStatus decode_oriented(JpegDecoder& decoder, int orientation, const ResizePlan& plan, bool restrict_window,
+                           uint64_t held_bytes, const DecodeOptions& options, const Normalization& norm, float* out) {
+    const int width = decoder.output_width(), height = decoder.output_height();
+    const PixelRect upright = source_window(plan, restrict_window);
+    const PixelRect stored = stored_rect(upright, orientation, width, height);
+    int first_column = 0, columns = width;
+    ItemStatus status = decoder.crop_columns(stored.x0, stored.x1, &first_column, &columns);
+    if (!status.ok()) return status;
+    const size_t stride = size_t(columns) * 4;
+    const uint64_t window_bytes = uint64_t(stride) * uint64_t(stored.height());
+    const uint64_t held = held_bytes + decoder.coefficient_bytes();
+    if (window_bytes > options.memory_budget() - std::min(held, options.memory_budget()))
+        return ItemStatus::error(ErrorKind::kTooLarge,
+                                 "EXIF-rotated JPEG: its " + std::to_string(stored.width()) + "x" +
+                                     std::to_string(stored.height()) + " window needs " + std::to_string(window_bytes) +
+                                     " bytes besides the " + std::to_string(held) +
+                                     " its data takes, over the per-image memory budget of " +
+                                     std::to_string(options.memory_budget()) +
+                                     " bytes (4 bytes per pixel of max_pixels); " + kRaiseMaxPixels);
+    status = decoder.skip_rows(stored.y0);
+    if (!status.ok()) return status;
+    std::vector<uint8_t> window(static_cast<size_t>(window_bytes));
+    std::vector<uint8_t*> rows(static_cast<size_t>(stored.height()));
+    for (int y = 0; y < stored.height(); ++y) rows[size_t(y)] = &window[stride * size_t(y)];
+    int got = 0;
+    status = decoder.read_rows(rows.data(), stored.height(), &got);
+    if (!status.ok()) return status;
+    if (got != stored.height()) return ItemStatus::error(ErrorKind::kCorrupt, "JPEG decoder stopped early");
+    status = decoder.finish();
+    if (!status.ok()) return status;
+    PixelView view;
+    view.data = window.data() + size_t(stored.x0 - first_column) * 4;
+    view.width = stored.width();
+    view.height = stored.height();
+    view.channels = 4;
+    view.row_stride = ptrdiff_t(stride);
+    view.pixel_stride = 4;
+    resample_pixels(oriented_view(view, orientation), window_plan(plan, upright), norm, out);
+    return ItemStatus{};
+}
+
 ItemStatus decode_jpeg(const uint8_t* data, size_t size, const TensorSpec& spec, const DecodeOptions& options,
                        const Normalization& norm, float* out) {
+    ItemStatus status = check_input_size(size, options);
+    if (!status.ok()) return status;
     const JpegProbe probe = probe_jpeg(data, size);
-    if (probe.has_frame && uint64_t(probe.width) * uint64_t(probe.height) > options.max_pixels)
-        return too_large(kHeaderClaims, probe.width, probe.height, options.max_pixels);
+    status = check_frame(probe, options);
+    if (!status.ok()) return status;
 
-    JpegDecoder decoder(data, size, options.allow_truncated);
-    ItemStatus status = decoder.read_header();
+    JpegDecoder decoder(data, size, options.accept_damaged, options.memory_budget() - size);
+    status = decoder.read_header();
     if (!status.ok()) return status;
     const int width = decoder.image_width(), height = decoder.image_height();
     if (uint64_t(width) * uint64_t(height) > options.max_pixels) return too_large(kHeaderClaims, width, height, options.max_pixels);
@@ -113,43 +216,19 @@ ItemStatus decode_jpeg(const uint8_t* data, size_t size, const TensorSpec& spec,
     const FilterKind kind = filter_for(spec.semantics);
 
     if (orientation != 1) {
-        // Rotated or mirrored: decode the whole image, then resample an upright view of it.
-        const size_t stride = size_t(decoded_width) * 4;  // resample_pixels copies rows into padded ones
-        std::vector<uint8_t> image(stride * size_t(decoded_height));
-        std::vector<uint8_t*> rows(static_cast<size_t>(decoded_height));
-        for (int y = 0; y < decoded_height; ++y) rows[size_t(y)] = &image[stride * size_t(y)];
-        int got = 0;
-        status = decoder.read_rows(rows.data(), decoded_height, &got);
-        if (!status.ok()) return status;
-        if (got != decoded_height) return ItemStatus::error(ErrorKind::kCorrupt, "JPEG decoder stopped early");
-        status = decoder.finish();
-        if (!status.ok()) return status;
-        PixelView stored;
-        stored.data = image.data();
-        stored.width = decoded_width;
-        stored.height = decoded_height;
-        stored.channels = 4;
-        stored.row_stride = ptrdiff_t(stride);
-        stored.pixel_stride = 4;
-        const PixelView upright = oriented_view(stored, orientation);
-        const ResizePlan plan = make_resize_plan(kind, upright.width, upright.height, geometry);
-        resample_pixels(upright, plan, norm, out);
-        return ItemStatus{};
+        const ResizePlan plan = make_resize_plan(kind, swap ? decoded_height : decoded_width,
+                                                 swap ? decoded_width : decoded_height, geometry);
+        return decode_oriented(decoder, orientation, plan, options.restrict_window, size, options, norm, out);
     }
 
     const ResizePlan plan = make_resize_plan(kind, decoded_width, decoded_height, geometry);
     Resampler resampler(plan, norm, out);
-    int x0 = 0, x1 = decoded_width, y0 = 0, y1 = decoded_height;
-    if (options.restrict_window) {
-        x0 = resampler.column_begin();
-        x1 = std::max(resampler.column_end(), x0 + 1);
-        y0 = resampler.row_begin();
-        y1 = std::max(resampler.row_end(), y0 + 1);
-    }
+    const PixelRect window = source_window(plan, options.restrict_window);
+    const int y1 = window.y1;
     int first_column = 0, columns = decoded_width;
-    status = decoder.crop_columns(x0, x1, &first_column, &columns);
+    status = decoder.crop_columns(window.x0, window.x1, &first_column, &columns);
     if (!status.ok()) return status;
-    status = decoder.skip_rows(y0);
+    status = decoder.skip_rows(window.y0);
     if (!status.ok()) return status;
 
     const size_t stride = (size_t(columns) + row_padding_pixels(plan)) * 4;
@@ -194,7 +273,7 @@ ItemStatus process(const ImageSource& item, const TensorSpec& spec, const Decode
     const uint8_t* data = item.data;
     size_t size = item.size;
     if (item.type == ImageSource::Type::kPath) {
-        ItemStatus status = read_jpeg_file(item.path, &file_bytes);
+        ItemStatus status = read_jpeg_file(item.path, options, &file_bytes);
         if (!status.ok()) return status;
         data = file_bytes.data();
         size = file_bytes.size();

@@ -4,31 +4,54 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <string>
-
-#include "jpeg_probe.h"
 
 namespace ibnedge {
 namespace {
 
 // Progressive files with thousands of tiny scans take minutes to decode (a known libjpeg
-// denial of service); real encoders write about ten.
-constexpr int kMaxScans = 1000;
+// denial of service); real encoders write about ten. libjpeg-turbo's own limit
+// (TJFLAG_LIMITSCANS, djpeg -maxscans) is 500.
+constexpr int kMaxScans = 500;
 // Columns decoded on each side of the needed ones, so the fancy (triangle) chroma
 // upsampling next to the cut reads the same chroma samples as a full-width decode.
 constexpr int kCropMarginPixels = 2;
 constexpr int kScanLimitCode = -2;
 
+constexpr const char* kDamagedFix =
+    "re-fetch the file, or pass --accept-damaged (Python: accept_damaged=True) to accept it as libjpeg fills it in";
+
+// What a libjpeg warning says about the pixels (libjpeg-turbo 2.1, jdhuff.c, jdphuff.c,
+// jdarith.c, jdmarker.c, jdatasrc.c): kTruncated or kCorrupt when libjpeg made up part of
+// the image, kNone for warnings after which every pixel is still decoded from the data.
+ErrorKind damage_of(int msg_code) {
+    switch (msg_code) {
+        case JWRN_JPEG_EOF:  // the data ran out: libjpeg inserts an EOI, the rest is grey
+            return ErrorKind::kTruncated;
+        case JWRN_HIT_MARKER:         // a marker inside entropy-coded data: the segment's rest is grey
+        case JWRN_HUFF_BAD_CODE:      // a code no Huffman table holds: libjpeg substitutes 0
+        case JWRN_ARITH_BAD_CODE:     // the arithmetic decoder lost sync: the segment's rest is grey
+        case JWRN_MUST_RESYNC:        // a restart marker missing or out of order: segments skipped or empty
+        case JWRN_BOGUS_PROGRESSION:  // scans refine coefficients that were never sent
+            return ErrorKind::kCorrupt;
+        default:  // extraneous bytes before a marker, unknown JFIF/Adobe/ICC details, odd SOS
+                  // parameters of a sequential file: nothing made up
+            return ErrorKind::kNone;
+    }
+}
+
 }  // namespace
 
-JpegDecoder::JpegDecoder(const uint8_t* data, size_t size, bool allow_truncated) : data_(data), size_(size) {
+JpegDecoder::JpegDecoder(const uint8_t* data, size_t size, bool accept_damaged, uint64_t memory_limit)
+    : data_(data), size_(size), memory_limit_(memory_limit) {
     std::memset(&cinfo_, 0, sizeof(cinfo_));
     std::memset(&err_, 0, sizeof(err_));
     std::memset(&progress_, 0, sizeof(progress_));
     cinfo_.err = jpeg_std_error(&err_.pub);
     err_.pub.error_exit = &JpegDecoder::on_error;
     err_.pub.emit_message = &JpegDecoder::on_message;
-    err_.stop_on_truncation = !allow_truncated;
+    err_.accept_damaged = accept_damaged;
     err_.max_scans = kMaxScans;
     progress_.pub.progress_monitor = &JpegDecoder::on_progress;
 }
@@ -48,15 +71,14 @@ void JpegDecoder::on_message(j_common_ptr cinfo, int level) {
     if (level >= 0) return;  // trace messages
     ErrorManager* err = reinterpret_cast<ErrorManager*>(cinfo->err);
     err->pub.num_warnings++;
-    if (err->pub.msg_code == JWRN_JPEG_EOF) {
-        // The source ran dry: libjpeg would pad the rest with grey. Stop here unless asked not to.
-        err->truncated = true;
-        if (err->stop_on_truncation) {
-            err->code = JWRN_JPEG_EOF;
-            (*err->pub.format_message)(cinfo, err->message);
-            std::longjmp(err->jump, 1);
-        }
+    if (damage_of(err->pub.msg_code) == ErrorKind::kNone) return;
+    if (err->accept_damaged) {
+        if (err->accepted_damage[0] == '\0') (*err->pub.format_message)(cinfo, err->accepted_damage);
+        return;
     }
+    err->code = err->pub.msg_code;
+    (*err->pub.format_message)(cinfo, err->message);
+    std::longjmp(err->jump, 1);
 }
 
 void JpegDecoder::on_progress(j_common_ptr cinfo) {
@@ -72,26 +94,44 @@ void JpegDecoder::on_progress(j_common_ptr cinfo) {
 
 ItemStatus JpegDecoder::failure() const {
     const std::string detail = err_.message;
-    if (err_.truncated)
-        return ItemStatus::error(ErrorKind::kTruncated,
-                                 "truncated JPEG: the data ends before the image does (libjpeg: " + detail +
-                                     "); re-fetch the file, or pass allow_truncated=True to accept it padded with grey");
+    switch (damage_of(err_.code)) {  // a damage warning stopped the decode (never when accepted)
+        case ErrorKind::kTruncated:
+            return ItemStatus::error(ErrorKind::kTruncated, "truncated JPEG: the data ends before the image does "
+                                                            "(libjpeg: " + detail + "); " + kDamagedFix);
+        case ErrorKind::kCorrupt:
+            return ItemStatus::error(ErrorKind::kCorrupt, "corrupt JPEG: part of the image data cannot be decoded "
+                                                          "(libjpeg: " + detail + "); " + kDamagedFix);
+        default:
+            break;
+    }
+    // A real error. Damage let through before it is named too, as the likely cause.
+    const std::string after =
+        err_.accepted_damage[0] != '\0' ? std::string(" (after damaged data: ") + err_.accepted_damage + ")" : "";
     switch (err_.code) {
         case JERR_IMAGE_TOO_BIG:
         case JERR_WIDTH_OVERFLOW:
-            return ItemStatus::error(ErrorKind::kTooLarge, "JPEG too large for libjpeg: " + detail);
+            return ItemStatus::error(ErrorKind::kTooLarge, "JPEG too large for libjpeg: " + detail + after);
         case JERR_OUT_OF_MEMORY:
-            return ItemStatus::error(ErrorKind::kTooLarge, "out of memory decoding the JPEG: " + detail);
+            return ItemStatus::error(ErrorKind::kTooLarge, "out of memory decoding the JPEG: " + detail + after);
+        case JERR_NO_BACKING_STORE:  // a whole-image buffer over max_memory_to_use (jmemnobs.c)
+            return ItemStatus::error(ErrorKind::kTooLarge,
+                                     "this progressive or multi-scan JPEG needs whole-image buffers larger than the " +
+                                         std::to_string(memory_limit_) +
+                                         " bytes left of the per-image memory budget (4 bytes per pixel of "
+                                         "max_pixels); " + kRaiseMaxPixels);
+        case kScanLimitCode:
+            return ItemStatus::error(ErrorKind::kTooLarge, detail + " (real encoders write about ten; thousands take "
+                                                                    "minutes to decode)");
         case JERR_CONVERSION_NOTIMPL:
         case JERR_BAD_J_COLORSPACE:
         case JERR_NOT_COMPILED:
         case JERR_ARITH_NOTIMPL:
         case JERR_BAD_PRECISION:
-            return ItemStatus::error(ErrorKind::kUnsupported, "unsupported JPEG variant: " + detail);
+            return ItemStatus::error(ErrorKind::kUnsupported, "unsupported JPEG variant: " + detail + after);
         case JERR_INPUT_EMPTY:
             return ItemStatus::error(ErrorKind::kEmpty, "empty JPEG data");
         default:
-            return ItemStatus::error(ErrorKind::kCorrupt, "corrupt JPEG: " + detail);
+            return ItemStatus::error(ErrorKind::kCorrupt, "corrupt JPEG: " + detail + after);
     }
 }
 
@@ -100,6 +140,9 @@ ItemStatus JpegDecoder::read_header() {
     jpeg_create_decompress(&cinfo_);
     created_ = true;
     cinfo_.progress = &progress_.pub;
+    // libjpeg reads 0 as "no limit"; its small allocations never consult the limit.
+    const uint64_t most = uint64_t(std::numeric_limits<long>::max());
+    cinfo_.mem->max_memory_to_use = long(std::max<uint64_t>(1, std::min(memory_limit_, most)));
     jpeg_mem_src(&cinfo_, data_, static_cast<unsigned long>(size_));
     if (jpeg_read_header(&cinfo_, TRUE) != JPEG_HEADER_OK)
         return ItemStatus::error(ErrorKind::kCorrupt, "JPEG holds only tables, no image");
@@ -133,6 +176,7 @@ ItemStatus JpegDecoder::start(int scale_eighths, CmykConvention cmyk) {
     if (setjmp(err_.jump)) return failure();
     jpeg_start_decompress(&cinfo_);
     started_ = true;
+    multi_scan_ = jpeg_has_multiple_scans(&cinfo_);
     if (cinfo_.output_components != 4)
         return ItemStatus::error(ErrorKind::kUnsupported, "unexpected JPEG output layout (" +
                                                               std::to_string(cinfo_.output_components) +
@@ -213,24 +257,44 @@ void JpegDecoder::convert_cmyk(uint8_t* const* rows, int count) const {
 ItemStatus JpegDecoder::finish() {
     if (!started_ || finished_) return ItemStatus{};
     finished_ = true;
+    const bool rows_left = cinfo_.output_scanline < cinfo_.output_height;
+    if (rows_left && !err_.accept_damaged) scratch_row_.assign(size_t(output_width()) * 4, 0);
+    return end_decode(rows_left);
+}
+
+ItemStatus JpegDecoder::end_decode(bool rows_left) {
     if (setjmp(err_.jump)) return failure();
-    if (cinfo_.output_scanline >= cinfo_.output_height) {
-        jpeg_finish_decompress(&cinfo_);  // reads up to EOI: a truncated tail warns here
+    // With damage accepted nothing below the crop can change the verdict; multi-scan files
+    // were read up to their EOI by start().
+    if (err_.accept_damaged || (rows_left && jpeg_input_complete(&cinfo_))) {
+        jpeg_abort_decompress(&cinfo_);
         return ItemStatus{};
     }
-    // Stopped early: the rows below the crop are never entropy-decoded. The file is
-    // complete when libjpeg already met the EOI (multi-scan files are read whole up front)
-    // or an EOI marker lies in the bytes it has not consumed.
-    // (The entropy decoder may already have read the EOI marker: it then waits in unread_marker.)
-    const bool complete = jpeg_input_complete(&cinfo_) || cinfo_.unread_marker == JPEG_EOI ||
-                          contains_eoi(cinfo_.src->next_input_byte, cinfo_.src->bytes_in_buffer);
-    jpeg_abort_decompress(&cinfo_);
-    if (!complete && err_.stop_on_truncation) {
-        return ItemStatus::error(ErrorKind::kTruncated,
-                                 "truncated JPEG: the data ends before the end-of-image marker; re-fetch the file, "
-                                 "or pass allow_truncated=True to accept it");
+    if (rows_left) {
+        // Skipping whole iMCU rows only entropy-decodes them. Skipping the last row too would
+        // end the decode without reading the data (jpeg_skip_scanlines then marks the input
+        // complete), so that row is read.
+        jpeg_skip_scanlines(&cinfo_, cinfo_.output_height - 1 - cinfo_.output_scanline);
+        JSAMPROW row = scratch_row_.data();
+        while (cinfo_.output_scanline < cinfo_.output_height) {
+            if (jpeg_read_scanlines(&cinfo_, &row, 1) == 0) break;  // no suspension with a memory source
+        }
     }
+    jpeg_finish_decompress(&cinfo_);  // reads up to the EOI: damage or a bad marker after the scan shows here
     return ItemStatus{};
+}
+
+uint64_t JpegDecoder::coefficient_bytes() const {
+    if (!multi_scan_) return 0;
+    uint64_t bytes = 0;
+    for (int c = 0; c < cinfo_.num_components; ++c) {
+        const jpeg_component_info& comp = cinfo_.comp_info[c];
+        auto round_up = [](uint64_t n, uint64_t multiple) { return (n + multiple - 1) / multiple * multiple; };
+        // jdcoefct.c: one JBLOCK per block, rows and columns padded to the sampling factors.
+        bytes += round_up(comp.width_in_blocks, uint64_t(comp.h_samp_factor)) *
+                 round_up(comp.height_in_blocks, uint64_t(comp.v_samp_factor)) * sizeof(JBLOCK);
+    }
+    return bytes;
 }
 
 #define IBNEDGE_STRINGIFY_VALUE(x) #x

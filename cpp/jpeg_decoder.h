@@ -3,6 +3,13 @@
 // Every libjpeg call runs inside a short member function that calls setjmp first and owns
 // no C++ object with a destructor, so the error manager's longjmp never skips a
 // destructor; the decompress struct itself is owned (and destroyed) by this RAII object.
+//
+// Damage policy: libjpeg only warns when the data ends early or when it cannot decode
+// the entropy-coded data, and fills in what it could not decode (grey, or zeros for a bad
+// code). Unless damage is accepted, the first such warning stops the decode (kTruncated
+// when the data ends early, kCorrupt otherwise), and a decode that stops early because
+// the crop needs no more rows still reads the rest of the data, so the verdict is the
+// full decode's whatever the crop window and semantics.
 #pragma once
 
 #include <csetjmp>
@@ -10,6 +17,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include <jpeglib.h>
 
@@ -35,9 +43,10 @@ enum class CmykConvention {
 
 class JpegDecoder {
 public:
-    // `data` must outlive the decoder. With allow_truncated false the first "premature end
-    // of data" warning stops the decode with kind kTruncated.
-    JpegDecoder(const uint8_t* data, size_t size, bool allow_truncated);
+    // `data` must outlive the decoder. accept_damaged: see the damage policy above.
+    // memory_limit: the bytes libjpeg may allocate; whole-image buffers (progressive and
+    // other multi-scan files) beyond it fail with kTooLarge instead of being allocated.
+    JpegDecoder(const uint8_t* data, size_t size, bool accept_damaged, uint64_t memory_limit);
     ~JpegDecoder();
     JpegDecoder(const JpegDecoder&) = delete;
     JpegDecoder& operator=(const JpegDecoder&) = delete;
@@ -51,6 +60,8 @@ public:
     ItemStatus start(int scale_eighths, CmykConvention cmyk);
     int output_width() const { return int(cinfo_.output_width); }
     int output_height() const { return int(cinfo_.output_height); }
+    // Bytes of the whole-image coefficient buffers libjpeg holds (0 for single-scan files).
+    uint64_t coefficient_bytes() const;
 
     // Decode only columns covering [x0, x1) (widened to iMCU boundaries, plus a margin so the
     // fancy chroma upsampling at the cut sees the same neighbours as a full decode).
@@ -59,21 +70,21 @@ public:
     ItemStatus skip_rows(int rows);
     // Reads up to `count` rows into rows[0..count), each output_width() * 4 bytes (RGBX).
     ItemStatus read_rows(uint8_t* const* rows, int count, int* got);
-    // Ends the decode. When rows were left unread, the rest of the data is only checked
-    // for an end-of-image marker (truncation) instead of being decoded.
+    // Ends the decode. Unless damage is accepted, rows left unread are entropy-decoded
+    // (without the IDCT for whole iMCU rows) and the data is read up to its end-of-image
+    // marker, so that damage below the crop is found as a full decode finds it.
     ItemStatus finish();
 
     int next_row() const { return int(cinfo_.output_scanline); }
-    bool saw_truncation() const { return err_.truncated; }
 
 private:
     struct ErrorManager {
         jpeg_error_mgr pub;  // first: libjpeg hands out a jpeg_error_mgr*
         std::jmp_buf jump;
         char message[JMSG_LENGTH_MAX];
-        int code;  // msg_code of the error that stopped the decode
-        bool truncated;
-        bool stop_on_truncation;
+        int code;  // msg_code of the error (or damage warning) that stopped the decode
+        bool accept_damaged;
+        char accepted_damage[JMSG_LENGTH_MAX];  // the first damage warning let through, or ""
         int max_scans;
     };
     struct ScanLimit {
@@ -84,15 +95,19 @@ private:
     static void on_progress(j_common_ptr cinfo);
 
     ItemStatus failure() const;
+    ItemStatus end_decode(bool rows_left);
     void convert_cmyk(uint8_t* const* rows, int count) const;
 
     const uint8_t* data_;
     size_t size_;
+    uint64_t memory_limit_;
     jpeg_decompress_struct cinfo_;
     ErrorManager err_;
     ScanLimit progress_;
+    std::vector<uint8_t> scratch_row_;  // the last row, which finish() reads to complete the data
     bool created_ = false;
     bool started_ = false;
+    bool multi_scan_ = false;  // libjpeg holds whole-image coefficient buffers
     bool finished_ = false;
     bool cmyk_ = false;
     bool adobe_ = false;

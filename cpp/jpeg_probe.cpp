@@ -60,16 +60,30 @@ JpegProbe probe_jpeg(const uint8_t* data, size_t size) {
     if (!has_jpeg_magic(data, size)) return probe;
     size_t pos = 2;
     bool orientation_seen = false;
-    while (pos + 1 < size) {
+    for (;;) {
+        if (pos + 1 >= size) {
+            probe.needs_more = true;
+            return probe;
+        }
         if (data[pos] != 0xFF) return probe;  // not at a marker: leave the diagnosis to libjpeg
         while (pos < size && data[pos] == 0xFF) ++pos;  // fill bytes
-        if (pos >= size) return probe;
+        if (pos >= size) {
+            probe.needs_more = true;
+            return probe;
+        }
         const uint8_t marker = data[pos++];
         if (marker == 0xD8 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) continue;  // no length
         if (marker == 0xD9 || marker == 0xDA) return probe;  // end of image / first scan
-        if (pos + 2 > size) return probe;
+        if (pos + 2 > size) {
+            probe.needs_more = true;
+            return probe;
+        }
         const size_t length = (size_t(data[pos]) << 8) | data[pos + 1];
-        if (length < 2 || pos + length > size) return probe;
+        if (length < 2) return probe;
+        if (pos + length > size) {
+            probe.needs_more = true;
+            return probe;
+        }
         const uint8_t* body = data + pos + 2;
         const size_t body_size = length - 2;
         if (is_start_of_frame(marker)) {
@@ -88,20 +102,6 @@ JpegProbe probe_jpeg(const uint8_t* data, size_t size) {
         }
         pos += length;
     }
-    return probe;
-}
-
-bool contains_eoi(const uint8_t* data, size_t size) {
-    const uint8_t* p = data;
-    const uint8_t* end = data + size;
-    while (p + 1 < end) {
-        const void* ff = std::memchr(p, 0xFF, size_t(end - p - 1));
-        if (ff == nullptr) return false;
-        p = static_cast<const uint8_t*>(ff);
-        if (p[1] == 0xD9) return true;
-        ++p;
-    }
-    return false;
 }
 
 }  // namespace ibnedge

@@ -15,6 +15,7 @@ struct JpegProbe {
     int components = 0;
     bool progressive = false;
     int orientation = 1;  // EXIF orientation 1..8; 1 when absent or invalid
+    bool needs_more = false;  // the data ended inside the header, before the frame
 };
 
 // True when the data starts like a JPEG (FF D8 FF).
@@ -24,10 +25,5 @@ JpegProbe probe_jpeg(const uint8_t* data, size_t size);
 
 // The orientation tag (0x0112) of an APP1 "Exif" payload, or 1.
 int exif_orientation(const uint8_t* payload, size_t size);
-
-// True when an EOI marker (FF D9) occurs in data[0, size): used on the bytes libjpeg has
-// not consumed when decoding stops early, to tell a complete file from a truncated one.
-// Inside entropy-coded data 0xFF is always followed by 0x00 or a restart marker.
-bool contains_eoi(const uint8_t* data, size_t size);
 
 }  // namespace ibnedge

@@ -1,5 +1,7 @@
 #include "orientation.h"
 
+#include <algorithm>
+
 namespace ibnedge {
 
 bool orientation_swaps_axes(int orientation) { return orientation >= 5 && orientation <= 8; }
@@ -52,6 +54,36 @@ PixelView oriented_view(const PixelView& stored, int orientation) {
             break;
     }
     return v;
+}
+
+namespace {
+
+// The stored pixel (column, row) shown at upright (x, y); the cases of oriented_view.
+void stored_pixel(int orientation, int width, int height, int x, int y, int* column, int* row) {
+    switch (orientation) {
+        case 2: *column = width - 1 - x; *row = y; break;
+        case 3: *column = width - 1 - x; *row = height - 1 - y; break;
+        case 4: *column = x; *row = height - 1 - y; break;
+        case 5: *column = y; *row = x; break;
+        case 6: *column = y; *row = height - 1 - x; break;
+        case 7: *column = width - 1 - y; *row = height - 1 - x; break;
+        case 8: *column = width - 1 - y; *row = x; break;
+        default: *column = x; *row = y; break;
+    }
+}
+
+}  // namespace
+
+PixelRect stored_rect(const PixelRect& upright, int orientation, int width, int height) {
+    int c0, r0, c1, r1;  // the stored pixels of two opposite corners
+    stored_pixel(orientation, width, height, upright.x0, upright.y0, &c0, &r0);
+    stored_pixel(orientation, width, height, upright.x1 - 1, upright.y1 - 1, &c1, &r1);
+    PixelRect r;
+    r.x0 = std::min(c0, c1);
+    r.x1 = std::max(c0, c1) + 1;
+    r.y0 = std::min(r0, r1);
+    r.y1 = std::max(r0, r1) + 1;
+    return r;
 }
 
 }  // namespace ibnedge

@@ -1,6 +1,7 @@
 #include "preprocess_types.h"
 
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 
 namespace ibnedge {
@@ -34,6 +35,11 @@ void TensorSpec::validate() const {
         if (!std::isfinite(mean[c]) || !std::isfinite(std[c]) || !(std[c] > 0))
             throw std::invalid_argument("mean must be finite and std finite and > 0 for every channel");
     }
+}
+
+uint64_t DecodeOptions::memory_budget() const {
+    const uint64_t most = std::numeric_limits<uint64_t>::max() / kBudgetBytesPerPixel;
+    return max_pixels > most ? std::numeric_limits<uint64_t>::max() : max_pixels * kBudgetBytesPerPixel;
 }
 
 const char* error_kind_name(ErrorKind kind) {

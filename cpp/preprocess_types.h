@@ -37,12 +37,23 @@ struct TensorSpec {
 
 struct DecodeOptions {
     bool exif_orientation = false;  // apply the JPEG's EXIF orientation (training pipelines ignore it)
-    bool allow_truncated = false;   // accept truncated JPEGs (libjpeg pads them with grey)
+    // Accept damaged JPEGs: data that ends early, and entropy-coded data libjpeg cannot
+    // decode and fills in (with grey, or with zeros for a bad code). Off: such a file is
+    // refused (kTruncated / kCorrupt), whatever the crop window and semantics.
+    bool accept_damaged = false;
     uint64_t max_pixels = 178956970;  // Pillow's decompression-bomb limit; checked from the header
     // Decode only the rows and MCU columns the crop needs (always on in production; a
     // switch so tests can prove it changes nothing).
     bool restrict_window = true;
+
+    // Bytes one item may hold while it is decoded: the JPEG file read into memory,
+    // libjpeg's buffers (whole-image coefficient arrays of progressive files) and the
+    // decoded window of an EXIF-rotated image, together. One RGBX frame at the pixel cap.
+    static constexpr uint64_t kBudgetBytesPerPixel = 4;
+    uint64_t memory_budget() const;
 };
+// The fix every too_large message names (the Python keyword and the CLI flag).
+inline constexpr const char* kRaiseMaxPixels = "raise max_pixels (ibnedge --max-pixels N) if the image is genuine";
 
 // Why an item produced no tensor. The names (error_kind_name) are the Python contract.
 enum class ErrorKind {

@@ -26,7 +26,7 @@ class Engine:
         mean: Sequence[float],
         std: Sequence[float],
         exif_orientation: bool = False,
-        allow_truncated: bool = False,
+        accept_damaged: bool = False,
         max_pixels: int = ...,  # ibnedge.formats.PILLOW_MAX_PIXELS
         restrict_window: bool = True,
     ) -> List[Optional[Tuple[str, str]]]:

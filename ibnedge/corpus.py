@@ -17,6 +17,9 @@ Hubble deep field, retina; camera, moon, coins for grayscale):
   unusual but valid JPEGs (CMYK, grayscale, progressive, restart markers, arithmetic
   coding, 4:4:4/4:2:2/4:4:0 sampling), PNG (8-bit, 16-bit, palette, alpha, grayscale),
   BMP, WebP, GIF, a PNG named ``.jpg``, unreadable paths; each with its expected outcome.
+- :func:`damaged_jpegs`: seeded mutants of photographs encoded every :func:`jpeg_variants`
+  way (cut, a marker written into the scan, flipped scan bytes, damaged headers), beside
+  the intact files, to compare the engine's damage verdicts with Pillow's and libjpeg's.
 
 Files are cached by content: each corpus lives in a sub-directory named by a hash of its
 recipe (corpus version, parameters, Pillow/libjpeg versions) with a manifest of file
@@ -49,8 +52,11 @@ from ibnedge.preprocess import ERROR_KINDS
 __all__ = [
     "ERROR_KINDS",
     "BadInput",
+    "DAMAGE_KINDS",
+    "DamagedJpeg",
     "bad_input_cases",
     "bad_inputs",
+    "damaged_jpegs",
     "default_cache_dir",
     "encode_jpeg",
     "have_cjpeg",
@@ -62,7 +68,7 @@ __all__ = [
 ]
 
 # Bump when any recipe below changes: every cached corpus is rebuilt.
-CORPUS_VERSION = 4
+CORPUS_VERSION = 5
 
 # Expected outcome of an item that must decode: no error.
 OK = None
@@ -474,6 +480,14 @@ def _bad_input_recipes() -> List[Tuple[str, str, Optional[bytes], Tuple[str, ...
     bad("zero_width", "zero_width.jpg", _patch_sof(good, width=0), ("corrupt",), "SOF says width 0")
     bad("huge_header", "huge_65535.jpg", _patch_sof(good, width=65535, height=65535), ("too_large",),
         "SOF claims 65535x65535 (4.3 Gpixel): must be refused before allocating")
+    bad("progressive_bomb", "progressive_bomb.jpg", _patch_sof(encode_jpeg(photo(16, 16, index=4), quality=90,
+                                                                            progressive=True, subsampling=0),
+                                                                width=11000, height=11000), ("too_large",),
+        "16x16 progressive 4:4:4 JPEG whose SOF claims 11000x11000 (121 Mpixel, under the pixel cap): its "
+        "coefficient buffers (726 MB) exceed the per-image memory budget")
+    ok("scans_500", "scans_500.jpg", _many_scans_jpeg(500), "valid 8x8 progressive JPEG with 500 scans, the limit")
+    bad("scans_501", "scans_501.jpg", _many_scans_jpeg(501), ("too_large",),
+        "valid 8x8 progressive JPEG with 501 scans: over libjpeg-turbo's own limit (TJFLAG_LIMITSCANS)")
     bad("huge_png_header", "huge_65535.png", _png_with_size(65535, 65535), ("too_large", "corrupt"),
         "PNG IHDR claims 65535x65535 with a tiny IDAT")
     bad("not_image", "notes.txt", b"These are not the pixels you are looking for.\n" * 20, ("not_image",),
@@ -568,10 +582,41 @@ def _corrupt_huffman_table(jpeg: bytes) -> bytes:
     return bytes(data)
 
 
+def _many_scans_jpeg(scans: int) -> bytes:
+    """A valid 8x8 grayscale progressive JPEG of ``scans`` scans (at most 505), written by
+    hand (cjpeg's scan scripts stop at 100): the DC, then each AC coefficient alone with
+    successive approximation, bit 7 first and one refinement scan per lower bit. Every
+    coefficient is 0, so each scan holds one 1-bit code: DC difference 0, or end-of-band."""
+    if not 1 <= scans <= 1 + 63 * 8:
+        raise ValueError("scans must be in 1..505, got %d" % scans)
+
+    def segment(marker: int, body: bytes) -> bytes:
+        return struct.pack(">BBH", 0xFF, marker, len(body) + 2) + body
+
+    def scan(ss: int, se: int, ah: int, al: int) -> bytes:
+        # One component (id 1, tables 0/0), then its data: code "0" padded with 1 bits.
+        return segment(0xDA, bytes((1, 1, 0x00, ss, se, (ah << 4) | al))) + b"\x7f"
+
+    one_code = bytes([1] + [0] * 15) + b"\x00"  # one code of length 1, for symbol 0
+    out = [b"\xff\xd8", segment(0xDB, b"\x00" + b"\x01" * 64),
+           segment(0xC2, struct.pack(">BHHB", 8, 8, 8, 1) + b"\x01\x11\x00"),
+           segment(0xC4, b"\x00" + one_code + b"\x10" + one_code), scan(0, 0, 0, 0)]
+    passes = [(k, ah, al) for k in range(1, 64) for ah, al in [(0, 7)] + [(b + 1, b) for b in range(6, -1, -1)]]
+    out += [scan(k, k, ah, al) for k, ah, al in passes[:scans - 1]]
+    return b"".join(out) + b"\xff\xd9"
+
+
+def _scan_data_offset(jpeg: bytes) -> int:
+    """Offset of the first byte of entropy-coded data: just after the first SOS segment."""
+    sos = jpeg.find(b"\xff\xda")
+    if sos < 0:
+        raise ValueError("no SOS marker found")
+    return sos + 2 + struct.unpack(">H", jpeg[sos + 2:sos + 4])[0]
+
+
 def _flip_bytes(jpeg: bytes, seed: int, count: int) -> bytes:
     """``count`` seeded random byte replacements in the entropy-coded data."""
-    start = jpeg.find(b"\xff\xda")
-    start = start + 2 + struct.unpack(">H", jpeg[start + 2:start + 4])[0]
+    start = _scan_data_offset(jpeg)
     end = len(jpeg) - 2  # keep the EOI
     rng = np.random.RandomState(seed)
     data = bytearray(jpeg)
@@ -625,20 +670,126 @@ def _restart_marker_jpeg(rgb: np.ndarray, quality: int = 90) -> Optional[bytes]:
     return data if b"\xff\xd0" in data else None
 
 
+# --------------------------------------------------------------------------- damaged JPEGs
+
+# How damaged_jpegs() breaks a photograph; the mutants of a source take them in turn.
+DAMAGE_KINDS = ("cut", "marker_in_scan", "flipped_scan_bytes", "damaged_header")
+# Marker codes written into entropy-coded data: reserved codes (libjpeg: unknown marker),
+# frame, table and scan markers, restart and end-of-image markers, APPn and COM segments.
+_SCAN_MARKERS = (0x01, 0x02, 0x34, 0x7F, 0xBF, 0xC0, 0xC2, 0xC4, 0xC8, 0xCC, 0xD0, 0xD3, 0xD7, 0xD8, 0xD9, 0xDA,
+                 0xDB, 0xDC, 0xDD, 0xDE, 0xDF, 0xE0, 0xE1, 0xE2, 0xEE, 0xF0, 0xF7, 0xFD, 0xFE)
+# (width, height) of the photographs: portrait and landscape (the centre crop leaves out
+# rows or columns), and a short side >= 512 (fast mode decodes it at half scale).
+_DAMAGE_SIZES = ((240, 400), (400, 240), (640, 832))
+
+
+@dataclass(frozen=True)
+class DamagedJpeg:
+    """One mutant of :func:`damaged_jpegs`: ``source`` names the intact file it was made
+    from (a key of the sources returned beside it), ``damage`` is one of DAMAGE_KINDS."""
+
+    path: Path
+    source: str
+    damage: str
+    note: str
+
+
+def damaged_jpegs(dest: PathLike, per_source: int = 40,
+                  seed: int = 0) -> Tuple["OrderedDict[str, Path]", List[DamagedJpeg]]:
+    """Photographs encoded every :func:`jpeg_variants` way (sizes ``_DAMAGE_SIZES``) and
+    ``per_source`` seeded mutants of each, the damage kinds in turn:
+
+    - ``cut``: truncated at a random offset (one cut in eight inside the headers);
+    - ``marker_in_scan``: two bytes of entropy-coded data overwritten with FF and a marker
+      code (``_SCAN_MARKERS``);
+    - ``flipped_scan_bytes``: 1-4 bytes of entropy-coded data replaced by random values or
+      given one flipped bit;
+    - ``damaged_header``: 1-3 bytes before the first scan's data replaced.
+
+    Returns ``(sources, mutants)``: the intact files by name, and the mutants.
+    """
+    if per_source < 1:
+        raise ValueError("per_source must be positive, got %d" % per_source)
+
+    def build(tmp: Path) -> List[Tuple[str, Any]]:
+        rows = []
+        for index, (w, h) in enumerate(_DAMAGE_SIZES):
+            for flavour, (data, note) in jpeg_variants(photo(w, h, index=index)).items():
+                source = "%dx%d_%s" % (w, h, flavour)
+                _write(tmp / (source + ".jpg"), data)
+                rows.append((source + ".jpg", {"source": source, "damage": None, "note": note}))
+                for k in range(per_source):
+                    damage = DAMAGE_KINDS[k % len(DAMAGE_KINDS)]
+                    rng = np.random.RandomState(_seed_of("damaged", source, k, seed))
+                    mutant, how = _damage(data, damage, k // len(DAMAGE_KINDS), rng)
+                    while mutant == data:  # a replaced byte took its old value: draw again
+                        mutant, how = _damage(data, damage, k // len(DAMAGE_KINDS), rng)
+                    name = "%s_%02d_%s.jpg" % (source, k, damage)
+                    _write(tmp / name, mutant)
+                    rows.append((name, {"source": source, "damage": damage, "note": how}))
+        return rows
+
+    target, rows = _cached(dest, "damaged_jpegs", {"per_source": per_source, "seed": seed}, build)
+    sources = OrderedDict()  # type: OrderedDict[str, Path]
+    mutants = []  # type: List[DamagedJpeg]
+    for name, extra in rows:
+        if extra["damage"] is None:
+            sources[extra["source"]] = target / name
+        else:
+            mutants.append(DamagedJpeg(target / name, extra["source"], extra["damage"], extra["note"]))
+    return sources, mutants
+
+
+def _damage(jpeg: bytes, damage: str, turn: int, rng: np.random.RandomState) -> Tuple[bytes, str]:
+    """``jpeg`` broken the ``damage`` way (``turn``: how many of that kind came before),
+    and a note saying where."""
+    scan = _scan_data_offset(jpeg)
+    data = bytearray(jpeg)
+    if damage == "cut":
+        cut = int(rng.randint(2, scan)) if turn % 8 == 0 else int(rng.randint(scan, len(jpeg)))
+        return bytes(data[:cut]), "cut at byte %d of %d (scan data from %d)" % (cut, len(jpeg), scan)
+    if damage == "marker_in_scan":
+        pos = int(rng.randint(scan, len(jpeg) - 3))  # the final EOI stays
+        code = _SCAN_MARKERS[int(rng.randint(len(_SCAN_MARKERS)))]
+        data[pos:pos + 2] = bytes((0xFF, code))
+        return bytes(data), "FF %02X written at byte %d (scan data %d..%d)" % (code, pos, scan, len(jpeg))
+    if damage == "flipped_scan_bytes":
+        changes = []
+        for _ in range(1 + int(rng.randint(4))):
+            pos = int(rng.randint(scan, len(jpeg) - 2))
+            if rng.randint(2):
+                data[pos] = int(rng.randint(256))
+            else:
+                data[pos] ^= 1 << int(rng.randint(8))
+            changes.append(pos)
+        return bytes(data), "scan bytes %s changed" % changes
+    if damage == "damaged_header":
+        changes = []
+        for _ in range(1 + int(rng.randint(3))):
+            pos = int(rng.randint(2, scan))
+            data[pos] = int(rng.randint(256))
+            changes.append(pos)
+        return bytes(data), "header bytes %s replaced (scan data from %d)" % (changes, scan)
+    raise ValueError("unknown damage %r: choose one of %s" % (damage, ", ".join(DAMAGE_KINDS)))
+
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m ibnedge.corpus KIND DEST``: write a corpus and print its paths."""
     import argparse
 
-    makers = {"imagenet": imagenet_like, "phone": phone_like, "bad": bad_inputs}
+    makers = {"imagenet": imagenet_like, "phone": phone_like, "bad": bad_inputs,
+              "damaged": lambda dest: [m.path for m in damaged_jpegs(dest)[1]]}
     parser = argparse.ArgumentParser(
         prog="python -m ibnedge.corpus",
         description="Write sample photographs made from scikit-image's pictures (deterministic).")
     parser.add_argument("kind", choices=sorted(makers), help="imagenet: ~500x375 q90; phone: 4000x3000 q92; "
-                        "bad: the bad-input cases (corrupt, truncated, not an image, ...)")
+                        "bad: the bad-input cases (corrupt, truncated, not an image, ...); damaged: mutants of "
+                        "photographs (cut, markers in the scan, flipped bytes, damaged headers)")
     parser.add_argument("dest", help="directory to write into")
     parser.add_argument("--count", type=int, default=None, help="how many photos (imagenet, phone)")
     args = parser.parse_args(argv)
-    kwargs = {} if args.count is None or args.kind == "bad" else {"count": args.count}
+    kwargs = {} if args.count is None or args.kind in ("bad", "damaged") else {"count": args.count}
     for path in makers[args.kind](args.dest, **kwargs):
         print(path)
     return 0

@@ -19,15 +19,26 @@ Pillow's fixed-point arithmetic, horizontal pass first as Pillow <= 12 always do
 INTER_LINEAR); ``fast`` decodes at a DCT-domain reduction (1/2, 1/4, 1/8 keeping the short
 side >= resize) and then resizes like ``pil``.
 
-Truncated JPEGs are errors of kind ``truncated`` by default: libjpeg would pad the missing
-rows with grey and the model would silently classify a half-grey picture (Pillow refuses
-such files too). ``allow_truncated=True`` accepts them, grey padding included.
+Damaged JPEGs are refused by default: a file whose data ends early is an error of kind
+``truncated``, one whose entropy-coded data libjpeg cannot decode (a marker inside the
+scan, a bad Huffman code, a lost restart marker...) is ``corrupt``, with libjpeg's message.
+libjpeg would fill what it could not decode with grey and the model would confidently
+classify the grey. The verdict is the full decode's: the data below the crop is checked
+too, in every semantics. Warnings after which every pixel still comes from the data
+(extraneous bytes before a marker, an unknown APPn segment) are not damage.
+``accept_damaged=True`` accepts such files, filled in as libjpeg fills them.
+
+Memory: besides the pixel cap (``max_pixels``, checked on the header before anything is
+allocated), each image may hold at most 4 bytes per pixel of ``max_pixels`` while it is
+decoded (the file's bytes, libjpeg's whole-image buffers for progressive files, the
+decoded window of an EXIF-rotated image); more is an error of kind ``too_large``.
 """
 from __future__ import annotations
 
 import io
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -40,6 +51,8 @@ __all__ = ["ERROR_KINDS", "ItemError", "PreprocessResult", "Preprocessor", "defa
 
 # The kinds an ItemError can have.
 ERROR_KINDS = ("unreadable", "empty", "truncated", "corrupt", "not_image", "too_large", "unsupported")
+# The fix too_large messages name (the engine's say the same: cpp/preprocess_types.h kRaiseMaxPixels).
+_RAISE_MAX_PIXELS = "raise max_pixels (ibnedge --max-pixels N) if the image is genuine"
 
 
 
@@ -80,7 +93,9 @@ class Preprocessor:
     be used from several Python threads at once. ``exif_orientation``: apply the EXIF
     orientation (training pipelines ignore it, so the default does too). ``max_pixels``:
     images whose header claims more pixels are refused (kind ``too_large``) before
-    anything is allocated. ``allow_truncated``: accept truncated JPEGs (see the module doc).
+    anything is allocated; it also sets the per-image memory budget (see the module doc).
+    ``accept_damaged``: accept truncated and corrupt JPEGs as libjpeg fills them in (see
+    the module doc). ``allow_truncated`` is its deprecated former name.
     """
 
     def __init__(
@@ -89,7 +104,9 @@ class Preprocessor:
         threads: int = 0,
         exif_orientation: bool = False,
         max_pixels: int = PILLOW_MAX_PIXELS,
-        allow_truncated: bool = False,
+        accept_damaged: bool = False,
+        *,
+        allow_truncated: Optional[bool] = None,
     ) -> None:
         from . import _native  # the compiled engine; imported here so ibnedge imports without it
 
@@ -105,7 +122,13 @@ class Preprocessor:
         self.threads = threads if threads > 0 else default_threads()
         self.exif_orientation = bool(exif_orientation)
         self.max_pixels = max_pixels
-        self.allow_truncated = bool(allow_truncated)
+        if allow_truncated is not None:
+            warnings.warn("Preprocessor(allow_truncated=...) is deprecated: use accept_damaged=..., which also "
+                          "covers corrupt data", DeprecationWarning, stacklevel=2)
+            if accept_damaged and not allow_truncated:
+                raise ValueError("accept_damaged=True contradicts allow_truncated=False: pass accept_damaged alone")
+            accept_damaged = bool(allow_truncated)
+        self.accept_damaged = bool(accept_damaged)
         self._engine = _native.Engine(self.threads)
         self._max_side = int(_native.MAX_IMAGE_SIDE)
         self._lock = threading.Lock()
@@ -181,7 +204,7 @@ class Preprocessor:
             items, types, out,
             semantics=spec.semantics, resize=int(spec.resize), crop=(int(spec.crop[0]), int(spec.crop[1])),
             mean=list(spec.mean), std=list(spec.std), exif_orientation=self.exif_orientation,
-            allow_truncated=self.allow_truncated, max_pixels=self.max_pixels,
+            accept_damaged=self.accept_damaged, max_pixels=self.max_pixels,
         )
 
     def _map(self, fn: Callable[[Any], Any], args: List[Any]) -> List[Any]:
@@ -240,9 +263,9 @@ class Preprocessor:
         if arr.shape[2] == 1 or arr.strides[2] != 1:  # the engine reads packed RGB(X): copy
             if arr.shape[0] * arr.shape[1] > self.max_pixels:
                 # The engine refuses an oversized array itself; this one is refused before the copy.
-                return "n", None, ("too_large", "pixel array of %dx%d = %d pixels, over the cap of %d; raise "
-                                   "max_pixels if the image is genuine"
-                                   % (arr.shape[1], arr.shape[0], arr.shape[0] * arr.shape[1], self.max_pixels))
+                return "n", None, ("too_large", "pixel array of %dx%d = %d pixels, over the cap of %d; %s"
+                                   % (arr.shape[1], arr.shape[0], arr.shape[0] * arr.shape[1], self.max_pixels,
+                                      _RAISE_MAX_PIXELS))
             arr = np.repeat(arr, 3, axis=2) if arr.shape[2] == 1 else np.ascontiguousarray(arr)
         return "a", arr, None
 
@@ -256,9 +279,9 @@ class Preprocessor:
         fmt = sniff(data[:HEAD_BYTES])
         size = image_size(data[:HEAD_BYTES])
         if size is not None and size[0] * size[1] > self.max_pixels:
-            return None, ("too_large", "%s header claims %dx%d = %d pixels, over the cap of %d; raise max_pixels "
-                                       "if the image is genuine" % (title(fmt), size[0], size[1],
-                                                                    size[0] * size[1], self.max_pixels))
+            return None, ("too_large", "%s header claims %dx%d = %d pixels, over the cap of %d; %s"
+                                       % (title(fmt), size[0], size[1], size[0] * size[1], self.max_pixels,
+                                          _RAISE_MAX_PIXELS))
         if size is not None and (size[0] == 0 or size[1] == 0):
             return None, ("corrupt", "%s header claims an empty %dx%d image" % (title(fmt), size[0], size[1]))
         if fmt == "png":

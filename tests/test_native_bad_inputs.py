@@ -285,3 +285,85 @@ def test_resize_1_matches_the_reference(semantics):
     assert errors == [None] * len(items)
     for item, got in zip(items, rows):
         assert max_abs_diff(got, reference(semantics, item, 1, 3)) <= 1
+
+
+# --------------------------------------------------------------------------- memory bounds
+
+
+def test_decoding_memory_is_bounded_by_the_budget(bad_cases):
+    """A tiny progressive file whose header claims a frame under the pixel cap but whose
+    coefficient buffers exceed 4 bytes per pixel of max_pixels is refused before libjpeg
+    allocates them; more than 500 scans (libjpeg-turbo's own limit) is refused too."""
+    bomb, many, limit = (bad_cases[n].path for n in ("progressive_bomb", "scans_501", "scans_500"))
+    assert bomb.stat().st_size < 4096
+    res = Preprocessor(spec=pixel_spec("pil"), threads=1).run([bomb, many, limit])
+    assert [e and e.kind for e in res.errors] == ["too_large", "too_large", None], res.errors
+    assert "memory budget" in res.errors[0].message and "--max-pixels" in res.errors[0].message
+    assert "more than 500 scans" in res.errors[1].message
+    # The budget follows the pixel cap: at twice the cap the buffers fit (the 16x16 data then
+    # runs out of the claimed frame: damaged).
+    roomy = Preprocessor(spec=pixel_spec("pil"), threads=1, max_pixels=2 * 178956970).run([bomb])
+    assert roomy.errors[0].kind in ("corrupt", "truncated"), roomy.errors[0]
+
+
+def test_a_jpeg_file_over_the_memory_budget_is_refused_unread(tmp_path, imagenet_files):
+    """The file's size is checked before it is read (a sparse file of 6 MB holding a small
+    JPEG, with a budget of 4 MB), and bytes over the budget are refused the same way."""
+    data = imagenet_files[0].read_bytes()
+    big = tmp_path / "sparse.jpg"
+    with open(str(big), "wb") as f:
+        f.write(data)
+        f.truncate(6 * 2 ** 20)
+    pre = Preprocessor(spec=pixel_spec("pil"), threads=1, max_pixels=2 ** 20)
+    res = pre.run([big, data + bytes(6 * 2 ** 20 - len(data)), data])
+    assert [e and e.kind for e in res.errors] == ["too_large", "too_large", None], res.errors
+    assert "6291456 bytes" in res.errors[0].message and "memory budget" in res.errors[0].message
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a POSIX named pipe")
+def test_a_header_over_the_pixel_cap_is_refused_before_the_file_is_read(tmp_path, bad_cases):
+    """A pipe whose writer sends a header claiming 65535x65535 and then stalls: the engine
+    answers from the header instead of waiting for the end of the file."""
+    import threading
+
+    fifo = str(tmp_path / "stalled.jpg")
+    os.mkfifo(fifo)
+    header = bad_cases["huge_header"].path.read_bytes()
+    header = header[: header.find(b"\xff\xda")]
+    result = []
+    reader = threading.Thread(target=lambda: result.append(Preprocessor(threads=1).run([fifo]).errors[0]), daemon=True)
+    reader.start()
+    writer = os.open(fifo, os.O_WRONLY)
+    try:
+        os.write(writer, header)
+        reader.join(timeout=30)
+        answered = not reader.is_alive()
+    finally:
+        os.close(writer)
+        reader.join(timeout=30)
+    assert answered, "the engine waited for the rest of the file instead of probing its header"
+    assert result[0] is not None and result[0].kind == "too_large" and "65535" in result[0].message, result
+
+
+def _rotated_progressive(width: int, height: int) -> bytes:
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return corpus.encode_jpeg(corpus.photo(width, height, index=2), quality=90, progressive=True,
+                              exif=exif.tobytes())
+
+
+def test_an_exif_rotated_window_counts_towards_the_memory_budget():
+    """Rotated, the crop's window is decoded whole (4 bytes a pixel) beside the progressive
+    file's coefficients (3 bytes a pixel at 4:2:0): over 4 bytes per pixel of max_pixels it
+    is too_large. Unrotated, the same file streams through in strips; with twice the cap the
+    rotated decode fits."""
+    data = _rotated_progressive(1000, 800)
+    cap = 1000 * 800 + 1
+    rotated = Preprocessor(spec=pixel_spec("pil"), threads=1, max_pixels=cap, exif_orientation=True).run([data])
+    assert rotated.errors[0] is not None and rotated.errors[0].kind == "too_large", rotated.errors[0]
+    assert "EXIF-rotated" in rotated.errors[0].message and "memory budget" in rotated.errors[0].message
+    assert Preprocessor(spec=pixel_spec("pil"), threads=1, max_pixels=cap).run([data]).errors == [None]
+    roomy = Preprocessor(spec=pixel_spec("pil"), threads=1, max_pixels=2 * cap, exif_orientation=True).run([data])
+    assert roomy.errors == [None]

@@ -88,15 +88,24 @@ def test_error_kinds_and_messages(jpeg, tmp_path):
     assert kinds == ["empty", "not_image", "truncated", "unreadable", "unsupported", None]
     assert all(isinstance(e, ItemError) and e.kind in ERROR_KINDS for e in res.errors[:-1])
     assert "missing.jpg" in res.errors[3].message
-    assert "allow_truncated" in res.errors[2].message
+    assert "--accept-damaged" in res.errors[2].message and "accept_damaged=True" in res.errors[2].message
     assert not res.tensor[:-1].any()  # failed rows are zero
     assert res.tensor[-1].any()
 
 
 def test_truncated_policy_can_accept(jpeg):
     half = jpeg[: len(jpeg) // 2]
-    res = Preprocessor(spec=PreprocessSpec(**PIXELS), threads=1, allow_truncated=True).run([half])
+    res = Preprocessor(spec=PreprocessSpec(**PIXELS), threads=1, accept_damaged=True).run([half])
     assert res.errors == [None]
+
+
+def test_allow_truncated_is_a_deprecated_name_of_accept_damaged(jpeg):
+    half = jpeg[: len(jpeg) // 2]
+    with pytest.warns(DeprecationWarning, match="accept_damaged"):
+        pre = Preprocessor(spec=PreprocessSpec(**PIXELS), threads=1, allow_truncated=True)
+    assert pre.accept_damaged and pre.run([half]).errors == [None]
+    with pytest.raises(ValueError, match="contradicts"), pytest.warns(DeprecationWarning):
+        Preprocessor(threads=1, accept_damaged=True, allow_truncated=False)
 
 
 def test_pixel_cap_refuses_from_the_header(jpeg):

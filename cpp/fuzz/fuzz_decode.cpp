@@ -31,7 +31,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const Variant& v = kVariants[size % 3];
     DecodeOptions options;
     options.exif_orientation = (size / 3) % 2 == 1;
-    options.allow_truncated = (size / 6) % 2 == 1;
+    options.accept_damaged = (size / 6) % 2 == 1;
     options.max_pixels = uint64_t(1) << 24;  // 16 Mpixel: bounded memory per input
     for (Semantics mode : kModes) {
         TensorSpec spec;

@@ -233,8 +233,8 @@ int main(int argc, char** argv) {
 
             DecodeOptions other = options;  // the other decode paths, checked for memory errors only
             other.exif_orientation = true;
-            other.allow_truncated = true;
-            check_rows(tag + " exif+allow_truncated", run(pair, as_paths, spec, other), n);
+            other.accept_damaged = true;
+            check_rows(tag + " exif+accept_damaged", run(pair, as_paths, spec, other), n);
             other.max_pixels = 100000;  // the 500x375 photos now exceed the cap
             Batch capped = run(pair, as_paths, spec, other);
             check_rows(tag + " capped", capped, n);
