@@ -28,6 +28,7 @@ import numpy as np
 
 from .backends import Backend, BackendError, create_backend
 from .files import InputFile
+from .formats import PILLOW_MAX_PIXELS
 from .metadata import ModelMetadata, PreprocessSpec, imagenet_class_names, load_for_model
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -74,6 +75,10 @@ class Classifier(object):
     backend call.
     ``preprocess``: None (the model's metadata), a semantics name ("pil", "mindspore",
     "fast") applied to the metadata's sizes, or a full :class:`PreprocessSpec`.
+    ``exif_orientation``, ``accept_damaged``, ``max_pixels``: how images are decoded (see
+    :class:`ibnedge.preprocess.Preprocessor`): apply EXIF orientation; classify truncated
+    and corrupt JPEGs as libjpeg fills them in instead of reporting them; the pixel cap
+    (which also sets the per-image memory budget).
     """
 
     def __init__(
@@ -88,6 +93,8 @@ class Classifier(object):
         arch: Optional[str] = None,
         exif_orientation: bool = False,
         progress: Optional[bool] = None,
+        accept_damaged: bool = False,
+        max_pixels: int = PILLOW_MAX_PIXELS,
     ) -> None:
         if int(batch) < 1:
             raise ValueError("batch must be >= 1, got %r" % (batch,))
@@ -128,7 +135,8 @@ class Classifier(object):
 
         from .preprocess import Preprocessor  # the native engine; loaded only when classifying
 
-        self.preprocessor = Preprocessor(spec=self.spec, threads=threads, exif_orientation=exif_orientation)
+        self.preprocessor = Preprocessor(spec=self.spec, threads=threads, exif_orientation=exif_orientation,
+                                         max_pixels=max_pixels, accept_damaged=accept_damaged)
 
     # -- set-up ---------------------------------------------------------------------
     def _resolve_spec(self, preprocess: Union[None, str, PreprocessSpec]) -> PreprocessSpec:

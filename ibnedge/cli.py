@@ -123,6 +123,22 @@ def _add_model_flags(p: argparse.ArgumentParser, multi_backend: bool = False) ->
     )
 
 
+def _add_decode_flags(p: argparse.ArgumentParser) -> None:
+    from .formats import PILLOW_MAX_PIXELS
+
+    g = p.add_argument_group("image decoding")
+    g.add_argument(
+        "--accept-damaged", action="store_true",
+        help="classify truncated and corrupt JPEGs as libjpeg fills them in (grey where it cannot decode) "
+        "instead of reporting them as errors",
+    )
+    g.add_argument(
+        "--max-pixels", type=_positive, default=PILLOW_MAX_PIXELS, metavar="N",
+        help="refuse images whose header claims more pixels; each image may also hold at most 4 bytes per pixel "
+        "of N while it is decoded (default: %d, Pillow's limit)" % PILLOW_MAX_PIXELS,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="ibnedge",
@@ -156,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="inside directories, skip files whose content is not an image instead of reporting them",
     )
     p.add_argument("--exif-orientation", action="store_true", help="apply EXIF orientation (default: ignore, as training does)")
+    _add_decode_flags(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary on stderr")
     p.set_defaults(func=cmd_infer)
 
@@ -166,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         "vision ops), backend latency and img/s per batch size, end-to-end pipelined img/s. Prints one table.",
     )
     _add_model_flags(p, multi_backend=True)
+    _add_decode_flags(p)
     p.add_argument("--corpus", metavar="DIR", help="images to use (default: an ImageNet-like set built from scikit-image photographs)")
     p.add_argument("--batch", type=_int_list, default=[1, 8, 32], metavar="LIST", help="batch sizes (default: 1,8,32)")
     p.add_argument("--images", type=_positive, default=64, metavar="N", help="images per measurement (default: 64)")
@@ -262,7 +280,8 @@ def _make_classifier(args: argparse.Namespace, backend: str, batch: int):
         return Classifier(
             model=args.model, backend=backend, device=args.device, device_id=args.device_id, threads=args.threads,
             batch=batch, preprocess=args.preprocess, arch=args.arch,
-            exif_orientation=getattr(args, "exif_orientation", False),
+            exif_orientation=getattr(args, "exif_orientation", False), accept_damaged=args.accept_damaged,
+            max_pixels=args.max_pixels,
             progress=None if not getattr(args, "quiet", False) else False,
         )
     except _setup_errors() as exc:

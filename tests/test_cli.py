@@ -293,6 +293,51 @@ def test_classifier_api_arrays_bytes_and_paths(imagenet_files, model):
     assert [q.labels for q in clf.predict(stack, topk=3)] == [preds[2].labels] * 2
 
 
+def _eoi_inside_the_scan(jpeg: bytes) -> bytes:
+    """``jpeg`` with an end-of-image marker halfway through its scan: libjpeg greys the rest."""
+    import struct
+
+    sos = jpeg.find(b"\xff\xda")
+    start = sos + 2 + struct.unpack(">H", jpeg[sos + 2:sos + 4])[0]
+    pos = (start + len(jpeg)) // 2
+    return jpeg[:pos] + b"\xff\xd9" + jpeg[pos + 2:]
+
+
+def test_infer_accept_damaged_and_max_pixels(imagenet_files, model, tmp_path):
+    """A damaged JPEG is a row naming --accept-damaged, classified with it; --max-pixels caps
+    the pixels (the 500x375 photo is refused one pixel under its size)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    good = imagenet_files[0].read_bytes()
+    (photos / "good.jpg").write_bytes(good)
+    (photos / "damaged.jpg").write_bytes(_eoi_inside_the_scan(good))
+    runs = {}
+    for name, flags in [("default", []), ("accept", ["--accept-damaged"]), ("capped", ["--max-pixels", "187499"])]:
+        out = tmp_path / (name + ".jsonl")
+        assert main(["infer", str(photos), "--model", str(model), "--output", str(out), "-q"] + flags) == 0
+        runs[name] = {Path(r["path"]).name: r for r in read_rows(out)}
+    error = runs["default"]["damaged.jpg"]["error"]
+    assert error["kind"] == "corrupt" and "--accept-damaged" in error["message"], error
+    assert "premature end of data segment" in error["message"]
+    assert "top" in runs["default"]["good.jpg"]
+    assert "top" in runs["accept"]["damaged.jpg"] and "top" in runs["accept"]["good.jpg"]
+    capped = runs["capped"]["good.jpg"]["error"]
+    assert capped["kind"] == "too_large" and "--max-pixels" in capped["message"], capped
+
+
+def test_classifier_takes_the_decoding_options(imagenet_files, model):
+    from ibnedge.classifier import Classifier
+
+    good = imagenet_files[0].read_bytes()
+    damaged = _eoi_inside_the_scan(good)
+    strict = Classifier(model=model, batch=2, threads=1).predict([damaged, good])
+    assert strict[0].error[0] == "corrupt" and strict[1].ok
+    lenient = Classifier(model=model, batch=2, threads=1, accept_damaged=True, max_pixels=500 * 375).predict([damaged])
+    assert lenient[0].ok
+    capped = Classifier(model=model, batch=2, threads=1, max_pixels=500 * 375 - 1).predict([good])
+    assert capped[0].error[0] == "too_large"
+
+
 @pytest.mark.parametrize("device_ids", [[0], [0, 1]], ids=["one device", "two devices"])
 def test_predict_iter_streams_and_stops_early(imagenet_files, model, device_ids):
     from ibnedge.classifier import Classifier

@@ -369,7 +369,8 @@ def run_bench(args: Any) -> int:
         for path in candidates.get(name, []):
             try:
                 clf = Classifier(model=path, backend=name, device=args.device, device_id=device_ids[0],
-                                 threads=args.threads, batch=max(args.batch), preprocess=args.preprocess, arch=args.arch)
+                                 threads=args.threads, batch=max(args.batch), preprocess=args.preprocess, arch=args.arch,
+                                 accept_damaged=args.accept_damaged, max_pixels=args.max_pixels)
                 break
             except (BackendError, ValueError) as exc:
                 reasons.append(str(exc).splitlines()[0])
