@@ -161,7 +161,7 @@ ItemStatus decode_oriented(JpegDecoder& decoder, int orientation, const ResizePl
     const uint64_t held = held_bytes + decoder.coefficient_bytes();
     if (window_bytes > options.memory_budget() - std::min(held, options.memory_budget()))
         return ItemStatus::error(ErrorKind::kTooLarge,
-                                 "EXIF-rotated JPEG: its " + std::to_string(stored.width()) + "x" +
+                                 "EXIF-rotated or mirrored JPEG: its " + std::to_string(stored.width()) + "x" +
                                      std::to_string(stored.height()) + " window needs " + std::to_string(window_bytes) +
                                      " bytes besides the " + std::to_string(held) +
                                      " its data takes, over the per-image memory budget of " +
