@@ -14,11 +14,13 @@ after the launchers exit, no live process may carry it.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ ms = pytest.importorskip("mindspore", reason="train/ needs MindSpore (Python 3.9
 
 from train.distributed import main as launcher_main, msrun_command, parser, plan_from, processes_with_env  # noqa: E402
 from train.faults import FAULT_ENV, STEP_SLEEP_ENV  # noqa: E402
+from train import rendezvous  # noqa: E402
 from train.rendezvous import HEARTBEAT_TIMEOUT_S  # noqa: E402
 from train_helpers import (CLASSES, MARKER_ENV, last_json, load_dumped_weights, make_image_folder, max_weight_diff,  # noqa: E402
                            relative_error)
@@ -445,3 +448,100 @@ def test_nodes_resuming_from_different_checkpoints_are_refused(tmp_path):
         in master_err
     assert "filesystem shared by all nodes" in master_err
     assert "the master (node rank 0) refused to start" in results[1][1]
+
+
+# ----------------------------------------------------------------------------- the control channel
+
+
+def _hello(node: int) -> Dict:
+    return {"node": node, "nnodes": 2, "nproc": 1, "device": "CPU", "resume": None}
+
+
+def _closed_by_other_end(sock: socket.socket, within: float) -> bool:
+    """Whether the other end closes ``sock`` within ``within`` seconds (what it sends is discarded)."""
+    deadline = time.monotonic() + within
+    try:
+        while time.monotonic() < deadline:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            if not sock.recv(65536):
+                return True
+    except socket.timeout:
+        return False
+    except ConnectionError:
+        return True
+    return False
+
+
+def _send_quietly(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except OSError:  # the master hung up mid-way: what the test wants to see
+        pass
+
+
+def _line(sock: socket.socket, timeout: float = 10.0) -> Dict:
+    sock.settimeout(timeout)
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        assert chunk, "the master closed the connection"
+        data += chunk
+    return json.loads(data.splitlines()[-1])
+
+
+@pytest.fixture
+def master():
+    """Node rank 0's end of the control channel on a free loopback port, gathering in a thread
+    (``.port``, ``.gathered``: an Event, ``.error``); closed at teardown."""
+    port = free_port_pair(loopback_hosts())
+    link = rendezvous.Master("127.0.0.1", port, _hello(0), hello_timeout=1.0)
+    link.port, link.gathered, link.error = port, threading.Event(), None
+
+    def gather():
+        try:
+            link.gather(60)
+        except rendezvous.RendezvousError as exc:
+            link.error = exc
+        link.gathered.set()
+
+    threading.Thread(target=gather, daemon=True).start()
+    yield link
+    link.gathered.wait(60)
+    link.close(linger=0)
+
+
+def test_the_control_channel_sheds_floods_slow_clients_and_garbage_and_still_gathers(master):
+    """A connection that floods one endless line, one that trickles a byte at a time and one
+    that sends lines that are not ours are each hung up on (the first at once, the others when
+    they have not said hello within the hello timeout); the real node then joins."""
+    flood, loris, garbage = (socket.create_connection(("127.0.0.1", master.port)) for _ in range(3))
+    _send_quietly(flood, b"x" * (rendezvous.MAX_LINE_BYTES + (1 << 20)))
+    assert _closed_by_other_end(flood, 5.0), "an endless line was buffered without bound"
+    _send_quietly(garbage, b"\xff\xfe not json\n[1, 2]\n{\"type\": 5}\n{\"type\": \"failed\"}\n")
+    start = time.monotonic()
+    while time.monotonic() - start < 3.0 and not master.gathered.is_set():
+        _send_quietly(loris, b"{")
+        if _closed_by_other_end(loris, 0.2):
+            break
+    assert time.monotonic() - start < 3.0, "a client that never finishes its hello was kept"
+    assert _closed_by_other_end(garbage, 3.0)
+    assert not master.gathered.is_set()
+    member = rendezvous.Member("127.0.0.1", master.port, _hello(1), timeout=10)
+    assert master.gathered.wait(10) and master.error is None
+    member.close()
+
+
+def test_a_member_reporting_a_failure_it_does_not_describe_still_stops_the_run(master):
+    node1 = socket.create_connection(("127.0.0.1", master.port))
+    node1.sendall(json.dumps(dict(_hello(1), type="hello")).encode() + b"\n")
+    assert _line(node1)["type"] == "start" and master.gathered.wait(10) and master.error is None
+    node1.sendall(b'{"type": "failed"}\n')
+    deadline = time.monotonic() + 10
+    events: List = []
+    while not events and time.monotonic() < deadline:
+        events = master.events(0.2)
+    assert events and events[0][0] == "failed" and events[0][1]["title"].startswith("node 1 "), events
+    abort = _line(node1)
+    while abort["type"] == "beat":
+        abort = _line(node1)
+    assert abort["type"] == "abort" and abort["failure"] == events[0][1]

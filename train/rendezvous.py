@@ -12,6 +12,11 @@ stops every node at once, with that rank's last lines shown everywhere; a node w
 launcher dies (its socket closes) or stops answering (no heartbeat for HEARTBEAT_TIMEOUT_S)
 is named as lost; and a launcher exits 0 only once every node's ranks have succeeded.
 
+Anything else that connects to the port (a scanner, a health check, a client of another
+protocol) is hung up on: at once when it sends a line longer than MAX_LINE_BYTES, else
+when it has not said hello within HELLO_TIMEOUT_S; lines that are not our JSON objects are
+ignored.
+
 One thread (selectors): the launcher starts msrun with a ``preexec_fn``, which is only
 safe in a single-threaded process.
 """
@@ -25,6 +30,9 @@ from typing import Dict, List, Optional, Tuple
 
 HEARTBEAT_S = 2.0
 HEARTBEAT_TIMEOUT_S = 30.0
+HELLO_TIMEOUT_S = 10.0
+# Far above the longest message (a failure with its log tail, at most 256 KiB of log read).
+MAX_LINE_BYTES = 8 << 20
 # What each node's hello must agree on with the master's.
 _AGREED = ("nnodes", "nproc", "device", "resume")
 
@@ -40,15 +48,23 @@ def lost_node(node: int, why: str) -> Dict:
     return {"node": node, "title": "node %d was lost: %s" % (node, why), "log": None, "tail": [], "lost": True}
 
 
+def reported_failure(message: Dict, node: int) -> Dict:
+    """The failure a ``failed`` or ``abort`` message carries, or one that says it carried none."""
+    failure = message.get("failure")
+    if isinstance(failure, dict) and isinstance(failure.get("title"), str):
+        return failure
+    return {"node": node, "title": "node %d reported a failure without describing it" % node, "log": None, "tail": []}
+
+
 class _Peer:
     """One connection: buffered line-delimited JSON in, whole messages out."""
 
     def __init__(self, sock: socket.socket):
         sock.settimeout(10.0)  # sends of small messages; reads happen only when select says so
         self.sock = sock
-        self.buffer = b""
+        self.buffer = bytearray()
         self.node: Optional[int] = None
-        self.last_seen = time.monotonic()
+        self.connected = self.last_seen = time.monotonic()
 
     def send(self, message: Dict) -> bool:
         try:
@@ -58,7 +74,8 @@ class _Peer:
             return False
 
     def receive(self) -> Optional[List[Dict]]:
-        """The whole messages that arrived; None once the other end has closed."""
+        """The whole messages that arrived; None once the other end has closed (or sent a
+        line longer than any of ours: it is not one of us)."""
         try:
             data = self.sock.recv(65536)
         except (BlockingIOError, socket.timeout):
@@ -69,7 +86,11 @@ class _Peer:
             return None
         self.last_seen = time.monotonic()
         self.buffer += data
+        if b"\n" not in data:
+            return None if len(self.buffer) > MAX_LINE_BYTES else []
         *lines, self.buffer = self.buffer.split(b"\n")
+        if len(self.buffer) > MAX_LINE_BYTES:
+            return None
         messages = []
         for line in lines:
             try:
@@ -82,6 +103,9 @@ class _Peer:
 
     def silent_for(self) -> float:
         return time.monotonic() - self.last_seen
+
+    def connected_for(self) -> float:
+        return time.monotonic() - self.connected
 
     def close(self) -> None:
         try:
@@ -115,8 +139,8 @@ class Solo:
 class Master:
     """Node rank 0: gathers the nodes, relays failures to all, declares the end."""
 
-    def __init__(self, host: str, port: int, hello: Dict):
-        self.hello = hello
+    def __init__(self, host: str, port: int, hello: Dict, hello_timeout: float = HELLO_TIMEOUT_S):
+        self.hello, self.hello_timeout = hello, hello_timeout
         self.nnodes = int(hello["nnodes"])
         try:
             self.server = socket.create_server((host, port))
@@ -200,7 +224,7 @@ class Master:
             for message in messages:
                 kind = message.get("type")
                 if kind == "failed":
-                    out.append(self._fail(message["failure"]))
+                    out.append(self._fail(reported_failure(message, peer.node)))
                 elif kind == "done":
                     self.done.add(peer.node)
         for peer in self.joined.values():
@@ -241,6 +265,8 @@ class Master:
             if messages is None:
                 self._drop(peer)
             found.append((peer, messages))
+        for peer in [p for p in self.peers if p.node is None and p.connected_for() > self.hello_timeout]:
+            self._drop(peer)  # not a launcher, or one come late that was told so
         return found
 
     def _drop(self, peer: _Peer) -> None:
@@ -325,7 +351,7 @@ class Member:
             for message in messages:
                 kind = message.get("type")
                 if kind == "abort":
-                    out.append(("failed", message["failure"]))
+                    out.append(("failed", reported_failure(message, 0)))
                 elif kind in ("start", "finished"):
                     out.append((kind, None))
         if self.peer.silent_for() > HEARTBEAT_TIMEOUT_S:
