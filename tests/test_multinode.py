@@ -287,6 +287,8 @@ def test_msrun_command_lines_for_ascend_gpu_and_cpu(tmp_path):
     assert "local worker 7 = global rank 15, device 7, log %s" % (logs / "worker_15.log") in proc.stdout
     # a rank table only means something to HCCL
     assert launcher_main([*common, "--device", "GPU", "--rank-table", str(table), "--dry-run"]) == 2
+    # beats go out between the launcher's polls of its channel: a timeout shorter than a few is refused
+    assert launcher_main([*common, "--device", "GPU", "--heartbeat-timeout", "1", "--dry-run"]) == 2
 
 
 # ----------------------------------------------------------------------------- runs
@@ -453,8 +455,12 @@ def test_nodes_resuming_from_different_checkpoints_are_refused(tmp_path):
 # ----------------------------------------------------------------------------- the control channel
 
 
+SHORT_HEARTBEAT_TIMEOUT_S = 1.5
+
+
 def _hello(node: int) -> Dict:
-    return {"node": node, "nnodes": 2, "nproc": 1, "device": "CPU", "resume": None}
+    return {"node": node, "nnodes": 2, "nproc": 1, "device": "CPU", "resume": None,
+            "heartbeat_timeout": SHORT_HEARTBEAT_TIMEOUT_S}
 
 
 def _closed_by_other_end(sock: socket.socket, within: float) -> bool:
@@ -545,3 +551,42 @@ def test_a_member_reporting_a_failure_it_does_not_describe_still_stops_the_run(m
     while abort["type"] == "beat":
         abort = _line(node1)
     assert abort["type"] == "abort" and abort["failure"] == events[0][1]
+
+
+def _events_until_one(link, within: float = 10.0) -> List:
+    deadline = time.monotonic() + within
+    events: List = []
+    while not events and time.monotonic() < deadline:
+        events = link.events(0.2)
+    return events
+
+
+def test_a_node_that_falls_silent_is_named_lost_after_the_heartbeat_timeout(master):
+    """A firewall that starts dropping packets, a frozen launcher: no close, just silence.
+    The master names the silent member (and a member names a silent master) once
+    --heartbeat-timeout has passed without a word."""
+    node1 = socket.create_connection(("127.0.0.1", master.port))
+    node1.sendall(json.dumps(dict(_hello(1), type="hello")).encode() + b"\n")
+    assert _line(node1)["type"] == "start" and master.gathered.wait(10) and master.error is None
+    silent_since = time.monotonic()
+    events = _events_until_one(master)
+    assert time.monotonic() - silent_since >= SHORT_HEARTBEAT_TIMEOUT_S
+    assert events == [("failed", rendezvous.lost_node(1, "no word from its launcher for %g s"
+                                                      % SHORT_HEARTBEAT_TIMEOUT_S))], events
+
+    with socket.create_server(("127.0.0.1", 0)) as server:  # a master that starts the run, then falls silent
+        def start_and_fall_silent():
+            conn, _ = server.accept()
+            assert _line(conn)["type"] == "hello"
+            conn.sendall(b'{"type": "start"}\n')
+            time.sleep(SHORT_HEARTBEAT_TIMEOUT_S * 4)
+            conn.close()
+
+        threading.Thread(target=start_and_fall_silent, daemon=True).start()
+        member = rendezvous.Member("127.0.0.1", server.getsockname()[1], _hello(1), timeout=10)
+        silent_since = time.monotonic()
+        events = _events_until_one(member)
+        member.close()
+    assert time.monotonic() - silent_since >= SHORT_HEARTBEAT_TIMEOUT_S - 0.5  # silent since the start was sent
+    assert events == [("failed", rendezvous.lost_node(0, "no word from the launcher of the master for %g s"
+                                                      % SHORT_HEARTBEAT_TIMEOUT_S))], events

@@ -50,6 +50,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # MindSpore's C++ log lines carry this prefix; the Python error lines are what a user needs.
 _MS_LOG_LINE = re.compile(r"^\[(WARNING|INFO|DEBUG)\] ")
 _POLL_S = 0.5
+MIN_HEARTBEAT_TIMEOUT_S = 10 * _POLL_S  # beats go out between polls: ten chances per timeout
 
 
 def parser() -> argparse.ArgumentParser:
@@ -80,6 +81,9 @@ def parser() -> argparse.ArgumentParser:
                    help="per-rank logs worker_<global rank>.log (default: %(default)s)")
     p.add_argument("--cluster-timeout", type=int, default=300,
                    help="seconds the nodes and ranks wait for each other to join (default: %(default)s)")
+    p.add_argument("--heartbeat-timeout", type=float, default=rendezvous.HEARTBEAT_TIMEOUT_S,
+                   help="seconds without a word from a node's launcher (its machine frozen, its packets dropped) "
+                        "before it is named lost; the same on every node (default: %(default)g)")
     p.add_argument("--tail-lines", type=int, default=40, help="log lines shown from a failed rank (default: 40)")
     p.add_argument("--quiet", action="store_true", help="do not stream this node's first rank's log to the console")
     p.add_argument("--dry-run", action="store_true", help="print this node's ranks and msrun command, start nothing")
@@ -100,6 +104,7 @@ class Plan:
     control_port: int
     log_dir: Path
     cluster_timeout: int
+    heartbeat_timeout: float = rendezvous.HEARTBEAT_TIMEOUT_S
     rank_table: Optional[Path] = None
 
     @property
@@ -160,8 +165,11 @@ def plan_from(args: argparse.Namespace) -> Plan:
             raise ValueError("%s %d: choose a port within 1024..65535" % (name, port))
     if control == args.master_port:
         raise ValueError("--control-port must differ from --master-port")
+    if not args.heartbeat_timeout >= MIN_HEARTBEAT_TIMEOUT_S:
+        raise ValueError("--heartbeat-timeout %g: give at least %g s (a launcher looks at its channel every %g s)"
+                         % (args.heartbeat_timeout, MIN_HEARTBEAT_TIMEOUT_S, _POLL_S))
     return Plan(args.nnodes, args.node_rank, args.nproc_per_node, args.device, args.master_addr, args.master_port,
-                control, Path(args.log_dir).resolve(), args.cluster_timeout, rank_table)
+                control, Path(args.log_dir).resolve(), args.cluster_timeout, args.heartbeat_timeout, rank_table)
 
 
 def guarded_train(plan: Plan, train_args: Sequence[str]) -> List[str]:
@@ -408,7 +416,7 @@ def _link(plan: Plan, resume: Optional[str]):
     if plan.nnodes == 1:
         return rendezvous.Solo()
     hello = {"node": plan.node_rank, "nnodes": plan.nnodes, "nproc": plan.nproc_per_node, "device": plan.device,
-             "resume": resume}
+             "resume": resume, "heartbeat_timeout": plan.heartbeat_timeout}
     print("node %d: waiting for all %d nodes at %s:%d (up to %d s)"
           % (plan.node_rank, plan.nnodes, plan.master_addr, plan.control_port, plan.cluster_timeout), flush=True)
     if plan.node_rank == 0:

@@ -4,13 +4,14 @@ Every node's ``train.distributed`` launcher connects to node rank 0's (the maste
 TCP (``--master-addr``, ``--control-port``) before any rank starts, and stays connected
 for the whole run. Messages are JSON objects, one per line:
 
-  member -> master  hello {node, nnodes, nproc, device, resume}, failed {failure}, done, beat
+  member -> master  hello {node, nnodes, nproc, device, resume, heartbeat_timeout}, failed {failure}, done, beat
   master -> member  start, abort {failure}, finished, beat
 
 So a node that never joins is named after ``--cluster-timeout``; a rank failing on one node
 stops every node at once, with that rank's last lines shown everywhere; a node whose
-launcher dies (its socket closes) or stops answering (no heartbeat for HEARTBEAT_TIMEOUT_S)
-is named as lost; and a launcher exits 0 only once every node's ranks have succeeded.
+launcher dies (its socket closes) or stops answering (a firewall dropping its packets, a
+frozen machine: no word for ``heartbeat_timeout`` seconds, which every node's hello gives and
+all must agree on) is named as lost; and a launcher exits 0 only once every node's ranks have succeeded.
 
 Anything else that connects to the port (a scanner, a health check, a client of another
 protocol) is hung up on: at once when it sends a line longer than MAX_LINE_BYTES, else
@@ -28,13 +29,13 @@ import socket
 import time
 from typing import Dict, List, Optional, Tuple
 
-HEARTBEAT_S = 2.0
-HEARTBEAT_TIMEOUT_S = 30.0
+HEARTBEAT_TIMEOUT_S = 30.0  # the default of --heartbeat-timeout
+BEATS_PER_TIMEOUT = 15  # a beat every 2 s by default: a few lost or late ones are no loss
 HELLO_TIMEOUT_S = 10.0
 # Far above the longest message (a failure with its log tail, at most 256 KiB of log read).
 MAX_LINE_BYTES = 8 << 20
 # What each node's hello must agree on with the master's.
-_AGREED = ("nnodes", "nproc", "device", "resume")
+_AGREED = ("nnodes", "nproc", "device", "resume", "heartbeat_timeout")
 
 Event = Tuple[str, Optional[Dict]]  # ("failed", failure) or ("finished", None)
 
@@ -65,6 +66,7 @@ class _Peer:
         self.buffer = bytearray()
         self.node: Optional[int] = None
         self.connected = self.last_seen = time.monotonic()
+        self.last_beat = 0.0
 
     def send(self, message: Dict) -> bool:
         try:
@@ -104,6 +106,14 @@ class _Peer:
     def silent_for(self) -> float:
         return time.monotonic() - self.last_seen
 
+    def beat_due(self, heartbeat_timeout: float) -> bool:
+        """Whether it is time to send a beat (and, if so, the time of this one is noted)."""
+        now = time.monotonic()
+        if now - self.last_beat < heartbeat_timeout / BEATS_PER_TIMEOUT:
+            return False
+        self.last_beat = now
+        return True
+
     def connected_for(self) -> float:
         return time.monotonic() - self.connected
 
@@ -141,6 +151,7 @@ class Master:
 
     def __init__(self, host: str, port: int, hello: Dict, hello_timeout: float = HELLO_TIMEOUT_S):
         self.hello, self.hello_timeout = hello, hello_timeout
+        self.heartbeat_timeout = float(hello["heartbeat_timeout"])
         self.nnodes = int(hello["nnodes"])
         try:
             self.server = socket.create_server((host, port))
@@ -153,7 +164,6 @@ class Master:
         self.peers: List[_Peer] = []
         self.joined: Dict[int, _Peer] = {}
         self.done = set()
-        self._last_beat = 0.0
 
     # ----------------------------------------------------------------- gathering
 
@@ -227,10 +237,10 @@ class Master:
                     out.append(self._fail(reported_failure(message, peer.node)))
                 elif kind == "done":
                     self.done.add(peer.node)
-        for peer in self.joined.values():
-            if peer.silent_for() > HEARTBEAT_TIMEOUT_S:
+        for peer in list(self.joined.values()):
+            if peer.silent_for() > self.heartbeat_timeout:
                 out.append(self._fail(lost_node(peer.node, "no word from its launcher for %g s"
-                                                % HEARTBEAT_TIMEOUT_S)))
+                                                % self.heartbeat_timeout)))
         if not out and len(self.done) == self.nnodes:
             self._broadcast({"type": "finished"})
             out.append(("finished", None))
@@ -245,10 +255,9 @@ class Master:
             peer.send(message)
 
     def _poll(self, timeout: float) -> List[Tuple[_Peer, Optional[List[Dict]]]]:
-        now = time.monotonic()
-        if now - self._last_beat >= HEARTBEAT_S:
-            self._last_beat = now
-            self._broadcast({"type": "beat"})
+        for peer in self.joined.values():
+            if peer.beat_due(self.heartbeat_timeout):
+                peer.send({"type": "beat"})
         found = []
         for key, _ in self.selector.select(timeout):
             if key.fileobj is self.server:
@@ -299,6 +308,7 @@ _AGREEMENT_FIX = {
     "nnodes": "give every node the same --nnodes",
     "nproc": "give every node the same --nproc-per-node",
     "device": "give every node the same --device",
+    "heartbeat_timeout": "give every node the same --heartbeat-timeout",
     "resume": "--resume latest must find the same checkpoint on every node: put --output-dir on a filesystem "
               "shared by all nodes, or copy the checkpoint to the same path on each",
 }
@@ -309,12 +319,12 @@ class Member:
 
     def __init__(self, host: str, port: int, hello: Dict, timeout: float):
         self.node = int(hello["node"])
+        self.heartbeat_timeout = float(hello["heartbeat_timeout"])
         self.address = "%s:%d" % (host, port)
         self.peer = _Peer(self._connect(host, port, timeout))
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.peer.sock, selectors.EVENT_READ)
         self.peer.send(dict(hello, type="hello"))
-        self._last_beat = time.monotonic()
         self._await_start()
 
     def _connect(self, host: str, port: int, timeout: float) -> socket.socket:
@@ -354,9 +364,9 @@ class Member:
                     out.append(("failed", reported_failure(message, 0)))
                 elif kind in ("start", "finished"):
                     out.append((kind, None))
-        if self.peer.silent_for() > HEARTBEAT_TIMEOUT_S:
+        if self.peer.silent_for() > self.heartbeat_timeout:
             out.append(("failed", lost_node(0, "no word from the launcher of the master for %g s"
-                                            % HEARTBEAT_TIMEOUT_S)))
+                                            % self.heartbeat_timeout)))
         return out
 
     def report_failure(self, failure: Dict) -> None:
@@ -366,9 +376,7 @@ class Member:
         self.peer.send({"type": "done"})
 
     def events(self, timeout: float) -> List[Event]:
-        now = time.monotonic()
-        if now - self._last_beat >= HEARTBEAT_S:
-            self._last_beat = now
+        if self.peer.beat_due(self.heartbeat_timeout):
             self.peer.send({"type": "beat"})
         return [(kind, failure) for kind, failure in self._read(timeout) if kind != "start"]
 
