@@ -452,6 +452,22 @@ def test_nodes_resuming_from_different_checkpoints_are_refused(tmp_path):
     assert "the master (node rank 0) refused to start" in results[1][1]
 
 
+def test_nodes_with_different_training_settings_are_refused(tmp_path):
+    """A node restarted with other arguments after -- (or another --config file) would train
+    another model: its ranks' gradients averaged with the others', its own lr applied to them.
+    Refused before any rank starts, naming the settings that differ."""
+    port = free_port_pair(loopback_hosts())
+    procs = [_launch_alone(node, port, tmp_path, 60, ["--batch-size", batch, "--lr", "0.05", "--workers", workers])
+             for node, batch, workers in ((0, "2", "1"), (1, "4", "2"))]  # --workers is the node's own business
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [1, 1], results
+    assert results[0][1].strip().splitlines()[-1] == (
+        "error: node rank 1's training settings differ from node rank 0's: batch_size 4 (node rank 0: 2); "
+        "give every node the same arguments after -- (and the same --config file)")
+    assert "the master (node rank 0) refused to start" in results[1][1]
+    assert "msrun:" not in results[0][0] + results[1][0]
+
+
 # ----------------------------------------------------------------------------- the control channel
 
 

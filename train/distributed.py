@@ -29,6 +29,7 @@ ranks itself, with the environment msrun gives them.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -397,13 +398,28 @@ class _LogFollower:
 # ----------------------------------------------------------------------------- the run
 
 
-def _resolve_resume(train_args: List[str], node_rank: int) -> Optional[str]:
+# Settings a node may choose for itself; every other training setting must be the same on
+# every node (``--resume`` is compared as the file it names, once resolved).
+_NODE_LOCAL_SETTINGS = ("config", "explicit", "resume", "workers", "log_every", "dump_weights", "summary_json")
+
+
+def _training_settings(train_args: List[str]) -> argparse.Namespace:
+    from . import config as settings
+
+    return settings.resolve(settings.train_parser(), train_args)
+
+
+def _agreed_settings(cfg: argparse.Namespace) -> Dict:
+    """The training settings every node must share, as JSON gives them back (lists, not tuples)."""
+    shared = {k: v for k, v in sorted(vars(cfg).items()) if k not in _NODE_LOCAL_SETTINGS}
+    return json.loads(json.dumps(shared, default=str))
+
+
+def _resolve_resume(cfg: argparse.Namespace, node_rank: int) -> Optional[str]:
     """``--resume latest`` found once here and passed to every rank as a path, so the ranks
     cannot pick different files; the master checks that every node found the same one."""
-    from . import config as settings
     from .checkpoint import LATEST, resume_checkpoint
 
-    cfg = settings.resolve(settings.train_parser(), train_args)
     if not cfg.resume:
         return None
     path = resume_checkpoint(cfg.resume, Path(cfg.output_dir), cfg.arch)
@@ -412,11 +428,11 @@ def _resolve_resume(train_args: List[str], node_rank: int) -> Optional[str]:
     return str(path.resolve())
 
 
-def _link(plan: Plan, resume: Optional[str]):
+def _link(plan: Plan, resume: Optional[str], settings: Dict):
     if plan.nnodes == 1:
         return rendezvous.Solo()
     hello = {"node": plan.node_rank, "nnodes": plan.nnodes, "nproc": plan.nproc_per_node, "device": plan.device,
-             "resume": resume, "heartbeat_timeout": plan.heartbeat_timeout}
+             "resume": resume, "heartbeat_timeout": plan.heartbeat_timeout, "settings": settings}
     print("node %d: waiting for all %d nodes at %s:%d (up to %d s)"
           % (plan.node_rank, plan.nnodes, plan.master_addr, plan.control_port, plan.cluster_timeout), flush=True)
     if plan.node_rank == 0:
@@ -489,7 +505,8 @@ def launch(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("msrun: %s" % " ".join(msrun_command(plan, train_args)))
         return 0
-    resume = _resolve_resume(train_args, plan.node_rank)
+    cfg = _training_settings(train_args)
+    resume = _resolve_resume(cfg, plan.node_rank)
     if resume is not None:
         train_args += ["--resume", resume]  # the last --resume wins, over a config file's too
     plan.log_dir.mkdir(parents=True, exist_ok=True)
@@ -499,7 +516,7 @@ def launch(args: argparse.Namespace) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="ibnedge-msrun-") as tmp:
             try:
-                link = _link(plan, resume)
+                link = _link(plan, resume, _agreed_settings(cfg))
                 local = LocalRun(plan, train_args, _environment(Path(tmp)), direct, args.tail_lines)
                 failure = _supervise(local, link, _LogFollower(None if args.quiet else plan.worker_log(plan.global_ranks[0])))
             except rendezvous.RendezvousError as exc:

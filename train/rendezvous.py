@@ -4,7 +4,8 @@ Every node's ``train.distributed`` launcher connects to node rank 0's (the maste
 TCP (``--master-addr``, ``--control-port``) before any rank starts, and stays connected
 for the whole run. Messages are JSON objects, one per line:
 
-  member -> master  hello {node, nnodes, nproc, device, resume, heartbeat_timeout}, failed {failure}, done, beat
+  member -> master  hello {node, nnodes, nproc, device, resume, heartbeat_timeout, settings}, failed {failure},
+                    done, beat
   master -> member  start, abort {failure}, finished, beat
 
 So a node that never joins is named after ``--cluster-timeout``; a rank failing on one node
@@ -35,7 +36,7 @@ HELLO_TIMEOUT_S = 10.0
 # Far above the longest message (a failure with its log tail, at most 256 KiB of log read).
 MAX_LINE_BYTES = 8 << 20
 # What each node's hello must agree on with the master's.
-_AGREED = ("nnodes", "nproc", "device", "resume", "heartbeat_timeout")
+_AGREED = ("nnodes", "nproc", "device", "resume", "heartbeat_timeout", "settings")
 
 Event = Tuple[str, Optional[Dict]]  # ("failed", failure) or ("finished", None)
 
@@ -199,9 +200,8 @@ class Master:
                                   peer)
         for key in _AGREED:
             if hello.get(key) != self.hello.get(key):
-                raise self._abort_all(
-                    "node rank %d has %s %r but node rank 0 has %r; %s"
-                    % (node, key, hello.get(key), self.hello.get(key), _AGREEMENT_FIX[key]), peer)
+                raise self._abort_all("%s; %s" % (_disagreement(node, key, hello.get(key), self.hello.get(key)),
+                                                  _AGREEMENT_FIX[key]), peer)
         peer.node = node
         self.joined[node] = peer
 
@@ -304,11 +304,20 @@ class Master:
         self.server.close()
 
 
+def _disagreement(node: int, key: str, theirs, mine) -> str:
+    if key == "settings" and isinstance(theirs, dict) and isinstance(mine, dict):
+        differ = ["%s %r (node rank 0: %r)" % (k, theirs.get(k), mine.get(k))
+                  for k in sorted(set(theirs) | set(mine)) if theirs.get(k) != mine.get(k)]
+        return "node rank %d's training settings differ from node rank 0's: %s" % (node, ", ".join(differ))
+    return "node rank %d has %s %r but node rank 0 has %r" % (node, key, theirs, mine)
+
+
 _AGREEMENT_FIX = {
     "nnodes": "give every node the same --nnodes",
     "nproc": "give every node the same --nproc-per-node",
     "device": "give every node the same --device",
     "heartbeat_timeout": "give every node the same --heartbeat-timeout",
+    "settings": "give every node the same arguments after -- (and the same --config file)",
     "resume": "--resume latest must find the same checkpoint on every node: put --output-dir on a filesystem "
               "shared by all nodes, or copy the checkpoint to the same path on each",
 }
