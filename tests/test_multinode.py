@@ -32,7 +32,8 @@ import pytest
 
 ms = pytest.importorskip("mindspore", reason="train/ needs MindSpore (Python 3.9+)")
 
-from train.distributed import main as launcher_main, msrun_command, parser, plan_from, processes_with_env  # noqa: E402
+from train.distributed import (is_local_address, main as launcher_main, msrun_command, parser, plan_from,  # noqa: E402
+                               processes_with_env)
 from train.faults import FAULT_ENV, STEP_SLEEP_ENV  # noqa: E402
 from train import rendezvous  # noqa: E402
 from train.rendezvous import HEARTBEAT_TIMEOUT_S  # noqa: E402
@@ -85,8 +86,17 @@ def _announce(request, message: str) -> None:
         reporter.write_line("\n[test_multinode] " + message)
 
 
-def loopback_hosts() -> Hosts:
-    return Hosts("127.0.0.1", [[], []], False)
+def loopback_hosts(master_addr: str = "127.0.0.1") -> Hosts:
+    return Hosts(master_addr, [[], []], False)
+
+
+def loopback_name() -> str:
+    """A host name for the loopback address where this machine has one (msrun resolves host
+    names, and so must a launcher that starts ranks itself: MindSpore takes only addresses)."""
+    try:
+        return "localhost" if is_local_address(rendezvous.resolve_address("localhost")) else "127.0.0.1"
+    except ValueError:
+        return "127.0.0.1"
 
 
 @pytest.fixture(scope="module")
@@ -385,9 +395,9 @@ def test_a_killed_node_stops_every_node_and_the_run_resumes_exactly(hosts, sixte
 
 def test_a_failing_rank_stops_every_node_and_each_launcher_shows_its_error(sixteen_images, tmp_path, launch):
     """Rank 1 (node 1) raises after its first step: both launchers exit non-zero naming
-    rank 1 on node 1, with its traceback; nothing survives. Loopback: node 1's ranks are
-    started by its launcher (no second scheduler)."""
-    run = launch(loopback_hosts(), "failing", 1, TINY + [
+    rank 1 on node 1, with its traceback; nothing survives. Loopback, --master-addr a host
+    name: node 1's ranks are started by its launcher (no second scheduler), at the address."""
+    run = launch(loopback_hosts(loopback_name()), "failing", 1, TINY + [
         "--epochs", "3", "--batch-size", "2", "--train-dir", sixteen_images, "--output-dir", tmp_path / "out"],
         env={FAULT_ENV: "1"})
     codes = run.wait(timeout=400)
@@ -406,10 +416,11 @@ def test_a_failing_rank_stops_every_node_and_each_launcher_shows_its_error(sixte
 # ----------------------------------------------------------------------------- joining
 
 
-def _launch_alone(node_rank: int, port: int, tmp: Path, timeout: int, extra: Sequence[str] = ()) -> subprocess.Popen:
+def _launch_alone(node_rank: int, port: int, tmp: Path, timeout: int, extra: Sequence[str] = (),
+                  master_addr: str = "127.0.0.1") -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "train.distributed", "--nnodes", "2", "--node-rank", str(node_rank), "--nproc", "1",
-         "--device", "CPU", "--master-port", str(port), "--cluster-timeout", str(timeout),
+         "--device", "CPU", "--master-addr", master_addr, "--master-port", str(port), "--cluster-timeout", str(timeout),
          "--log-dir", str(tmp / ("logs%d" % node_rank)), "--", "--train-dir", str(tmp), *extra],
         cwd=str(REPO), env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -466,6 +477,29 @@ def test_nodes_with_different_training_settings_are_refused(tmp_path):
         "give every node the same arguments after -- (and the same --config file)")
     assert "the master (node rank 0) refused to start" in results[1][1]
     assert "msrun:" not in results[0][0] + results[1][0]
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback address (::1) here")
+def test_nodes_meet_at_an_ipv6_master_address_written_either_way(tmp_path):
+    """msrun takes an IPv6 --master-addr, bracketed or not; the launchers must meet there too
+    (node 0 listening on ::1, node 1 calling [::1]): they do, and refuse their differing settings."""
+    port = free_port_pair(loopback_hosts())
+    procs = [_launch_alone(node, port, tmp_path, 20, ["--batch-size", batch], master_addr=addr)
+             for node, batch, addr in ((0, "2", "::1"), (1, "4", "[::1]"))]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [1, 1], results
+    assert "node 0 of 2 (CPU): global rank 0 of 2; master [::1]:%d" % port in results[0][0]
+    assert "node rank 1's training settings differ from node rank 0's: batch_size 4 (node rank 0: 2)" in results[0][1]
+    assert "the master (node rank 0) refused to start" in results[1][1]
 
 
 # ----------------------------------------------------------------------------- the control channel

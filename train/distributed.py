@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -73,7 +73,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=_device, required=True, metavar="{Ascend,GPU,CPU}",
                    help="device target of every rank (one device per rank on GPU/Ascend)")
     p.add_argument("--master-addr", default="127.0.0.1",
-                   help="address of node rank 0, where the scheduler runs (default: 127.0.0.1)")
+                   help="address of node rank 0, where the scheduler runs: IPv4, IPv6 or a host name "
+                        "(default: 127.0.0.1)")
     p.add_argument("--master-port", type=int, default=8118, help="scheduler port (default: 8118)")
     p.add_argument("--control-port", type=int, default=None,
                    help="port of the launchers' own channel on node rank 0 (default: master port + 1)")
@@ -211,11 +212,11 @@ def worker_env(plan: Plan, local: int) -> Dict[str, str]:
     return env
 
 
-def is_local_address(host: str) -> bool:
-    """Whether ``host`` is an address of this machine (of this network namespace)."""
+def is_local_address(address: str) -> bool:
+    """Whether an IP address is one of this machine's (of this network namespace)."""
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((host, 0))
+        with socket.socket(rendezvous.family_of(address), socket.SOCK_DGRAM) as s:
+            s.bind((address, 0))
         return True
     except OSError:
         return False
@@ -224,9 +225,9 @@ def is_local_address(host: str) -> bool:
 def describe_plan(plan: Plan, direct: bool) -> List[str]:
     ranks = plan.global_ranks
     span = "rank %d" % ranks[0] if len(ranks) == 1 else "ranks %d-%d" % (ranks[0], ranks[-1])
-    lines = ["node %d of %d (%s): global %s of %d; master %s:%d, control port %d"
-             % (plan.node_rank, plan.nnodes, plan.device, span, plan.world, plan.master_addr, plan.master_port,
-                plan.control_port)]
+    lines = ["node %d of %d (%s): global %s of %d; master %s, control port %d"
+             % (plan.node_rank, plan.nnodes, plan.device, span, plan.world,
+                rendezvous.endpoint(plan.master_addr, plan.master_port), plan.control_port)]
     for local, rank in enumerate(plan.global_ranks):
         lines.append("  local worker %d = global rank %d, device %d, log %s" % (local, rank, local, plan.worker_log(rank)))
     if plan.runs_scheduler:
@@ -433,8 +434,9 @@ def _link(plan: Plan, resume: Optional[str], settings: Dict):
         return rendezvous.Solo()
     hello = {"node": plan.node_rank, "nnodes": plan.nnodes, "nproc": plan.nproc_per_node, "device": plan.device,
              "resume": resume, "heartbeat_timeout": plan.heartbeat_timeout, "settings": settings}
-    print("node %d: waiting for all %d nodes at %s:%d (up to %d s)"
-          % (plan.node_rank, plan.nnodes, plan.master_addr, plan.control_port, plan.cluster_timeout), flush=True)
+    print("node %d: waiting for all %d nodes at %s (up to %d s)"
+          % (plan.node_rank, plan.nnodes, rendezvous.endpoint(plan.master_addr, plan.control_port),
+             plan.cluster_timeout), flush=True)
     if plan.node_rank == 0:
         link = rendezvous.Master(plan.master_addr, plan.control_port, hello)
         link.gather(plan.cluster_timeout)
@@ -495,7 +497,8 @@ def _train_args(args: argparse.Namespace, plan: Plan) -> List[str]:
 
 
 def launch(args: argparse.Namespace) -> int:
-    plan = plan_from(args)
+    # Resolved once, as msrun would: the scheduler, the ranks and the channel all use this IP.
+    plan = replace(plan_from(args), master_addr=rendezvous.resolve_address(args.master_addr))
     train_args = _train_args(args, plan)
     direct = plan.node_rank > 0 and is_local_address(plan.master_addr)
     if plan.node_rank == 0 and not args.dry_run and not is_local_address(plan.master_addr):

@@ -24,6 +24,7 @@ safe in a single-threaded process.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import selectors
 import socket
@@ -39,6 +40,34 @@ MAX_LINE_BYTES = 8 << 20
 _AGREED = ("nnodes", "nproc", "device", "resume", "heartbeat_timeout", "settings")
 
 Event = Tuple[str, Optional[Dict]]  # ("failed", failure) or ("finished", None)
+
+
+def resolve_address(host: str) -> str:
+    """The IP address msrun makes of ``--master-addr`` (mindspore/parallel/cluster/process_entity/
+    _utils.py): an IPv4 or IPv6 address (brackets allowed), or a host name's first address.
+    MindSpore's C++ side takes only an IP address (MS_SCHED_HOST)."""
+    bare = host.strip()
+    if bare.startswith("[") and bare.endswith("]"):
+        bare = bare[1:-1]
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        pass
+    try:
+        return socket.getaddrinfo(bare, None, socket.AF_UNSPEC, socket.SOCK_STREAM)[0][4][0]
+    except (OSError, IndexError) as exc:
+        raise ValueError("--master-addr %s: cannot resolve this host name (%s); give node rank 0's IP address"
+                         % (host, getattr(exc, "strerror", None) or exc)) from None
+
+
+def family_of(address: str) -> socket.AddressFamily:
+    """The socket family of an IP address from :func:`resolve_address`."""
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def endpoint(address: str, port: int) -> str:
+    """``address:port``, an IPv6 address in brackets."""
+    return ("[%s]:%d" if ":" in address else "%s:%d") % (address, port)
 
 
 class RendezvousError(RuntimeError):
@@ -150,15 +179,15 @@ class Solo:
 class Master:
     """Node rank 0: gathers the nodes, relays failures to all, declares the end."""
 
-    def __init__(self, host: str, port: int, hello: Dict, hello_timeout: float = HELLO_TIMEOUT_S):
+    def __init__(self, address: str, port: int, hello: Dict, hello_timeout: float = HELLO_TIMEOUT_S):
         self.hello, self.hello_timeout = hello, hello_timeout
         self.heartbeat_timeout = float(hello["heartbeat_timeout"])
         self.nnodes = int(hello["nnodes"])
         try:
-            self.server = socket.create_server((host, port))
+            self.server = socket.create_server((address, port), family=family_of(address))
         except OSError as exc:
-            raise RendezvousError("node rank 0 cannot listen on %s:%d (--control-port): %s; choose another port"
-                                  % (host, port, exc.strerror or exc)) from None
+            raise RendezvousError("node rank 0 cannot listen on %s (--control-port): %s; choose another port"
+                                  % (endpoint(address, port), exc.strerror or exc)) from None
         self.server.setblocking(False)
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.server, selectors.EVENT_READ)
@@ -326,21 +355,21 @@ _AGREEMENT_FIX = {
 class Member:
     """Node rank > 0: joins the master, reports its ranks' fate, obeys the master's verdict."""
 
-    def __init__(self, host: str, port: int, hello: Dict, timeout: float):
+    def __init__(self, address: str, port: int, hello: Dict, timeout: float):
         self.node = int(hello["node"])
         self.heartbeat_timeout = float(hello["heartbeat_timeout"])
-        self.address = "%s:%d" % (host, port)
-        self.peer = _Peer(self._connect(host, port, timeout))
+        self.address = endpoint(address, port)
+        self.peer = _Peer(self._connect(address, port, timeout))
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.peer.sock, selectors.EVENT_READ)
         self.peer.send(dict(hello, type="hello"))
         self._await_start()
 
-    def _connect(self, host: str, port: int, timeout: float) -> socket.socket:
+    def _connect(self, address: str, port: int, timeout: float) -> socket.socket:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                return socket.create_connection((host, port), timeout=max(0.1, min(5.0, deadline - time.monotonic())))
+                return socket.create_connection((address, port), timeout=max(0.1, min(5.0, deadline - time.monotonic())))
             except OSError as exc:
                 if time.monotonic() >= deadline:
                     raise RendezvousError(
