@@ -463,6 +463,20 @@ def test_nodes_resuming_from_different_checkpoints_are_refused(tmp_path):
     assert "the master (node rank 0) refused to start" in results[1][1]
 
 
+def test_resume_latest_is_the_furthest_of_checkpoints_written_within_one_timestamp_tick(tmp_path):
+    """Where timestamps are coarse (1 s on some NFS servers and ext3, 2 s on FAT), step
+    checkpoints written within one tick share their mtime: latest is then the furthest of
+    them (the newest written, as without the tie), not the first found."""
+    from train.checkpoint import resume_checkpoint
+
+    tick = 1_700_000_000 * 10**9
+    for name, mtime in (("e000-s00003", tick - 10**9), ("e001", tick), ("e001-s00002", tick), ("e001-s00001", tick)):
+        path = tmp_path / ("resnet_ibn_a_tiny-%s.ckpt" % name)
+        path.write_bytes(b"")  # only the names and times are read here
+        os.utime(path, ns=(mtime, mtime))
+    assert resume_checkpoint("latest", tmp_path, "resnet_ibn_a_tiny") == tmp_path / "resnet_ibn_a_tiny-e001-s00002.ckpt"
+
+
 def test_nodes_with_different_training_settings_are_refused(tmp_path):
     """A node restarted with other arguments after -- (or another --config file) would train
     another model: its ranks' gradients averaged with the others', its own lr applied to them.

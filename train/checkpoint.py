@@ -280,10 +280,11 @@ LATEST = "latest"
 def resume_checkpoint(resume: str, directory: Path, arch: str) -> Path:
     """The checkpoint ``--resume`` names: a path, or ``latest``: the newest run checkpoint
     written in ``directory``. The newest written, not the furthest: after a resume from an
-    earlier point, later checkpoints of the abandoned run may still be there."""
+    earlier point, later checkpoints of the abandoned run may still be there. Among those
+    written within one timestamp tick (coarse on some filesystems), the furthest."""
     if resume != LATEST:
         return Path(resume)
     found = run_checkpoints(Path(directory), arch)
     if not found:
         raise FileNotFoundError("--resume latest: no checkpoint in %s" % directory)
-    return max(found, key=lambda p: p.stat().st_mtime_ns)
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, run_checkpoint_progress(p)))
