@@ -10,8 +10,15 @@ gradient is the combined batch's gradient.
 """
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+import uuid
 from pathlib import Path
+from typing import List, Tuple
 
 import pytest
 
@@ -21,6 +28,8 @@ from train.distributed import processes_with_env  # noqa: E402
 from train.faults import FAULT_ENV, LOGGED_FAULT_ENV  # noqa: E402
 from train_helpers import (CLASSES, MARKER_ENV, last_json, load_dumped_weights, make_image_folder, max_weight_diff,  # noqa: E402
                            run_module)
+
+from edge_helpers import REPO, subprocess_env  # noqa: E402
 
 pytestmark = pytest.mark.needs_mindspore
 
@@ -119,3 +128,54 @@ def test_a_crashing_rank_stops_every_rank_and_the_launcher_fails_with_its_error(
     # rank 0 did not go on training alone: it never finished its 3 epochs
     assert "epochs_completed" not in (logs / "worker_0.log").read_text()
     assert not processes_with_env(MARKER_ENV, str(tmp_path)), "ranks left running"
+
+
+# ----------------------------------------------------------------------------- signals and kills
+
+
+def _start_one_rank(eight_images: Path, tmp_path: Path) -> Tuple[subprocess.Popen, Path, str]:
+    """A launcher of one rank (and the scheduler), marked; returned once both guards run."""
+    marker, logs = uuid.uuid4().hex, tmp_path / "logs"
+    proc = subprocess.Popen([sys.executable, "-m", "train.distributed", "--nproc", "1", "--device", "CPU",
+                             "--master-port", str(free_port()), "--log-dir", str(logs), "--quiet", "--",
+                             "--train-dir", str(eight_images), "--arch", "resnet_ibn_a_tiny", "--image-size", "64",
+                             "--resize", "73", "--workers", "1", "--output-dir", str(tmp_path / "out")],
+                            cwd=str(REPO), env=subprocess_env({MARKER_ENV: marker}), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not all((logs / "status" / name).is_file() for name in ("rank_0.json", "scheduler.json")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=60)[0]
+        time.sleep(0.05)
+    return proc, logs, marker
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path("/proc/%d/cmdline" % pid).read_bytes()
+    except OSError:
+        return b""
+
+
+def _survivors(marker: str, wait_s: float = 15.0) -> List[int]:
+    deadline = time.monotonic() + wait_s
+    while processes_with_env(MARKER_ENV, marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return processes_with_env(MARKER_ENV, marker)
+
+
+def test_an_interrupted_launcher_stops_its_run_once_however_often_it_is_signalled(eight_images, tmp_path):
+    """A hang-up (the ssh session gone), then an impatient burst of SIGTERMs and SIGINTs: the
+    launcher stops every rank, exits 130 with one error line, and no signal cuts its cleanup
+    short with a traceback."""
+    proc, _, marker = _start_one_rank(eight_images, tmp_path)
+    os.kill(proc.pid, signal.SIGHUP)
+    for _ in range(10):
+        time.sleep(0.05)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            if proc.poll() is None:
+                os.kill(proc.pid, sig)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out
+    assert out.strip().splitlines()[-1] == "error: the launcher of node 0 was interrupted; every rank was stopped", out
+    assert not _survivors(marker)

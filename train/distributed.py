@@ -29,6 +29,7 @@ ranks itself, with the environment msrun gives them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -40,7 +41,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import rendezvous
 from .config import _device
@@ -467,8 +468,28 @@ def _supervise(local: LocalRun, link, follower: _LogFollower) -> Optional[Dict]:
                 return None
 
 
+# What stops a launcher, with its run: Ctrl-C, a kill, its terminal or ssh session gone.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _raise_interrupt(signum, frame):
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt():
+    """The first stop signal raises KeyboardInterrupt; later ones are ignored to the end, so
+    that none cuts short the stopping it asked for (SIGKILL still works: the run dies with its
+    launcher). Without one, the previous handlers are back afterwards."""
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        if signal.getsignal(_STOP_SIGNALS[0]) is _raise_interrupt:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _report(failure: Dict, plan: Plan, tail_lines: int) -> None:
@@ -514,31 +535,12 @@ def launch(args: argparse.Namespace) -> int:
         train_args += ["--resume", resume]  # the last --resume wins, over a config file's too
     plan.log_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    link, local, interrupted = None, None, False
-    try:
-        with tempfile.TemporaryDirectory(prefix="ibnedge-msrun-") as tmp:
-            try:
-                link = _link(plan, resume, _agreed_settings(cfg))
-                local = LocalRun(plan, train_args, _environment(Path(tmp)), direct, args.tail_lines)
-                failure = _supervise(local, link, _LogFollower(None if args.quiet else plan.worker_log(plan.global_ranks[0])))
-            except rendezvous.RendezvousError as exc:
-                print("error: %s" % exc, file=sys.stderr, flush=True)
-                return 1
-            except KeyboardInterrupt:
-                interrupted = True
-                failure = {"node": plan.node_rank, "title": "the launcher of node %d was interrupted" % plan.node_rank}
-                if link is not None:
-                    link.report_failure(failure)
-            finally:
-                left = local.stop() if local is not None else []
-                if link is not None:
-                    link.close()
-                if left:
-                    print("warning: processes %s of this run outlived SIGKILL" % ", ".join(map(str, left)),
-                          file=sys.stderr)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with _stop_signals_interrupt():
+        try:
+            failure, interrupted = _run_node(plan, args, train_args, direct, resume, _agreed_settings(cfg))
+        except rendezvous.RendezvousError as exc:
+            print("error: %s" % exc, file=sys.stderr, flush=True)
+            return 1
     if failure is None:
         print("all %d ranks finished in %.1f s (%d node%s); logs in %s"
               % (plan.world, time.time() - started, plan.nnodes, "s" if plan.nnodes > 1 else "", plan.log_dir),
@@ -546,6 +548,30 @@ def launch(args: argparse.Namespace) -> int:
         return 0
     _report(failure, plan, args.tail_lines)
     return 130 if interrupted else 1
+
+
+def _run_node(plan: Plan, args: argparse.Namespace, train_args: List[str], direct: bool, resume: Optional[str],
+              settings: Dict) -> Tuple[Optional[Dict], bool]:
+    """Join the other nodes, run this node's ranks, stop them all: (None once every node
+    succeeded, else the failure; whether a stop signal ended the run here)."""
+    link, local = None, None
+    with tempfile.TemporaryDirectory(prefix="ibnedge-msrun-") as tmp:
+        try:
+            link = _link(plan, resume, settings)
+            local = LocalRun(plan, train_args, _environment(Path(tmp)), direct, args.tail_lines)
+            follower = _LogFollower(None if args.quiet else plan.worker_log(plan.global_ranks[0]))
+            return _supervise(local, link, follower), False
+        except KeyboardInterrupt:
+            failure = {"node": plan.node_rank, "title": "the launcher of node %d was interrupted" % plan.node_rank}
+            if link is not None:
+                link.report_failure(failure)
+            return failure, True
+        finally:
+            left = local.stop() if local is not None else []
+            if link is not None:
+                link.close()
+            if left:
+                print("warning: processes %s of this run outlived SIGKILL" % ", ".join(map(str, left)), file=sys.stderr)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
