@@ -163,6 +163,19 @@ def _survivors(marker: str, wait_s: float = 15.0) -> List[int]:
     return processes_with_env(MARKER_ENV, marker)
 
 
+def test_a_killed_msrun_is_named_and_takes_every_rank_with_it(eight_images, tmp_path):
+    """msrun SIGKILLed (by an operator, the OOM killer): its guards and ranks die with it; the
+    launcher names msrun, not a rank that merely died with it."""
+    proc, _, marker = _start_one_rank(eight_images, tmp_path)
+    msrun = [pid for pid in processes_with_env(MARKER_ENV, marker) if b"mindspore.parallel.cluster.run" in _cmdline(pid)]
+    assert len(msrun) == 1, msrun
+    os.kill(msrun[0], signal.SIGKILL)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out
+    assert out.strip().splitlines()[-1] == "error: msrun on node 0 failed (killed by SIGKILL); every rank was stopped", out
+    assert not _survivors(marker)
+
+
 def test_an_interrupted_launcher_stops_its_run_once_however_often_it_is_signalled(eight_images, tmp_path):
     """A hang-up (the ssh session gone), then an impatient burst of SIGTERMs and SIGINTs: the
     launcher stops every rank, exits 130 with one error line, and no signal cuts its cleanup

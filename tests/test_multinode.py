@@ -32,9 +32,10 @@ import pytest
 
 ms = pytest.importorskip("mindspore", reason="train/ needs MindSpore (Python 3.9+)")
 
-from train.distributed import (is_local_address, main as launcher_main, msrun_command, parser, plan_from,  # noqa: E402
-                               processes_with_env)
+from train.distributed import (LocalRun, _environment, is_local_address, main as launcher_main, msrun_command,  # noqa: E402
+                               parser, plan_from, processes_with_env)
 from train.faults import FAULT_ENV, STEP_SLEEP_ENV  # noqa: E402
+from train.rank_guard import read_status  # noqa: E402
 from train import rendezvous  # noqa: E402
 from train.rendezvous import HEARTBEAT_TIMEOUT_S  # noqa: E402
 from train_helpers import (CLASSES, MARKER_ENV, last_json, load_dumped_weights, make_image_folder, max_weight_diff,  # noqa: E402
@@ -411,6 +412,34 @@ def test_a_failing_rank_stops_every_node_and_each_launcher_shows_its_error(sixte
         assert "rank 0 on node 0 failed" not in text
     assert "epochs_completed" not in ranks_log(run, 0, 0)  # rank 0 did not train on alone
     assert not run.survivors()
+
+
+def test_a_killed_guard_stops_a_node_without_msrun_at_once(tmp_path):
+    """On a node whose ranks its launcher starts itself (several nodes on one host), a guard
+    SIGKILLed is seen at once, though the node's other rank would wait for its peer in the
+    cluster until the timeout (no scheduler here: both ranks wait to join)."""
+    plan = _plan("--nnodes", "2", "--node-rank", "1", "--nproc-per-node", "2", "--device", "CPU",
+                 "--master-port", str(free_port_pair(loopback_hosts())), "--log-dir", str(tmp_path / "logs"),
+                 "--cluster-timeout", "120")
+    marker = uuid.uuid4().hex
+    (tmp_path / "shim").mkdir()
+    env = dict(_environment(tmp_path / "shim"), **{MARKER_ENV: marker})
+    local = LocalRun(plan, ["--device", "CPU", "--train-dir", str(tmp_path)], env, direct=True, tail_lines=5)
+    try:
+        deadline = time.monotonic() + 60
+        while any(read_status(plan.status_dir, name) is None for name in plan.statuses()):
+            assert time.monotonic() < deadline and local.poll() is None
+            time.sleep(0.05)
+        os.kill(read_status(plan.status_dir, "rank_2")["pid"], signal.SIGKILL)
+        killed, failure = time.monotonic(), None
+        while failure is None and time.monotonic() - killed < 20:
+            failure = local.poll()
+            time.sleep(0.1)
+        assert failure is not None, "the node waited on its other rank"
+        assert failure["title"] == "rank 2 on node 1 failed (ended without an exit status (killed))", failure
+    finally:
+        assert local.stop() == []
+    assert not processes_with_env(MARKER_ENV, marker)
 
 
 # ----------------------------------------------------------------------------- joining

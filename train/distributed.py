@@ -292,12 +292,15 @@ def processes_with_env(key: str, value: str) -> List[int]:
     return found
 
 
+_KILLED = "ended without an exit status (killed)"
+
+
 class LocalRun:
     """This node's msrun (or, see the module doc, its directly started ranks), seen
     through the exit statuses the guards record."""
 
     def __init__(self, plan: Plan, train_args: Sequence[str], env: Dict[str, str], direct: bool, tail_lines: int):
-        self.plan, self.tail_lines = plan, tail_lines
+        self.plan, self.tail_lines, self.direct = plan, tail_lines, direct
         self.env = dict(env, **{LAUNCHER_PID_ENV: str(os.getpid())})
         plan.status_dir.mkdir(parents=True, exist_ok=True)
         for name in plan.statuses():  # a previous run's statuses would be taken for this one's
@@ -331,17 +334,27 @@ class LocalRun:
             first = min(failed, key=lambda n: ended[n]["started"] + ended[n].get("seconds", 0.0))
             return self._failure(first, describe_exit(int(ended[first]["exit"])))
         codes = [p.poll() for p in self.procs]
+        if not self.direct and codes[0] is not None and codes[0] < 0:
+            return self._msrun_failure(codes[0])  # killed: its guards died with it, unrecorded
+        # A guard gone without its exit status (killed) while the others may wait for its rank
+        # in a collective; read again, as it may have written its status and ended just now.
+        for name, record in records.items():
+            if record is not None and "exit" not in record and not _alive(int(record["pid"])):
+                again = read_status(self.plan.status_dir, name)
+                return None if again is not None and "exit" in again else self._failure(name, _KILLED)
         if any(c is None for c in codes):
             return None
         missing = [n for n in self.plan.statuses() if n not in ended]
-        if missing:  # its guard was killed, or never started
-            return self._failure(missing[0], "ended without an exit status (killed)")
+        if missing:  # its guard was killed before it recorded anything, or never started
+            return self._failure(missing[0], _KILLED)
         if any(codes):
-            code = next(c for c in codes if c)
-            return {"node": self.plan.node_rank, "title": "msrun on node %d failed (%s)"
-                    % (self.plan.node_rank, describe_exit(code)),
-                    "log": str(self.plan.msrun_log), "tail": _log_tail(self.plan.msrun_log, self.tail_lines)}
+            return self._msrun_failure(next(c for c in codes if c))
         return {}
+
+    def _msrun_failure(self, code: int) -> Dict:
+        return {"node": self.plan.node_rank, "title": "msrun on node %d failed (%s)"
+                % (self.plan.node_rank, describe_exit(code)),
+                "log": str(self.plan.msrun_log), "tail": _log_tail(self.plan.msrun_log, self.tail_lines)}
 
     def _failure(self, name: str, how: str) -> Dict:
         rank = rank_of(name)
