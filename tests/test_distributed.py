@@ -7,6 +7,9 @@ combined 8 images. BatchNorm is frozen (--freeze-bn: running statistics, per-sam
 IN) so a rank's batch statistics cannot differ from the combined batch's; gradients are
 averaged over ranks (gradients_mean) and the loss is a per-rank mean, so the averaged
 gradient is the combined batch's gradient.
+
+A launcher's stop signals (a hang-up, then a burst) and a SIGKILLed msrun stop the run,
+named as such, and leave no process of it behind.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import pytest
 ms = pytest.importorskip("mindspore", reason="train/ needs MindSpore (Python 3.9+)")
 
 from train.distributed import processes_with_env  # noqa: E402
-from train.faults import FAULT_ENV, LOGGED_FAULT_ENV  # noqa: E402
+from train.faults import FAULT_ENV  # noqa: E402
 from train_helpers import (CLASSES, MARKER_ENV, last_json, load_dumped_weights, make_image_folder, max_weight_diff,  # noqa: E402
                            run_module)
 
@@ -91,23 +94,6 @@ def test_two_ranks_equal_a_single_process_step_on_the_combined_batch(eight_image
     assert ranks_diff == 0.0
     assert moved > 1e-3  # the step really changed the weights...
     assert dist_diff <= 1e-5  # ...and both ways the same
-
-
-def test_a_rank_that_logs_a_caught_traceback_trains_on_and_the_run_succeeds(eight_images, tmp_path, monkeypatch):
-    """Failures are exit statuses: a traceback (and an 'error:' line) in a healthy rank's log is not one."""
-    monkeypatch.setenv(LOGGED_FAULT_ENV, "1")
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
-    logs = tmp_path / "logs"
-    proc = run_module("train.distributed", [
-        "--nproc", "2", "--device", "CPU", "--master-port", free_port(), "--log-dir", logs, "--quiet", "--",
-        "--train-dir", eight_images, "--batch-size", "2", "--epochs", "1", "--arch", "resnet_ibn_a_tiny",
-        "--image-size", "64", "--resize", "73", "--workers", "1", "--output-dir", tmp_path / "out",
-    ], check=False, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    assert "all 2 ranks finished" in proc.stdout
-    log = (logs / "worker_1.log").read_text()
-    assert "Traceback (most recent call last)" in log and "error: a recoverable fault on rank 1" in log
-    assert last_json("\n".join(ln for ln in log.splitlines() if ln.startswith("{")))["global_step"] == 2
 
 
 @pytest.mark.slow

@@ -34,7 +34,7 @@ ms = pytest.importorskip("mindspore", reason="train/ needs MindSpore (Python 3.9
 
 from train.distributed import (LocalRun, _environment, is_local_address, main as launcher_main, msrun_command,  # noqa: E402
                                parser, plan_from, processes_with_env)
-from train.faults import FAULT_ENV, STEP_SLEEP_ENV  # noqa: E402
+from train.faults import FAULT_ENV, LOGGED_FAULT_ENV, STEP_SLEEP_ENV  # noqa: E402
 from train.rank_guard import read_status  # noqa: E402
 from train import rendezvous  # noqa: E402
 from train.rendezvous import HEARTBEAT_TIMEOUT_S  # noqa: E402
@@ -310,12 +310,17 @@ def test_two_nodes_train_as_one_process_on_the_combined_batch(hosts, sixteen_ima
 
     BatchNorm frozen (per-sample, like IN) and gradients averaged over ranks, so the
     combined batch's gradient is the single process's; the default lr scales with the
-    global batch (base-lr x 8 / 256) on both sides."""
+    global batch (base-lr x 8 / 256) on both sides.
+
+    Rank 3 also logs a caught exception's traceback and an 'error:' line after its first
+    step, and trains on: failures are exit statuses, so the run still succeeds."""
     step = TINY + ["--epochs", "1", "--base-lr", "1.6", "--no-augment", "--no-shuffle", "--freeze-bn",
                    "--train-dir", sixteen_images]
     run = launch(hosts, "combined", 2, step + ["--batch-size", "2", "--output-dir", tmp_path / "dist",
-                                               "--dump-weights", tmp_path / "dist.npz"])
+                                               "--dump-weights", tmp_path / "dist.npz"], env={LOGGED_FAULT_ENV: "3"})
     run.succeed()
+    logged = ranks_log(run, 1, 3)
+    assert "Traceback (most recent call last)" in logged and "error: a recoverable fault on rank 3" in logged
     node1 = run.nodes[1].text()
     assert "local worker 0 = global rank 2" in node1 and "local worker 1 = global rank 3" in node1
     assert "all 4 ranks finished" in node1 and "all 4 ranks finished" in run.nodes[0].text()
