@@ -66,8 +66,8 @@ def parser() -> argparse.ArgumentParser:
                "  python -m train.distributed --nnodes 2 --node-rank 1 --nproc-per-node 8 --device GPU "
                "--master-addr 10.0.0.1 -- --train-dir /data/train",
     )
-    p.add_argument("--nnodes", type=int, default=1, help="number of nodes (default: 1)")
-    p.add_argument("--node-rank", type=int, default=0, help="this node's rank, 0..nnodes-1; 0 is the master (default: 0)")
+    p.add_argument("--nnodes", type=int, default=1, help="number of nodes (default: %(default)s)")
+    p.add_argument("--node-rank", type=int, default=0, help="this node's rank, 0..nnodes-1; 0 is the master (default: %(default)s)")
     p.add_argument("--nproc-per-node", "--nproc", dest="nproc_per_node", type=int, required=True,
                    help="processes (ranks, one per device) on this node, the same on every node; "
                         "--nproc is the single-node spelling")
@@ -75,8 +75,8 @@ def parser() -> argparse.ArgumentParser:
                    help="device target of every rank (one device per rank on GPU/Ascend)")
     p.add_argument("--master-addr", default="127.0.0.1",
                    help="address of node rank 0, where the scheduler runs: IPv4, IPv6 or a host name "
-                        "(default: 127.0.0.1)")
-    p.add_argument("--master-port", type=int, default=8118, help="scheduler port (default: 8118)")
+                        "(default: %(default)s)")
+    p.add_argument("--master-port", type=int, default=8118, help="scheduler port (default: %(default)s)")
     p.add_argument("--control-port", type=int, default=None,
                    help="port of the launchers' own channel on node rank 0 (default: master port + 1)")
     p.add_argument("--rank-table", metavar="FILE", default=None, help="Ascend rank table (HCCL) for msrun")
@@ -87,7 +87,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-timeout", type=float, default=rendezvous.HEARTBEAT_TIMEOUT_S,
                    help="seconds without a word from a node's launcher (its machine frozen, its packets dropped) "
                         "before it is named lost; the same on every node (default: %(default)g)")
-    p.add_argument("--tail-lines", type=int, default=40, help="log lines shown from a failed rank (default: 40)")
+    p.add_argument("--tail-lines", type=int, default=40, help="log lines shown from a failed rank (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="do not stream this node's first rank's log to the console")
     p.add_argument("--dry-run", action="store_true", help="print this node's ranks and msrun command, start nothing")
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the arguments of python -m train")
