@@ -10,6 +10,9 @@ purpose, to cover that path everywhere.
 The ranks train the tiny variant on 64 px crops over mccl (CPU). Each launcher's
 environment carries a marker unique to the run, which every process of the run inherits:
 after the launchers exit, no live process may carry it.
+
+The control channel (train.rendezvous) is also tested on its own, over real loopback
+sockets: clients that are not launchers, silent nodes, malformed reports.
 """
 from __future__ import annotations
 
