@@ -217,8 +217,8 @@ def _model_input(model: Path, fmk: str, meta: Optional[ModelMetadata]) -> Tuple[
         raise ConvertError("%s has %d inputs; ibnedge converts models with one NCHW image input" % (model, len(inputs)))
     name, dims = inputs[0]
     chw = list(dims[1:4]) if len(dims) == 4 else []
-    if meta is not None and (len(chw) != 3 or not all(isinstance(d, int) for d in chw)):
-        chw = list(meta.input_shape[1:])  # a file with symbolic spatial dims: its metadata says
+    if meta is not None and (len(chw) != 3 or not all(isinstance(d, int) and d > 0 for d in chw)):
+        chw = list(meta.input_shape[1:])  # a file with unknown spatial dims: its metadata says
     if len(chw) != 3 or not all(isinstance(d, int) and d > 0 for d in chw):
         raise ConvertError("%s's input %s has shape %s: static batch sizes need a fixed C, H and W" % (model, name, dims))
     return name, (int(chw[0]), int(chw[1]), int(chw[2]))

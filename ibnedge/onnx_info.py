@@ -38,6 +38,13 @@ def _varint(buf: memoryview, pos: int) -> Tuple[int, int]:
             raise OnnxFormatError("varint too long")
 
 
+def _int64(value: int) -> int:
+    """A varint as the int64 it encodes: protobuf writes a negative int64 as its 64-bit two's
+    complement (an exporter's ``dim_value: -1`` is 2**64 - 1 on the wire)."""
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >> 63 else value
+
+
 def _fields(buf: memoryview) -> Iterator[Tuple[int, int, object]]:
     """(field number, wire type, value): an int for varints, a memoryview for bytes."""
     pos = 0
@@ -74,7 +81,7 @@ def _dims(value_info: memoryview) -> List[Union[int, str]]:
                     entry = "?"  # type: Union[int, str]
                     for n, wire, value in _fields(dim):
                         if n == 1 and wire == _VARINT:
-                            entry = int(value)  # type: ignore[arg-type]
+                            entry = _int64(value)  # type: ignore[arg-type]
                         elif n == 2 and wire == _BYTES:
                             entry = bytes(value).decode("utf-8", "replace")  # type: ignore[arg-type]
                     dims.append(entry)
@@ -82,8 +89,9 @@ def _dims(value_info: memoryview) -> List[Union[int, str]]:
 
 
 def graph_inputs(path: PathLike) -> List[Tuple[str, List[Union[int, str]]]]:
-    """[(name, dims)] of the graph's real inputs, in order; a dim is an int, or the name of
-    a symbolic dimension ("N"), or "?" when the file leaves it unnamed."""
+    """[(name, dims)] of the graph's real inputs, in order; a dim is an int (as written: some
+    exporters write -1 or 0 for "unknown"), or the name of a symbolic dimension ("N"), or
+    "?" when the file leaves it unnamed."""
     path = Path(path)
     try:
         buf = memoryview(path.read_bytes())

@@ -19,7 +19,7 @@ import pytest
 from edge_helpers import have, make_tiny_onnx, run_py
 from ibnedge.ascend_config import FP32_OPS, MAX_PROFILES, AscendConfigError, AscendSettings
 from ibnedge.convert import ConvertError, FinishOnBox, convert_to_lite
-from ibnedge.metadata import load_for_model
+from ibnedge.metadata import load_for_model, metadata_path
 from ibnedge.onnx_info import OnnxFormatError, graph_inputs
 
 PY = Path(sys.executable)
@@ -175,3 +175,29 @@ def test_lite_converter_parses_the_written_configuration(onnx_model, tmp_path):
             convert(broken)
     finally:
         os.chdir(cwd)
+
+
+def _onnx_with_input(path, dims, meta_from=None, extra_inputs=()):
+    """An Identity graph whose input has ``dims`` (ints, -1, or names), with the tiny model's
+    metadata beside it when ``meta_from`` is given."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)]
+    inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in extra_inputs]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)])
+    onnx.save(helper.make_model(graph), str(path))
+    if meta_from is not None:
+        metadata_path(path).write_text(metadata_path(meta_from).read_text())
+    return path
+
+
+def test_an_int64_dim_of_minus_one_is_read_as_minus_one_and_the_metadata_fills_it(onnx_model, tmp_path):
+    """Protobuf writes int64 -1 as a ten-byte varint (2**64 - 1): read unsigned, it became an
+    18-digit height in the converter's input_shape instead of the metadata's 32."""
+    model = _onnx_with_input(tmp_path / "neg.onnx", ["N", 3, -1, -1], meta_from=onnx_model)
+    assert graph_inputs(model) == [("x", ["N", 3, -1, -1])]
+    with pytest.raises(FinishOnBox) as info:
+        convert_to_lite(model, device="ascend", batch_sizes=[8], config_only=True)
+    assert _keys(info.value.files.config)["ascend_context"]["input_shape"] == "x:[8,3,32,32]"
