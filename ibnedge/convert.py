@@ -201,7 +201,9 @@ def _checked(make):
 
 
 def _model_input(model: Path, fmk: str, meta: Optional[ModelMetadata]) -> Tuple[str, Tuple[int, int, int]]:
-    """The input's name and (C, H, W): the converter's input_shape needs both."""
+    """The input's name and (C, H, W): the converter's input_shape needs both. The file's
+    fixed dims must agree with the metadata, which fills the ones the file leaves unknown:
+    the metadata's shape is what the engine will feed."""
     if fmk != "ONNX":
         raise ConvertError(
             "static batch sizes need the model's input name, read from an ONNX file: export %s as ONNX "
@@ -216,12 +218,16 @@ def _model_input(model: Path, fmk: str, meta: Optional[ModelMetadata]) -> Tuple[
     if len(inputs) != 1:
         raise ConvertError("%s has %d inputs; ibnedge converts models with one NCHW image input" % (model, len(inputs)))
     name, dims = inputs[0]
-    chw = list(dims[1:4]) if len(dims) == 4 else []
-    if meta is not None and (len(chw) != 3 or not all(isinstance(d, int) and d > 0 for d in chw)):
-        chw = list(meta.input_shape[1:])  # a file with unknown spatial dims: its metadata says
-    if len(chw) != 3 or not all(isinstance(d, int) and d > 0 for d in chw):
-        raise ConvertError("%s's input %s has shape %s: static batch sizes need a fixed C, H and W" % (model, name, dims))
-    return name, (int(chw[0]), int(chw[1]), int(chw[2]))
+    fixed = [d if isinstance(d, int) and d > 0 else None for d in dims[1:]]
+    wanted = list(meta.input_shape[1:]) if meta is not None else fixed
+    if len(dims) != 4 or any(f is not None and f != w for f, w in zip(fixed, wanted)):
+        said = " but its metadata (%s) says %s" % (metadata_path(model).name, list(meta.input_shape)) if meta else ""
+        raise ConvertError("%s's input %s has shape %s%s; ibnedge feeds NCHW images: export the model and its "
+                           "metadata again" % (model, name, dims, said))
+    if wanted[0] != 3 or not all(isinstance(d, int) and d > 0 for d in wanted[1:]):
+        raise ConvertError("%s's input %s has shape %s: static batch sizes need C = 3 (RGB, what the engine feeds) "
+                           "and a fixed H and W (or metadata beside the model that gives them)" % (model, name, dims))
+    return name, (int(wanted[0]), int(wanted[1]), int(wanted[2]))
 
 
 def _require_metadata(meta: Optional[ModelMetadata], model: Path, sizes: Sequence[int]) -> None:

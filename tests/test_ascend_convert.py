@@ -201,3 +201,32 @@ def test_an_int64_dim_of_minus_one_is_read_as_minus_one_and_the_metadata_fills_i
     with pytest.raises(FinishOnBox) as info:
         convert_to_lite(model, device="ascend", batch_sizes=[8], config_only=True)
     assert _keys(info.value.files.config)["ascend_context"]["input_shape"] == "x:[8,3,32,32]"
+
+
+@pytest.mark.parametrize("dims, with_meta, message", [
+    (["N", 32, 32, 3], True, r"has shape \['N', 32, 32, 3\] but its metadata \(nhwc.json\) says \[-1, 3, 32, 32\]"),
+    (["N", 10], True, r"has shape \['N', 10\] but its metadata"),
+    (["N", 3, 32, 32, 1], False, r"has shape \['N', 3, 32, 32, 1\]; ibnedge feeds NCHW images"),
+    (["N", 1, 32, 32], False, r"static batch sizes need C = 3"),
+    (["N", 3, "H", "W"], False, r"and a fixed H and W \(or metadata"),
+])
+def test_an_input_that_is_not_the_nchw_image_the_engine_feeds_is_refused(onnx_model, tmp_path, dims, with_meta,
+                                                                          message):
+    """Before, an NHWC input was converted as 32 channels of 32x3 (and its metadata rewritten
+    to match), and a rank-2 input silently got the metadata's NCHW shape."""
+    model = _onnx_with_input(tmp_path / "nhwc.onnx", dims, meta_from=onnx_model if with_meta else None)
+    for device in ("ascend", "cpu"):
+        with pytest.raises(ConvertError, match=message):
+            convert_to_lite(model, device=device, batch_sizes=[8], config_only=device == "ascend")
+    assert not any(p.suffix == ".ini" for p in tmp_path.iterdir())
+
+
+def test_an_onnx_file_with_two_inputs_or_none_is_refused(onnx_model, tmp_path):
+    two = _onnx_with_input(tmp_path / "two.onnx", ["N", 3, 32, 32], meta_from=onnx_model, extra_inputs=["scale"])
+    with pytest.raises(ConvertError, match=r"two\.onnx has 2 inputs; ibnedge converts models with one NCHW"):
+        convert_to_lite(two, device="ascend", batch_sizes=[8], config_only=True)
+    empty = tmp_path / "none.onnx"
+    empty.write_bytes(b"\x3a\x00")  # a ModelProto whose graph is empty
+    assert graph_inputs(empty) == []
+    with pytest.raises(ConvertError, match=r"none\.onnx has 0 inputs"):
+        convert_to_lite(empty, device="ascend", batch_sizes=[8], config_only=True)
