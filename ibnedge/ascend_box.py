@@ -22,7 +22,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 DEFAULT_ROOT = Path("/usr/local/Ascend")
 _TOOLKIT_VARS = ("ASCEND_HOME_PATH", "ASCEND_TOOLKIT_HOME")
@@ -35,10 +35,13 @@ class AscendBox:
 
     toolkit: Optional[Path] = None
     toolkit_from: str = ""  # the variable (or default path) it was found through
+    # Why a toolkit the environment names is not there ("$ASCEND_HOME_PATH=/x is not a folder").
+    toolkit_problem: str = ""
     toolkit_version: str = ""
     atc: Optional[Path] = None
     driver: Optional[Path] = None  # where the driver should be (it may be missing)
     driver_version: str = ""
+    driver_problem: str = ""  # why no version was read: the file is missing, or unreadable
     npu_smi: Optional[str] = None
     npu_smi_output: str = ""
     npu_smi_error: str = ""
@@ -55,10 +58,12 @@ class AscendBox:
         return {
             "toolkit": str(self.toolkit) if self.toolkit else None,
             "toolkit_from": self.toolkit_from,
+            "toolkit_problem": self.toolkit_problem,
             "toolkit_version": self.toolkit_version,
             "atc": str(self.atc) if self.atc else None,
             "driver": str(self.driver) if self.driver else None,
             "driver_version": self.driver_version,
+            "driver_problem": self.driver_problem,
             "npu_smi": self.npu_smi,
             "npu_smi_error": self.npu_smi_error,
             "chips": list(self.chips),
@@ -82,27 +87,13 @@ def soc_family(chip_name: str) -> str:
 def probe(environ: Optional[Mapping[str, str]] = None, dev_dir: str = "/dev") -> AscendBox:
     """The Ascend stack as ``environ`` (default: this process's) and ``dev_dir`` show it."""
     env = os.environ if environ is None else environ
-    box = AscendBox()
-    for var in _TOOLKIT_VARS:
-        if env.get(var):
-            box.toolkit, box.toolkit_from = Path(env[var]), "$" + var
-            break
-    else:
-        default = DEFAULT_ROOT / "ascend-toolkit" / "latest"
-        if default.is_dir():
-            box.toolkit, box.toolkit_from = default, str(default)
+    box = probe_toolkit(env)
     root = DEFAULT_ROOT
-    if box.toolkit is not None:
-        box.toolkit_version = _read_key(box.toolkit / ("%s-linux" % platform.machine()) / "ascend_toolkit_install.info", "version")
-        for candidate in (box.toolkit / "compiler" / "bin" / "atc", box.toolkit / "bin" / "atc"):
-            if candidate.is_file():
-                box.atc = candidate
-                break
+    if box.toolkit is not None and "ascend-toolkit" in box.toolkit.parts:
         parts = box.toolkit.parts
-        if "ascend-toolkit" in parts:
-            root = Path(*parts[: parts.index("ascend-toolkit")])
+        root = Path(*parts[: parts.index("ascend-toolkit")])
     box.driver = root / "driver"
-    box.driver_version = _read_key(box.driver / "version.info", "Version")
+    box.driver_version, box.driver_problem = _read_key(box.driver / "version.info", "Version")
     box.visible = env.get("ASCEND_RT_VISIBLE_DEVICES")
     box.chips = _device_nodes(Path(dev_dir), box.visible)
     box.npu_smi = shutil.which("npu-smi", path=env.get("PATH"))
@@ -111,17 +102,45 @@ def probe(environ: Optional[Mapping[str, str]] = None, dev_dir: str = "/dev") ->
     return box
 
 
-def _read_key(path: Path, key: str) -> str:
-    """``key=value`` from a CANN info file, or "" when the file or key is absent."""
+def probe_toolkit(environ: Optional[Mapping[str, str]] = None) -> AscendBox:
+    """Only the toolkit part of :func:`probe` (what converting needs: no driver, no chips)."""
+    env = os.environ if environ is None else environ
+    box = AscendBox()
+    for var in _TOOLKIT_VARS:
+        if env.get(var):
+            box.toolkit_from = "$" + var
+            if Path(env[var]).is_dir():
+                box.toolkit = Path(env[var])
+            else:
+                box.toolkit_problem = "%s=%s is not a folder" % (var, env[var])
+            break
+    else:
+        default = DEFAULT_ROOT / "ascend-toolkit" / "latest"
+        if default.is_dir():
+            box.toolkit, box.toolkit_from = default, str(default)
+    if box.toolkit is not None:
+        info = box.toolkit / ("%s-linux" % platform.machine()) / "ascend_toolkit_install.info"
+        box.toolkit_version = _read_key(info, "version")[0]
+        for candidate in (box.toolkit / "compiler" / "bin" / "atc", box.toolkit / "bin" / "atc"):
+            if candidate.is_file():
+                box.atc = candidate
+                break
+    return box
+
+
+def _read_key(path: Path, key: str) -> Tuple[str, str]:
+    """(value, "") of ``key=value`` in a CANN info file, else ("", why not)."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
+    except FileNotFoundError:
+        return "", "%s is missing" % path
+    except OSError as exc:
+        return "", "%s cannot be read (%s)" % (path, exc.strerror or exc)
     for line in text.splitlines():
         name, sep, value = line.partition("=")
         if sep and name.strip().lower() == key.lower():
-            return value.strip()
-    return ""
+            return value.strip(), ""
+    return "", "%s has no %s= line" % (path, key)
 
 
 def _device_nodes(dev_dir: Path, visible: Optional[str]) -> List[int]:
@@ -150,4 +169,4 @@ def _run_npu_smi(box: AscendBox) -> None:
     box.chip_names = _CHIP_NAME.findall(box.npu_smi_output)
 
 
-__all__ = ["AscendBox", "DEFAULT_ROOT", "probe", "soc_family"]
+__all__ = ["AscendBox", "DEFAULT_ROOT", "probe", "probe_toolkit", "soc_family"]

@@ -172,12 +172,12 @@ def _convert_ascend(model: Path, fmk: str, output: Path, meta: Optional[ModelMet
     if config_only:
         raise FinishOnBox("wrote %s (--config-only); convert on the Ascend box with: %s"
                           % (files.config, files.shell_command()), files)
-    from .ascend_box import probe
+    from .ascend_box import probe_toolkit
 
-    box = probe()
+    box = probe_toolkit()
     if box.toolkit is None or box.atc is None:
-        why = ("no Ascend toolkit here (ASCEND_HOME_PATH is not set)" if box.toolkit is None
-               else "the Ascend toolkit at %s has no model compiler (atc)" % box.toolkit)
+        why = ("the Ascend toolkit at %s has no model compiler (atc)" % box.toolkit if box.toolkit is not None
+               else "no Ascend toolkit here (%s)" % (box.toolkit_problem or "ASCEND_HOME_PATH is not set"))
         raise FinishOnBox("wrote %s; %s: finish on the Ascend box with: %s" % (files.config, why, files.shell_command()),
                           files)
     # In this process the converter resolves relative paths against the current folder, so

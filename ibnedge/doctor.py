@@ -240,7 +240,11 @@ def _check_ascend(report: Report, meta: Any, environ: Optional[Dict[str, str]]) 
     report.facts["ascend"] = box.to_dict()
     need = report.device == "ascend"
     miss = PROBLEM if need else NOTE
-    if box.toolkit is None:
+    if box.toolkit_problem:
+        report.add("ascend", miss, "no Ascend toolkit: %s" % box.toolkit_problem,
+                   "source the set_env.sh of the installed CANN toolkit, or unset %s" % box.toolkit_from.lstrip("$")
+                   if need else "")
+    elif box.toolkit is None:
         report.add("ascend", miss, "no Ascend toolkit (ASCEND_HOME_PATH is not set, /usr/local/Ascend/ascend-toolkit "
                    "absent)", "install CANN (toolkit or nnrt) and source its set_env.sh" if need else "")
     else:
@@ -250,9 +254,11 @@ def _check_ascend(report: Report, meta: Any, environ: Optional[Dict[str, str]]) 
     if box.driver_version:
         report.add("ascend", OK, "driver %s (%s)" % (box.driver_version, box.driver / "version.info"))
     elif need or box.toolkit is not None:
-        report.add("ascend", miss, "no driver: %s is missing" % (box.driver / "version.info"),
-                   "install the Ascend driver and firmware packages (Ascend-hdk-*-npu-driver, -firmware) as root, "
-                   "then reboot" if need else "")
+        installed = os.path.lexists(str(box.driver / "version.info"))
+        fix = ("let this user read it (the driver installs it for the HwHiAiUser group), or run as that user"
+               if installed else "install the Ascend driver and firmware packages (Ascend-hdk-*-npu-driver, "
+               "-firmware) as root, then reboot")
+        report.add("ascend", miss, "no driver: %s" % box.driver_problem, fix if need else "")
     if box.npu_smi_error:
         report.add("ascend", miss, "npu-smi info failed: %s" % box.npu_smi_error,
                    "check the driver with npu-smi info as root" if need else "")

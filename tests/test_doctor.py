@@ -133,3 +133,34 @@ def test_model_metadata_profiles_and_backends(tmp_path):
         assert report["facts"]["model"]["backends"] == {"lite": ""}
     proc, out, _ = _doctor("--model", tmp_path / "missing.mindir", env=_no_ascend())
     assert proc.returncode == 1 and "problem  model        %s does not exist" % (tmp_path / "missing.mindir") in out
+
+
+def test_a_toolkit_variable_naming_no_folder_is_a_problem_not_a_toolkit(tmp_path):
+    """ASCEND_HOME_PATH left pointing at a removed install: before, the doctor reported an
+    ok toolkit "(version unknown)" there, and convert blamed a missing atc."""
+    gone = tmp_path / "Ascend" / "ascend-toolkit" / "7.0"
+    env = dict(_no_ascend(), ASCEND_HOME_PATH=str(gone))
+    proc, out, err = _doctor("--device", "ascend", env=env)
+    assert proc.returncode == 1, out + err
+    line = [l for l in out.splitlines() if l.split()[1:2] == ["ascend"] and "toolkit" in l][0]
+    assert line.split()[0] == "problem" and "ASCEND_HOME_PATH=%s is not a folder" % gone in line
+    assert "-- fix: source the set_env.sh of the installed CANN toolkit, or unset ASCEND_HOME_PATH" in line
+    proc, out, _ = _doctor("--json", env=env)
+    report = json.loads(out)
+    assert proc.returncode == 0 and report["facts"]["ascend"]["toolkit"] is None
+    assert report["facts"]["ascend"]["toolkit_problem"] == "ASCEND_HOME_PATH=%s is not a folder" % gone
+    onnx_path = make_tiny_onnx(tmp_path / "net.onnx")
+    proc = run_py(PY, ["-m", "ibnedge", "convert", str(onnx_path), "--to", "lite", "--device", "ascend", "--batch",
+                       "8"], env=env)
+    assert proc.returncode == 2 and "no Ascend toolkit here (ASCEND_HOME_PATH=%s is not a folder)" % gone \
+        in proc.stderr.decode()
+
+
+def test_a_driver_version_file_that_cannot_be_read_is_not_called_missing(fake_toolkit):
+    root, toolkit = fake_toolkit
+    (root / "driver" / "version.info").mkdir(parents=True)  # unreadable as a file, even for root
+    env = dict(_no_ascend(), ASCEND_HOME_PATH=str(toolkit))
+    proc, out, err = _doctor("--device", "ascend", env=env)
+    line = [l for l in out.splitlines() if "no driver" in l][0]
+    assert "%s cannot be read (Is a directory)" % (root / "driver" / "version.info") in line, line
+    assert "-- fix: let this user read it" in line and proc.returncode == 1
