@@ -18,14 +18,20 @@ from __future__ import annotations
 import os
 import platform
 import re
+import selectors
 import shutil
+import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
 DEFAULT_ROOT = Path("/usr/local/Ascend")
 _TOOLKIT_VARS = ("ASCEND_HOME_PATH", "ASCEND_TOOLKIT_HOME")
+# npu-smi answers in about a second and prints a table of a few kB per chip.
+NPU_SMI_TIMEOUT_S = 10.0
+NPU_SMI_MAX_BYTES = 1 << 20
 _CHIP_NAME = re.compile(r"\b(310P\d*|310B\d*|310|910[A-C]?\d*)\b")
 
 
@@ -156,17 +162,52 @@ def _device_nodes(dev_dir: Path, visible: Optional[str]) -> List[int]:
 
 
 def _run_npu_smi(box: AscendBox) -> None:
-    try:
-        proc = subprocess.run([str(box.npu_smi), "info"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20)
-    except (OSError, subprocess.SubprocessError) as exc:
-        box.npu_smi_error = str(exc)
-        return
-    box.npu_smi_output = proc.stdout.decode("utf-8", "replace")
-    if proc.returncode != 0:
+    status, output, problem = run_bounded([str(box.npu_smi), "info"], NPU_SMI_TIMEOUT_S, NPU_SMI_MAX_BYTES)
+    box.npu_smi_output = output.decode("utf-8", "replace")
+    if problem or status != 0:
         lines = box.npu_smi_output.strip().splitlines()
-        box.npu_smi_error = "exit status %d%s" % (proc.returncode, ": " + lines[-1] if lines else "")
+        box.npu_smi_error = problem or "exit status %d%s" % (status, ": " + lines[-1][:200] if lines else "")
         return
     box.chip_names = _CHIP_NAME.findall(box.npu_smi_output)
+
+
+def run_bounded(command: List[str], timeout_s: float, max_bytes: int) -> Tuple[Optional[int], bytes, str]:
+    """(exit status, output, "") of a tool, or (None, output so far, why it was stopped) when
+    it outlives ``timeout_s`` or writes more than ``max_bytes``: a wedged driver makes
+    ``npu-smi`` hang, a broken one can print without end, and the doctor must still answer.
+    The tool runs in a session of its own, so that stopping it stops what it started too."""
+    try:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    except OSError as exc:
+        return None, b"", "cannot run %s (%s)" % (command[0], exc.strerror or exc)
+    deadline = time.monotonic() + timeout_s
+    output = bytearray()
+    problem = ""
+    with proc.stdout, selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        while not problem:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                problem = "no answer within %g s" % timeout_s
+            elif selector.select(left):
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                output += chunk[: max_bytes + 1 - len(output)]
+                if len(output) > max_bytes:
+                    problem = "more than %d bytes of output" % max_bytes
+    try:
+        if not problem:
+            return proc.wait(max(deadline - time.monotonic(), 0.01)), bytes(output), ""
+    except subprocess.TimeoutExpired:
+        problem = "no exit within %g s" % timeout_s
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(1)
+    except (OSError, subprocess.TimeoutExpired):  # gone already, or stuck in the kernel: leave it
+        pass
+    return None, bytes(output), problem
 
 
 __all__ = ["AscendBox", "DEFAULT_ROOT", "probe", "probe_toolkit", "soc_family"]

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,53 @@ def test_a_driver_version_file_that_cannot_be_read_is_not_called_missing(fake_to
     line = [l for l in out.splitlines() if "no driver" in l][0]
     assert "%s cannot be read (Is a directory)" % (root / "driver" / "version.info") in line, line
     assert "-- fix: let this user read it" in line and proc.returncode == 1
+
+
+def _limit_memory():
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+
+def test_an_npu_smi_printing_without_end_is_cut_off(tmp_path):
+    """A broken npu-smi writing garbage for ever: before, the doctor read it all into memory
+    (2 GiB in 9 s here) until its 20 s timeout, and died of MemoryError under a 3 GiB limit."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "npu-smi"
+    smi.write_text("#!/bin/sh\nexec yes '| 0  310 \\377\\000 garbage'\n")
+    smi.chmod(0o755)
+    env = dict(_no_ascend(), PATH="%s:%s" % (bin_dir, os.environ["PATH"]))
+    proc, out, err = _doctor("--json", env=env, preexec_fn=_limit_memory, timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    facts = json.loads(out)["facts"]["ascend"]
+    assert facts["npu_smi_error"] == "more than 1048576 bytes of output" and facts["chip_names"] == []
+    assert [f["status"] for f in json.loads(out)["findings"] if "npu-smi" in f["detail"]] == ["note"]
+
+
+def _running(pid):
+    """Whether ``pid`` runs (a killed child that nobody reaped yet is a zombie, not running)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_hanging_tool_is_stopped_with_what_it_started(tmp_path):
+    """npu-smi on a wedged driver hangs: stopped after the timeout, and so is the child it
+    started (before, subprocess.run's timeout killed the script and left its child running)."""
+    from ibnedge.ascend_box import run_bounded
+
+    pid_file = tmp_path / "child.pid"
+    script = "sleep 60 & echo $! > %s; echo started; wait" % pid_file
+    status, output, problem = run_bounded(["/bin/sh", "-c", script], 1.0, 1 << 20)
+    assert (status, output, problem) == (None, b"started\n", "no answer within 1 s")
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(child)
+    assert run_bounded(["/bin/sh", "-c", "echo ok; exit 3"], 5.0, 100) == (3, b"ok\n", "")
+    assert run_bounded(["/bin/sh", "-c", "head -c 500 /dev/zero"], 5.0, 100)[1:] == (b"\0" * 101, "more than 100 bytes of output")
+    assert run_bounded([str(tmp_path / "absent")], 5.0, 100)[2].startswith("cannot run %s (" % (tmp_path / "absent"))
