@@ -80,14 +80,11 @@ class AscendBox:
 
 
 def soc_family(chip_name: str) -> str:
-    """npu-smi's chip name ("310", "310P3", "910B") -> the --soc choice it belongs to."""
-    if chip_name.startswith("310P"):
-        return "Ascend310P"
-    if chip_name.startswith("310"):
-        return "Ascend310"
-    if chip_name.startswith("910"):
-        return "Ascend910"
-    return ""
+    """npu-smi's chip name ("310", "310P3") -> the --soc choice it belongs to, or "" for a
+    chip ibnedge does not convert for (see :data:`ibnedge.ascend_config.SOCS`)."""
+    from .ascend_config import soc_of_chip
+
+    return soc_of_chip(chip_name)
 
 
 def probe(environ: Optional[Mapping[str, str]] = None, dev_dir: str = "/dev") -> AscendBox:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -45,12 +46,24 @@ CANN_MIXLIST_DOC = "https://www.hiascend.com/document/detail/en/canncommercial/8
 # Lite's config reader: whole-line '#' comments, one '=' per line (tools/common/parse_config_utils.cc).
 LITE_CONFIG_PARSER = "https://gitee.com/mindspore/mindspore/blob/r2.0/mindspore/lite/tools/common/parse_config_utils.cc"
 
-# --soc choice -> the SoC name CANN's compiler takes (ATC --soc_version / ge.socVersion).
+
+@dataclass(frozen=True)
+class Soc:
+    """One ``--soc`` choice: the name CANN's compiler takes for it (ATC ``--soc_version``,
+    ``ge.socVersion``) and the chip names ``npu-smi info`` prints for it (a regular
+    expression). A chip of the same number with another letter (310B: Atlas 200I A2; 910B)
+    is another SoC, which a model converted for this one does not run on."""
+
+    cann_name: str
+    npu_smi_names: str
+    boxes: str
+
+
 SOCS = OrderedDict([
-    ("Ascend310", "Ascend310"),  # Atlas 200 / 300I / 500 (the 300I card carries 4 chips)
-    ("Ascend310P", "Ascend310P3"),  # Atlas 300I Pro / Duo ("Atlas inference series")
-    ("Ascend910", "Ascend910"),  # training series
-])  # type: Dict[str, str]
+    ("Ascend310", Soc("Ascend310", r"310", "Atlas 200 / 300I / 500 (the 300I card carries 4 chips)")),
+    ("Ascend310P", Soc("Ascend310P3", r"310P\d*", "Atlas 300I Pro / Duo (\"Atlas inference series\")")),
+    ("Ascend910", Soc("Ascend910", r"910A?", "training series")),
+])  # type: Dict[str, Soc]
 DEFAULT_SOC = "Ascend310"
 
 # --precision choice -> (Lite [ascend_context] precision_mode, whether FP32_OPS are kept in
@@ -75,6 +88,11 @@ FP32_OPS = (
 
 MAX_PROFILES = 100  # dynamic_dims: "Support up to 100 profiles" (LITE_ASCEND_DOC, Dynamic Batch Size)
 MAX_BATCH = 2048  # "The value limit of each profile: [1~2048]"
+
+
+def soc_of_chip(chip_name: str) -> str:
+    """The ``--soc`` choice of a chip ``npu-smi`` names ("310P3" -> "Ascend310P"), or ""."""
+    return next((choice for choice, soc in SOCS.items() if re.fullmatch(soc.npu_smi_names, chip_name)), "")
 
 
 class AscendConfigError(ValueError):
@@ -159,7 +177,7 @@ class AscendSettings:
             "# AIPP off: no insert_op_config_file_path (the engine feeds normalised float32 NCHW tensors)",
             "[acl_init_options]",
             "# The chip the model is compiled for (%s, Table 2)" % LITE_ASCEND_DOC,
-            "ge.socVersion=%s" % SOCS[self.soc],
+            "ge.socVersion=%s" % SOCS[self.soc].cann_name,
         ]
         if keep_fp32:
             lines += [
@@ -243,6 +261,8 @@ __all__ = [
     "MAX_PROFILES",
     "PRECISIONS",
     "SOCS",
+    "Soc",
     "check_batch_sizes",
+    "soc_of_chip",
     "write_ascend_files",
 ]

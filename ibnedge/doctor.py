@@ -274,7 +274,15 @@ def _check_ascend(report: Report, meta: Any, environ: Optional[Dict[str, str]]) 
             "load the driver (npu-smi info lists the chips); in a container pass --device /dev/davinci0 "
             "--device /dev/davinci_manager --device /dev/devmm_svm --device /dev/hisi_hdc" if need else "")
     wanted = meta.deployment.soc if meta is not None and meta.deployment is not None else ""
-    if wanted and box.soc and wanted != box.soc:
+    if box.chip_names and not box.soc:
+        from .ascend_config import SOCS
+
+        report.add("ascend", PROBLEM if need and wanted else NOTE,
+                   "this box's chip %s is none of the SoCs ibnedge converts for (--soc %s)%s" % (
+                       box.chip_names[0], ", ".join(SOCS), "; the model was converted for %s" % wanted if wanted else ""),
+                   "convert on the box with converter_lite, setting ge.socVersion in the .ascend.ini to this chip's "
+                   "CANN SoC name" if need and wanted else "")
+    elif wanted and box.soc and wanted != box.soc:
         report.add("ascend", PROBLEM if need else NOTE,
                    "the model was converted for %s but this box's chip is %s" % (wanted, box.soc),
                    "convert it again with --soc %s" % box.soc)

@@ -215,3 +215,36 @@ def test_a_hanging_tool_is_stopped_with_what_it_started(tmp_path):
     assert run_bounded(["/bin/sh", "-c", "echo ok; exit 3"], 5.0, 100) == (3, b"ok\n", "")
     assert run_bounded(["/bin/sh", "-c", "head -c 500 /dev/zero"], 5.0, 100)[1:] == (b"\0" * 101, "more than 100 bytes of output")
     assert run_bounded([str(tmp_path / "absent")], 5.0, 100)[2].startswith("cannot run %s (" % (tmp_path / "absent"))
+
+
+def test_chip_names_map_to_soc_choices_and_a_310b_is_not_a_310():
+    from ibnedge.ascend_box import soc_family
+
+    assert [soc_family(n) for n in ("310", "310P3", "310P1", "910", "910A")] == \
+        ["Ascend310", "Ascend310P", "Ascend310P", "Ascend910", "Ascend910"]
+    assert [soc_family(n) for n in ("310B1", "310B4", "910B", "910B3", "")] == ["", "", "", "", ""]
+
+
+def test_a_model_for_the_310_on_a_310b_box_is_a_soc_problem(fake_toolkit, tmp_path):
+    """Atlas 200I A2 carries a 310B (another SoC, CANN's Ascend310B1): before, its npu-smi name
+    "310B1" counted as an Ascend310 and a model converted for the 310 passed the check."""
+    root, toolkit = fake_toolkit
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "npu-smi"
+    smi.write_text("#!/bin/sh\necho '| 0     310B1     | OK  | 12.8  45  |'\n")
+    smi.chmod(0o755)
+    env = dict(_no_ascend(), ASCEND_HOME_PATH=str(toolkit), PATH="%s:%s" % (bin_dir, os.environ["PATH"]))
+    onnx_path = make_tiny_onnx(tmp_path / "net.onnx")
+    proc = run_py(PY, ["-m", "ibnedge", "convert", str(onnx_path), "--to", "lite", "--device", "ascend", "--batch",
+                       "8", "--config-only"], env=env)
+    assert proc.returncode == 2, proc.stderr.decode()
+    proc, out, err = _doctor("--json", "--model", tmp_path / "net_lite.mindir", env=env)
+    report = json.loads(out)
+    assert report["facts"]["ascend"]["chip_names"] == ["310B1"] and report["facts"]["ascend"]["soc"] == ""
+    soc = [f for f in report["findings"] if "none of the SoCs" in f["detail"]]
+    assert len(soc) == 1 and soc[0]["status"] == "problem", report["findings"]
+    assert soc[0]["detail"] == ("this box's chip 310B1 is none of the SoCs ibnedge converts for (--soc Ascend310, "
+                                "Ascend310P, Ascend910); the model was converted for Ascend310")
+    proc, out, _ = _doctor("--json", env=env)  # no model: worth a note only
+    assert [f["status"] for f in json.loads(out)["findings"] if "none of the SoCs" in f["detail"]] == ["note"]
