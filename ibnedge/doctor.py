@@ -26,6 +26,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 OK, NOTE, PROBLEM = "ok", "note", "problem"
+# ``--json``: {"schema", "ok", "device", "model", "findings": [{"area", "status", "detail",
+# "fix"}], "facts"}; "facts" holds every section below on every box, a runtime that is absent
+# as {"installed": false, ...} and "model" as null without --model, so that scripts read keys
+# rather than test for them. The number changes when a key changes meaning or goes away.
+JSON_SCHEMA = 1
 
 # Lite plugins per device: (file name pattern, what it is). A plugin that does not load
 # (its CANN / CUDA libraries missing) means Lite cannot use that device.
@@ -35,6 +40,9 @@ LITE_PLUGINS = {
 }
 # Of those, the one a device needs (the 310 runs through ACL; GE serves 310P/910 in 2.2+).
 _REQUIRED_PLUGIN = {"ascend": "libascend_kernel_plugin*.so", "gpu": "libtensorrt_plugin*.so"}
+
+
+_FACT_SECTIONS = ("python", "engine", "lite", "onnxruntime", "mindspore", "ascend", "model")
 
 
 @dataclass
@@ -64,7 +72,8 @@ class Report:
         self.findings.append(Finding(area, status, detail, fix))
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"ok": self.ok, "device": self.device, "model": self.model,
+        """The ``--json`` form (:data:`JSON_SCHEMA`)."""
+        return {"schema": JSON_SCHEMA, "ok": self.ok, "device": self.device, "model": self.model,
                 "findings": [asdict(f) for f in self.findings], "facts": self.facts}
 
 
@@ -75,6 +84,7 @@ def diagnose(model: Optional[str] = None, device: Optional[str] = None,
     if device is None:
         device = meta.deployment.device if meta is not None and meta.deployment is not None else "cpu"
     report = Report(device=device, model=model)
+    report.facts.update((name, None) for name in _FACT_SECTIONS)
     _check_python(report)
     _check_engine(report)
     _check_lite(report)
@@ -112,13 +122,15 @@ def _check_engine(report: Report) -> None:
     try:
         from . import _native
     except ImportError as exc:
+        report.facts["engine"] = {"ibnedge": __version__, "loads": False, "error": str(exc), "simd_path": None,
+                                  "jpeg": {}}
         report.add("engine", PROBLEM, "ibnedge %s: the native engine does not load (%s)" % (__version__, exc),
                    "reinstall ibnedge (pip install ., or make native in a checkout); it needs the system "
                    "libjpeg-turbo (apt-get install libjpeg62-turbo)")
         return
     simd = _native.simd_path() if hasattr(_native, "simd_path") else "unknown"
     jpeg = _native.jpeg_library() if hasattr(_native, "jpeg_library") else {}
-    report.facts["engine"] = {"ibnedge": __version__, "simd_path": simd, "jpeg": jpeg}
+    report.facts["engine"] = {"ibnedge": __version__, "loads": True, "error": "", "simd_path": simd, "jpeg": jpeg}
     turbo = jpeg.get("turbo_version") or "not libjpeg-turbo"
     report.add("engine", OK, "ibnedge %s, resize kernel %s, libjpeg-turbo %s (libjpeg API %s), partial decode %s" % (
         __version__, simd, turbo, jpeg.get("api_version", "?"), "yes" if jpeg.get("partial_decode") else "no"))
@@ -132,6 +144,7 @@ def _version(module: Any) -> str:
 
 
 def _check_lite(report: Report) -> None:
+    report.facts["lite"] = {"installed": False, "error": "", "features": {}, "plugins": {}}
     if importlib.util.find_spec("mindspore_lite") is None:
         status = PROBLEM if report.device == "ascend" else NOTE
         report.add("lite", status, "MindSpore Lite is not installed",
@@ -145,6 +158,7 @@ def _check_lite(report: Report) -> None:
 
         features = api_features(mslite)
     except Exception as exc:  # a broken install fails in many ways; report it, do not crash the doctor
+        report.facts["lite"].update(installed=True, error=" ".join(str(exc).split()))
         report.add("lite", PROBLEM, "mindspore_lite does not import (%s)" % " ".join(str(exc).split()),
                    "reinstall the Lite wheel for this Python (%s)" % platform.python_version())
         return
@@ -154,7 +168,7 @@ def _check_lite(report: Report) -> None:
     reasons = _plugins_load([path for _, _, path in found]) if found else {}
     plugins = dict((Path(path).name, {"device": dev, "what": label, "loads": reasons[path]})
                    for dev, label, path in found)  # type: Dict[str, Dict[str, str]]
-    report.facts["lite"] = {"features": features, "plugins": plugins}
+    report.facts["lite"] = {"installed": True, "error": "", "features": features, "plugins": plugins}
     shown = ", ".join("%s %s" % (k, "yes" if v else "no") for k, v in features.items() if k != "version")
     report.add("lite", OK, "MindSpore Lite %s (%s)" % (features["version"], shown))
     for name, info in sorted(plugins.items()):
@@ -194,6 +208,7 @@ def _plugins_load(paths: List[str]) -> Dict[str, str]:
 
 
 def _check_onnxruntime(report: Report) -> None:
+    report.facts["onnxruntime"] = {"installed": False, "error": "", "version": None, "providers": []}
     if importlib.util.find_spec("onnxruntime") is None:
         report.add("onnxruntime", NOTE, "ONNX Runtime is not installed (optional: pip install onnxruntime)")
         return
@@ -202,9 +217,10 @@ def _check_onnxruntime(report: Report) -> None:
 
         providers = list(ort.get_available_providers())
     except Exception as exc:
+        report.facts["onnxruntime"].update(installed=True, error=" ".join(str(exc).split()))
         report.add("onnxruntime", NOTE, "onnxruntime does not import (%s)" % " ".join(str(exc).split()))
         return
-    report.facts["onnxruntime"] = {"version": _version(ort), "providers": providers}
+    report.facts["onnxruntime"] = {"installed": True, "error": "", "version": _version(ort), "providers": providers}
     report.add("onnxruntime", OK, "ONNX Runtime %s, providers %s" % (_version(ort), ", ".join(providers)))
 
 
@@ -212,12 +228,13 @@ def _check_mindspore(report: Report) -> None:
     """MindSpore's version from its installed metadata: importing it takes seconds, and the
     edge app needs it only for checkpoints (a --model it reads is loaded below anyway)."""
     spec = importlib.util.find_spec("mindspore")
+    report.facts["mindspore"] = {"installed": False, "version": None}
     if spec is None or not spec.origin:
         report.add("mindspore", NOTE, "MindSpore is not installed (needed only to run checkpoints or MindSpore's "
                    "own MINDIR; Python 3.9+)")
         return
     version = _dist_version(Path(spec.origin).parent, "mindspore")
-    report.facts["mindspore"] = {"version": version}
+    report.facts["mindspore"] = {"installed": True, "version": version}
     report.add("mindspore", OK, "MindSpore %s (installed at %s)" % (version, Path(spec.origin).parent))
 
 
@@ -302,6 +319,7 @@ def _model_metadata(model: Optional[str]):
 def _check_model(report: Report, model: Path, meta: Any, meta_error: str) -> None:
     from .backends import BACKENDS, BackendError, create_backend
 
+    report.facts["model"] = {"path": str(model), "exists": model.is_file(), "metadata": None, "backends": {}}
     if not model.is_file():
         report.add("model", PROBLEM, "%s does not exist" % model, "check the --model path")
         return
@@ -311,7 +329,7 @@ def _check_model(report: Report, model: Path, meta: Any, meta_error: str) -> Non
         report.add("model", NOTE, "%s has no metadata JSON beside it: ImageNet preprocessing is assumed" % model.name)
     else:
         dep = meta.deployment
-        report.facts["model"] = {"metadata": meta.to_dict()}
+        report.facts["model"]["metadata"] = meta.to_dict()
         report.add("model", OK, "%s, %d classes, input %s, preprocessing %s %d/%s" % (
             meta.arch, meta.num_classes, list(meta.input_shape), meta.preprocess.semantics, meta.preprocess.resize,
             "x".join(str(c) for c in meta.preprocess.crop)))
@@ -335,7 +353,7 @@ def _check_model(report: Report, model: Path, meta: Any, meta_error: str) -> Non
         backend.close()
         loaded[name] = ""
         report.add("model", OK, "%s loads it on %s (batch sizes %s)" % (name, report.device, list(sizes) if sizes else "any"))
-    report.facts.setdefault("model", {})["backends"] = loaded
+    report.facts["model"]["backends"] = loaded
     for name, reason in loaded.items():
         if reason:
             report.add("model", NOTE, "%s cannot load it on %s: %s" % (name, report.device, reason))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_helpers import have, make_tiny_onnx, run_py
+from edge_helpers import PY37, PY311, have, make_tiny_onnx, run_py
 
 PY = Path(sys.executable)
 
@@ -248,3 +248,34 @@ def test_a_model_for_the_310_on_a_310b_box_is_a_soc_problem(fake_toolkit, tmp_pa
                                 "Ascend310P, Ascend910); the model was converted for Ascend310")
     proc, out, _ = _doctor("--json", env=env)  # no model: worth a note only
     assert [f["status"] for f in json.loads(out)["findings"] if "none of the SoCs" in f["detail"]] == ["note"]
+
+
+
+def _shape(value, depth=2):
+    """The keys of a JSON value, ``depth`` levels down (what a script indexes)."""
+    if isinstance(value, dict) and depth:
+        return {k: _shape(v, depth - 1) for k, v in value.items()}
+    return "value"
+
+
+def test_json_has_the_same_keys_on_every_box(tmp_path):
+    """Scripts index the JSON: a runtime that is absent keeps its section (installed: false).
+    Before, Python 3.7's box (Lite, no MindSpore) and 3.11's (MindSpore, no Lite) gave
+    reports with different keys. The two interpreters here are two such boxes."""
+    pythons = [p for p in (PY37, PY311) if p.is_file()] or [PY]
+    missing = tmp_path / "absent.mindir"
+    shapes = []
+    for python in pythons:
+        for args in (["doctor", "--json"], ["doctor", "--json", "--model", str(missing)]):
+            proc = run_py(python, ["-m", "ibnedge"] + args, env=_no_ascend())
+            report = json.loads(proc.stdout.decode())
+            assert report["schema"] == 1 and proc.returncode == (1 if "--model" in args else 0)
+            assert all(sorted(f) == ["area", "detail", "fix", "status"] for f in report["findings"])
+            facts = report["facts"]
+            assert sorted(facts) == ["ascend", "engine", "lite", "mindspore", "model", "onnxruntime", "python"]
+            assert isinstance(facts["lite"]["installed"], bool) and isinstance(facts["mindspore"]["installed"], bool)
+            shapes.append((args[-1] == str(missing), _shape({k: v for k, v in facts.items() if k != "lite"}),
+                           sorted(facts["lite"])))
+    assert facts["model"] == {"path": str(missing), "exists": False, "metadata": None, "backends": {}}
+    for with_model in (False, True):
+        assert len(set(json.dumps(s[1:], sort_keys=True) for s in shapes if s[0] == with_model)) == 1
