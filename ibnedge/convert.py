@@ -26,7 +26,7 @@ import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from .ascend_config import DEFAULT_PRECISION, DEFAULT_SOC, AscendConfigError, AscendFiles, AscendSettings
+from .ascend_config import DEFAULT_PRECISION, DEFAULT_SOC, PRECISIONS, AscendConfigError, AscendFiles, AscendSettings
 from .ascend_config import check_batch_sizes, write_ascend_files
 from .backends.base import captured_native_stderr, native_reason
 from .metadata import Deployment, ModelMetadata, load_for_model, metadata_path, save_for_model
@@ -98,6 +98,29 @@ def convert_to_lite(
     (if any) is copied beside the output, with the deployment recorded.
     """
     model = Path(model)
+    fmk, device, optimize = _checked_options(model, optimize, fp16, device, soc, precision, config_only)
+    output = Path(output) if output is not None else default_output(model)
+    if output.suffix.lower() != ".mindir":
+        raise ConvertError("the Lite output must be a .mindir file, got %s" % output)
+    if output.resolve() == model.resolve():
+        raise ConvertError("refusing to overwrite the input %s: pass another --output" % model)
+    meta = load_for_model(model)  # read (and validate) before spending time converting
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+    if device == "ascend":
+        return _convert_ascend(model, fmk, output, meta, batch_sizes, soc or DEFAULT_SOC,
+                               precision or DEFAULT_PRECISION, config_only)
+    if not batch_sizes:
+        _run_converter(model, fmk, output, optimize, fp16)
+        if meta is not None and metadata_path(output) != metadata_path(model):
+            save_for_model(meta, output)
+        return output
+    return _convert_static_cpu(model, fmk, output, meta, optimize, fp16, batch_sizes)
+
+
+def _checked_options(model: Path, optimize: Optional[str], fp16: bool, device: str, soc: Optional[str],
+                     precision: Optional[str], config_only: bool) -> Tuple[str, str, str]:
+    """(the converter's --fmk, the device, the --optimize level) once the options agree."""
     if not model.is_file():
         raise ConvertError("model file not found: %s" % model)
     fmk = _FMK_BY_SUFFIX.get(model.suffix.lower())
@@ -117,24 +140,8 @@ def convert_to_lite(
     if device != "ascend" and (soc or precision or config_only):
         raise ConvertError("--soc, --precision and --config-only are for --device ascend")
     if device == "ascend" and fp16:
-        raise ConvertError("--fp16 is for CPU models; on Ascend choose --precision (mixed, fp32, fp16)")
-    output = Path(output) if output is not None else default_output(model)
-    if output.suffix.lower() != ".mindir":
-        raise ConvertError("the Lite output must be a .mindir file, got %s" % output)
-    if output.resolve() == model.resolve():
-        raise ConvertError("refusing to overwrite the input %s: pass another --output" % model)
-    meta = load_for_model(model)  # read (and validate) before spending time converting
-    output.parent.mkdir(parents=True, exist_ok=True)
-
-    if device == "ascend":
-        return _convert_ascend(model, fmk, output, meta, batch_sizes, soc or DEFAULT_SOC,
-                               precision or DEFAULT_PRECISION, config_only)
-    if not batch_sizes:
-        _run_converter(model, fmk, output, optimize, fp16)
-        if meta is not None and metadata_path(output) != metadata_path(model):
-            save_for_model(meta, output)
-        return output
-    return _convert_static_cpu(model, fmk, output, meta, optimize, fp16, batch_sizes)
+        raise ConvertError("--fp16 is for CPU models; on Ascend choose --precision (%s)" % ", ".join(PRECISIONS))
+    return fmk, device, optimize
 
 
 def _convert_static_cpu(model: Path, fmk: str, output: Path, meta: Optional[ModelMetadata], optimize: str,

@@ -162,15 +162,20 @@ def _check_lite(report: Report) -> None:
         report.add("lite", PROBLEM, "mindspore_lite does not import (%s)" % " ".join(str(exc).split()),
                    "reinstall the Lite wheel for this Python (%s)" % platform.python_version())
         return
-    lib = Path(mslite.__file__).parent / "lib"
+    report.facts["lite"] = {"installed": True, "error": "", "features": features, "plugins": {}}
+    shown = ", ".join("%s %s" % (k, "yes" if v else "no") for k, v in features.items() if k != "version")
+    report.add("lite", OK, "MindSpore Lite %s (%s)" % (features["version"], shown))
+    _check_lite_plugins(report, Path(mslite.__file__).parent / "lib")
+
+
+def _check_lite_plugins(report: Report, lib: Path) -> None:
+    """Which of Lite's device plugins load, and whether the device checked needs one that does not."""
     found = [(dev, label, path) for dev, entries in LITE_PLUGINS.items() for pattern, label in entries
              for path in sorted(glob.glob(str(lib / pattern)))]
     reasons = _plugins_load([path for _, _, path in found]) if found else {}
     plugins = dict((Path(path).name, {"device": dev, "what": label, "loads": reasons[path]})
                    for dev, label, path in found)  # type: Dict[str, Dict[str, str]]
-    report.facts["lite"] = {"installed": True, "error": "", "features": features, "plugins": plugins}
-    shown = ", ".join("%s %s" % (k, "yes" if v else "no") for k, v in features.items() if k != "version")
-    report.add("lite", OK, "MindSpore Lite %s (%s)" % (features["version"], shown))
+    report.facts["lite"]["plugins"] = plugins
     for name, info in sorted(plugins.items()):
         loads = info["loads"] == ""
         required = report.device == info["device"] and fnmatch.fnmatch(name, _REQUIRED_PLUGIN[info["device"]])
@@ -276,6 +281,13 @@ def _check_ascend(report: Report, meta: Any, environ: Optional[Dict[str, str]]) 
                if installed else "install the Ascend driver and firmware packages (Ascend-hdk-*-npu-driver, "
                "-firmware) as root, then reboot")
         report.add("ascend", miss, "no driver: %s" % box.driver_problem, fix if need else "")
+    _check_chips(report, box, meta)
+
+
+def _check_chips(report: Report, box: Any, meta: Any) -> None:
+    """npu-smi, the chips this process sees, and the model's SoC against the box's."""
+    need = report.device == "ascend"
+    miss = PROBLEM if need else NOTE
     if box.npu_smi_error:
         report.add("ascend", miss, "npu-smi info failed: %s" % box.npu_smi_error,
                    "check the driver with npu-smi info as root" if need else "")
@@ -317,12 +329,15 @@ def _model_metadata(model: Optional[str]):
 
 
 def _check_model(report: Report, model: Path, meta: Any, meta_error: str) -> None:
-    from .backends import BACKENDS, BackendError, create_backend
-
     report.facts["model"] = {"path": str(model), "exists": model.is_file(), "metadata": None, "backends": {}}
     if not model.is_file():
         report.add("model", PROBLEM, "%s does not exist" % model, "check the --model path")
         return
+    _check_model_metadata(report, model, meta, meta_error)
+    _check_model_backends(report, model)
+
+
+def _check_model_metadata(report: Report, model: Path, meta: Any, meta_error: str) -> None:
     if meta_error:
         report.add("model", PROBLEM, " ".join(meta_error.split()), "re-export the model or fix the JSON")
     elif meta is None:
@@ -340,6 +355,12 @@ def _check_model(report: Report, model: Path, meta: Any, meta_error: str) -> Non
                 report.add("model", PROBLEM, "the model was converted for %s, not %s" % (dep.device, report.device),
                            "convert it with ibnedge convert --device %s (or check with --device %s)" % (
                                report.device, dep.device))
+
+
+def _check_model_backends(report: Report, model: Path) -> None:
+    """Whether each installed backend that reads the file loads it on the device."""
+    from .backends import BACKENDS, BackendError, create_backend
+
     loaded = {}  # type: Dict[str, str]
     for name, cls in BACKENDS.items():
         if not cls.installed() or not cls.accepts(model):
