@@ -104,6 +104,12 @@ def convert_to_lite(
         raise ConvertError("the Lite output must be a .mindir file, got %s" % output)
     if output.resolve() == model.resolve():
         raise ConvertError("refusing to overwrite the input %s: pass another --output" % model)
+    if (batch_sizes or device == "ascend") and metadata_path(output).resolve() == metadata_path(model).resolve():
+        raise ConvertError(
+            "%s and %s share the metadata file %s, which would then describe the converted model instead of %s: "
+            "pass an --output with another name (the default is %s)"
+            % (model, output, metadata_path(model), model.name, default_output(model).name)
+        )
     meta = load_for_model(model)  # read (and validate) before spending time converting
     output.parent.mkdir(parents=True, exist_ok=True)
 
@@ -113,7 +119,8 @@ def convert_to_lite(
     if not batch_sizes:
         _run_converter(model, fmk, output, optimize, fp16)
         if meta is not None and metadata_path(output) != metadata_path(model):
-            save_for_model(meta, output)
+            # A dynamic model: whatever deployment the input's metadata records is not the output's.
+            save_for_model(dataclasses.replace(meta, deployment=None), output)
         return output
     return _convert_static_cpu(model, fmk, output, meta, optimize, fp16, batch_sizes)
 

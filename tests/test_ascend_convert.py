@@ -230,3 +230,34 @@ def test_an_onnx_file_with_two_inputs_or_none_is_refused(onnx_model, tmp_path):
     assert graph_inputs(empty) == []
     with pytest.raises(ConvertError, match=r"none\.onnx has 0 inputs"):
         convert_to_lite(empty, device="ascend", batch_sizes=[8], config_only=True)
+
+
+@pytest.mark.parametrize("kw", [
+    {"device": "ascend", "batch_sizes": [8], "config_only": True},
+    {"batch_sizes": [1, 8]},
+])
+def test_an_output_sharing_the_inputs_metadata_file_is_refused(onnx_model, kw):
+    """``-o net.mindir`` beside ``net.onnx``: both are described by net.json. Before, the
+    conversion rewrote it with the converted model's batch and deployment, so the ONNX model
+    claimed to be a batch-8 Ascend model."""
+    before = metadata_path(onnx_model).read_text()
+    with pytest.raises(ConvertError, match=r"share the metadata file .*net\.json.*pass an --output with another "
+                                           r"name \(the default is net_lite\.mindir\)"):
+        convert_to_lite(onnx_model, onnx_model.with_suffix(".mindir"), **kw)
+    assert metadata_path(onnx_model).read_text() == before
+    assert sorted(p.name for p in onnx_model.parent.iterdir()) == ["net.json", "net.onnx"]
+
+
+@needs_lite
+def test_a_dynamic_conversion_does_not_inherit_a_deployment_from_its_input(onnx_model, tmp_path):
+    """The input's metadata may record a deployment (an ONNX file whose JSON was copied from a
+    converted model): it describes that model, not the dynamic one converted now. Before, it
+    was copied along, and the Lite backend padded every call to the stale batch 8."""
+    from ibnedge.backends import create_backend
+
+    meta = json.loads(metadata_path(onnx_model).read_text())
+    meta["deployment"] = {"device": "cpu", "batch_profiles": [8], "precision": "fp32"}
+    metadata_path(onnx_model).write_text(json.dumps(meta))
+    out = convert_to_lite(onnx_model)
+    assert load_for_model(out).deployment is None
+    assert create_backend("lite", out).batch_sizes is None
