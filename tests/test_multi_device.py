@@ -149,3 +149,21 @@ def test_mindspore_backend_refuses_several_devices(tmp_path):
     ms.export(net, ms.Tensor(np.zeros((1, 3, 16, 16), np.float32)), file_name=str(path), file_format="MINDIR")
     with pytest.raises(ValueError, match="the mindspore backend runs on one device per process"):
         Classifier(model=str(path) + ".mindir", backend="mindspore", device_id=[0, 1])
+
+
+@pytest.mark.skipif(not have("onnxruntime"), reason="onnxruntime not installed")
+def test_bench_device_table_gives_every_device_work_however_few_images(models, imagenet_files):
+    """``--images 2 --batch 2`` on two devices: before, the warm-up was one batch (one device
+    warm) and each timed run one batch, so "2 devices" timed one device again."""
+    from ibnedge.bench.app import device_table
+
+    made = []
+
+    def make(ids):
+        made.append(Classifier(model=models["onnx"], backend="onnx", device_id=list(ids), batch=2, threads=1))
+        return made[-1]
+
+    rows = device_table(make, "onnx", [0, 1], list(imagenet_files[:2]), batch=2, repeats=2, log=lambda line: None)
+    assert [(r["devices"], r["images"]) for r in rows] == [(1, 8), (2, 8)]
+    # Warm-up: one batch per device; then two runs of 8 images in batches of 2.
+    assert [sum(c.batches_per_device.values()) for c in made] == [1 + 2 * 4, 2 + 2 * 4]

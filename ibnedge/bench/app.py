@@ -138,7 +138,9 @@ def device_table(make: Callable[[Sequence[int]], Any], name: str, device_ids: Se
                  log: Callable[[str], None] = _log) -> List[Dict[str, Any]]:
     """End-to-end img/s with the first 1, 2, ..., K of ``device_ids`` (``make(ids)`` builds
     the classifier), repeats interleaved across the counts so drift hits them alike."""
-    n = (len(files) // batch) * batch or batch
+    # Two batches per device at the most devices at least: fewer would leave devices idle and
+    # time the count below it again.
+    n = max((len(files) // batch) * batch, 2 * batch * len(device_ids))
     use = [files[i % len(files)] for i in range(n)]
     counts = list(range(1, len(device_ids) + 1))
     runs = OrderedDict()  # type: Dict[int, List[float]]
@@ -146,7 +148,7 @@ def device_table(make: Callable[[Sequence[int]], Any], name: str, device_ids: Se
     try:
         for k in counts:
             classifiers[k] = make(device_ids[:k])
-            _time_end_to_end(classifiers[k], use[: batch * k])  # warm-up: every device's first call
+            _time_end_to_end(classifiers[k], use[: batch * k])  # warm-up: as many batches as devices
             runs[k] = []
         for r in range(repeats):
             for k in counts:
