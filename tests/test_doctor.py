@@ -69,6 +69,28 @@ def fake_toolkit(tmp_path):
     return root, toolkit
 
 
+def _with_npu_smi(tmp_path, script, toolkit=None):
+    """The environment of a box whose PATH has an ``npu-smi`` running ``script`` (sh)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "npu-smi"
+    smi.write_text("#!/bin/sh\n%s\n" % script)
+    smi.chmod(0o755)
+    env = dict(_no_ascend(), PATH="%s:%s" % (bin_dir, os.environ["PATH"]))
+    if toolkit is not None:
+        env["ASCEND_HOME_PATH"] = str(toolkit)
+    return env
+
+
+def _configured_for_ascend(tmp_path, env, batch):
+    """The tiny model's Ascend configuration and metadata (``--config-only``): its output path."""
+    onnx_path = make_tiny_onnx(tmp_path / "net.onnx")
+    proc = run_py(PY, ["-m", "ibnedge", "convert", str(onnx_path), "--to", "lite", "--device", "ascend", "--batch",
+                       batch, "--config-only"], env=env)
+    assert proc.returncode == 2, proc.stderr.decode()
+    return tmp_path / "net_lite.mindir"
+
+
 def test_fake_toolkit_missing_its_driver_fails_ascend(fake_toolkit):
     root, toolkit = fake_toolkit
     env = dict(_no_ascend(), ASCEND_HOME_PATH=str(toolkit))
@@ -94,17 +116,9 @@ def test_driver_chips_and_a_soc_mismatch(fake_toolkit, tmp_path):
     root, toolkit = fake_toolkit
     (root / "driver").mkdir()
     (root / "driver" / "version.info").write_text("Version=23.0.rc3\n")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    smi = bin_dir / "npu-smi"
-    smi.write_text("#!/bin/sh\necho '| 0     310P3     | OK  | 12.8  45  |'\necho '| 1     310P3     | OK  | 12.1  44  |'\n")
-    smi.chmod(0o755)
-    env = dict(_no_ascend(), ASCEND_HOME_PATH=str(toolkit), PATH="%s:%s" % (bin_dir, os.environ["PATH"]))
-    onnx_path = make_tiny_onnx(tmp_path / "net.onnx")
-    proc = run_py(PY, ["-m", "ibnedge", "convert", str(onnx_path), "--to", "lite", "--device", "ascend", "--batch",
-                       "1,8", "--config-only"], env=env)
-    assert proc.returncode == 2, proc.stderr.decode()
-    proc, out, err = _doctor("--json", "--model", tmp_path / "net_lite.mindir", env=env)
+    env = _with_npu_smi(tmp_path, "echo '| 0     310P3     | OK  | 12.8  45  |'\necho '| 1     310P3     | OK  | 12.1  44  |'",
+                        toolkit)
+    proc, out, err = _doctor("--json", "--model", _configured_for_ascend(tmp_path, env, "1,8"), env=env)
     report = json.loads(out)
     assert report["device"] == "ascend"  # the model's deployment says so
     assert report["facts"]["ascend"]["driver_version"] == "23.0.rc3"
@@ -176,12 +190,7 @@ def _limit_memory():
 def test_an_npu_smi_printing_without_end_is_cut_off(tmp_path):
     """A broken npu-smi writing garbage for ever: before, the doctor read it all into memory
     (2 GiB in 9 s here) until its 20 s timeout, and died of MemoryError under a 3 GiB limit."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    smi = bin_dir / "npu-smi"
-    smi.write_text("#!/bin/sh\nexec yes '| 0  310 \\377\\000 garbage'\n")
-    smi.chmod(0o755)
-    env = dict(_no_ascend(), PATH="%s:%s" % (bin_dir, os.environ["PATH"]))
+    env = _with_npu_smi(tmp_path, "exec yes '| 0  310 \\377\\000 garbage'")
     proc, out, err = _doctor("--json", env=env, preexec_fn=_limit_memory, timeout=120)
     assert proc.returncode == 0, err[-2000:]
     facts = json.loads(out)["facts"]["ascend"]
@@ -229,17 +238,8 @@ def test_a_model_for_the_310_on_a_310b_box_is_a_soc_problem(fake_toolkit, tmp_pa
     """Atlas 200I A2 carries a 310B (another SoC, CANN's Ascend310B1): before, its npu-smi name
     "310B1" counted as an Ascend310 and a model converted for the 310 passed the check."""
     root, toolkit = fake_toolkit
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    smi = bin_dir / "npu-smi"
-    smi.write_text("#!/bin/sh\necho '| 0     310B1     | OK  | 12.8  45  |'\n")
-    smi.chmod(0o755)
-    env = dict(_no_ascend(), ASCEND_HOME_PATH=str(toolkit), PATH="%s:%s" % (bin_dir, os.environ["PATH"]))
-    onnx_path = make_tiny_onnx(tmp_path / "net.onnx")
-    proc = run_py(PY, ["-m", "ibnedge", "convert", str(onnx_path), "--to", "lite", "--device", "ascend", "--batch",
-                       "8", "--config-only"], env=env)
-    assert proc.returncode == 2, proc.stderr.decode()
-    proc, out, err = _doctor("--json", "--model", tmp_path / "net_lite.mindir", env=env)
+    env = _with_npu_smi(tmp_path, "echo '| 0     310B1     | OK  | 12.8  45  |'", toolkit)
+    proc, out, err = _doctor("--json", "--model", _configured_for_ascend(tmp_path, env, "8"), env=env)
     report = json.loads(out)
     assert report["facts"]["ascend"]["chip_names"] == ["310B1"] and report["facts"]["ascend"]["soc"] == ""
     soc = [f for f in report["findings"] if "none of the SoCs" in f["detail"]]
