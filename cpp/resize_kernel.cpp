@@ -112,24 +112,25 @@ bool cpu_has_avx2() {
 // pairs [R0 R1 G0 G1 ..] so madd yields per-channel partial sums with no reduction.
 // `split` holds, per output pair and 4-tap group, the vectors (taps 0-1 hi, taps 2-3 hi,
 // taps 0-1 lo, taps 2-3 lo), output A in the low lane, B in the high lane.
-__attribute__((target("avx2"))) void horizontal_antialias_avx2(const uint8_t* src, const AxisTaps& taps,
-                                                                const int* first, const int16_t* split,
-                                                                uint8_t* dst) {
+// kGroups > 0: the group count known at compile time (the loop vanishes for the common 4-
+// and 8-tap tables); 0: `groups`.
+template <int kGroups>
+__attribute__((target("avx2"))) void horizontal_antialias_avx2_groups(const uint8_t* src, int outputs, int groups,
+                                                                       const int* first, const int16_t* split,
+                                                                       uint8_t* dst) {
+    if (kGroups > 0) groups = kGroups;
     const __m256i pairs = _mm256_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15,  //
                                            0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
     const __m256i zero = _mm256_setzero_si256();
     const __m256i bias = _mm256_set1_epi32(1 << (kBits22 - 1));
     const __m256i gather_pixels = _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0);
-    const int groups_stride = taps.stride / 4;
-    const int outputs = taps.outputs;
+    const int16_t* w = split;
     for (int i = 0; i < outputs; i += 2) {
         const int b = i + 1 < outputs ? i + 1 : i;  // an odd last output pairs with itself
         const uint8_t* pa = src + size_t(first[i]) * 4;
         const uint8_t* pb = src + size_t(first[b]) * 4;
         // Every output runs the table's full group count (zero weights past its taps): a
         // per-output count would make the loop exit unpredictable, which costs more.
-        const int groups = groups_stride;
-        const int16_t* w = split + size_t(i / 2) * groups_stride * 64;
         __m256i acc_hi = zero, acc_lo = zero;
         for (int g = 0; g < groups; ++g, w += 64) {
             __m256i px = _mm256_inserti128_si256(
@@ -156,6 +157,15 @@ __attribute__((target("avx2"))) void horizontal_antialias_avx2(const uint8_t* sr
             std::memcpy(dst + 4 * i, &px4, 4);
         }
     }
+}
+
+__attribute__((target("avx2"))) void horizontal_antialias_avx2(const uint8_t* src, const AxisTaps& taps,
+                                                                const int* first, const int16_t* split,
+                                                                uint8_t* dst) {
+    const int groups = taps.stride / 4;
+    if (groups == 1) return horizontal_antialias_avx2_groups<1>(src, taps.outputs, groups, first, split, dst);
+    if (groups == 2) return horizontal_antialias_avx2_groups<2>(src, taps.outputs, groups, first, split, dst);
+    horizontal_antialias_avx2_groups<0>(src, taps.outputs, groups, first, split, dst);
 }
 
 // The horizontal split above, for the table of every output: per output pair, per 4-tap
@@ -205,31 +215,31 @@ std::vector<int32_t> split_vertical_pairs(const AxisTaps& v) {
 
 // Two source rows per step, their pixels interleaved as int16 (a0 b0 a1 b1 ..) so that one
 // madd applies both rows' weights; hi/lo split as in the horizontal pass. `pairs` is this
-// output row's part of split_vertical_pairs.
+// output row's part of split_vertical_pairs; rows[taps] must be readable when taps is odd
+// (its weight is zero).
 __attribute__((target("avx2"))) void vertical_antialias_avx2(const uint8_t* const* rows, const int32_t* w,
                                                               const int32_t* pairs, int taps, int n, uint8_t* out) {
     int i = 0;
     const __m256i bias = _mm256_set1_epi32(1 << (kBits22 - 1));
     const __m256i zero = _mm256_setzero_si256();
     for (; i + 16 <= n; i += 16) {
-        __m256i hi0 = zero, hi1 = zero, lo0 = zero, lo1 = zero;
+        __m256i hi03 = zero, hi47 = zero, lo03 = zero, lo47 = zero;
         for (int t = 0; t < taps; t += 2) {
-            const uint8_t* second = t + 1 < taps ? rows[t + 1] : rows[t];  // zero weight when odd
             const __m256i a = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[t] + i)));
-            const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(second + i)));
+            const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[t + 1] + i)));
             const __m256i ab03 = _mm256_unpacklo_epi16(a, b);  // pixels 0-3 | 8-11
             const __m256i ab47 = _mm256_unpackhi_epi16(a, b);  // pixels 4-7 | 12-15
             const __m256i k_hi = _mm256_set1_epi32(pairs[t]);
             const __m256i k_lo = _mm256_set1_epi32(pairs[t + 1]);
-            hi0 = _mm256_add_epi32(hi0, _mm256_madd_epi16(ab03, k_hi));
-            hi1 = _mm256_add_epi32(hi1, _mm256_madd_epi16(ab47, k_hi));
-            lo0 = _mm256_add_epi32(lo0, _mm256_madd_epi16(ab03, k_lo));
-            lo1 = _mm256_add_epi32(lo1, _mm256_madd_epi16(ab47, k_lo));
+            hi03 = _mm256_add_epi32(hi03, _mm256_madd_epi16(ab03, k_hi));
+            hi47 = _mm256_add_epi32(hi47, _mm256_madd_epi16(ab47, k_hi));
+            lo03 = _mm256_add_epi32(lo03, _mm256_madd_epi16(ab03, k_lo));
+            lo47 = _mm256_add_epi32(lo47, _mm256_madd_epi16(ab47, k_lo));
         }
-        const __m256i acc0 = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(hi0, 11), lo0), bias);
-        const __m256i acc1 = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(hi1, 11), lo1), bias);
+        const __m256i acc03 = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(hi03, 11), lo03), bias);
+        const __m256i acc47 = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(hi47, 11), lo47), bias);
         // packs interleaves per lane: [0-3 4-7 | 8-11 12-15], pixel order again.
-        const __m256i p16 = _mm256_packs_epi32(_mm256_srai_epi32(acc0, kBits22), _mm256_srai_epi32(acc1, kBits22));
+        const __m256i p16 = _mm256_packs_epi32(_mm256_srai_epi32(acc03, kBits22), _mm256_srai_epi32(acc47, kBits22));
         const __m128i p8 = _mm_packus_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), p8);
     }
@@ -519,7 +529,7 @@ Resampler::Resampler(const ResizePlan& plan, const Normalization& norm, float* o
     // Rounded up so the vector loops may run over whole 16-pixel blocks.
     ring_stride_ = round_up(size_t(width) * bytes_per_pixel + 64, 64);
     ring_.assign(ring_stride_ * ring_rows_, 0);
-    row_pointers_.assign(size_t(ring_rows_), nullptr);
+    row_pointers_.assign(size_t(ring_rows_) + 1, nullptr);  // + 1: vertical_antialias_avx2's pairs
     row_out_.assign(round_up(size_t(width) * 4 + 64, 64), 0);
 
     const AxisTaps& v = plan_.vertical;
@@ -628,6 +638,7 @@ void Resampler::emit_row(int j) {
         const uint8_t** rows = row_pointers_.data();
         const int taps = v.count[j];
         for (int t = 0; t < taps; ++t) rows[t] = &ring_[ring_stride_ * size_t((v.first[j] + t) % ring_rows_)];
+        rows[taps] = rows[taps - 1];  // the zero-weight partner of an odd last tap
         const int32_t* w = &v.weights[size_t(j) * v.stride];
         switch (simd_) {
 #if IBNEDGE_X86
