@@ -378,7 +378,8 @@ void horizontal_antialias_neon_groups(const uint8_t* src, int outputs, int group
     }
     if (i < outputs) {
         const uint16x4_t a = antialias_output_neon<kGroups>(src + size_t(first[i]) * 4, split + i * split_stride, groups);
-        vst1_lane_u32(reinterpret_cast<uint32_t*>(dst + 4 * i), vreinterpret_u32_u8(vqmovn_u16(vcombine_u16(a, a))), 0);
+        const uint32_t px4 = vget_lane_u32(vreinterpret_u32_u8(vqmovn_u16(vcombine_u16(a, a))), 0);
+        std::memcpy(dst + 4 * i, &px4, 4);
     }
 }
 

@@ -66,7 +66,7 @@ sysroot_key=$(echo "v1 ${SYSROOT_DEBS[*]} numpy==$NUMPY_VERSION pytest" | sha256
 if [ "$(cat "$SYSROOT/.stamp" 2>/dev/null)" != "$sysroot_key" ]; then
   step "building the arm64 sysroot in $SYSROOT"
   rm -rf "$SYSROOT" "$CACHE/debs" && mkdir -p "$SYSROOT" "$CACHE/debs"
-  (cd "$CACHE/debs" && apt-get download -qq "${SYSROOT_DEBS[@]/%/:arm64}") || fail "apt-get download of the arm64 packages"
+  (cd "$CACHE/debs" && apt-get download -qq -o APT::Sandbox::User=root "${SYSROOT_DEBS[@]/%/:arm64}") || fail "apt-get download of the arm64 packages"
   for deb in "$CACHE"/debs/*.deb; do dpkg-deb -x "$deb" "$SYSROOT"; done
   "$PYTHON" -m pip install -q --target "$SYSROOT/site-packages" --platform manylinux2014_aarch64 \
     --implementation cp --python-version 3.11 --only-binary=:all: "numpy==$NUMPY_VERSION" pytest \
