@@ -170,9 +170,6 @@ PYBIND11_MODULE(_native, m) {
     m.doc() = "ibnedge native engine: JPEG bytes/files and pixel arrays -> normalised float32 CHW batches";
     m.attr("__version__") = IBNEDGE_VERSION;
     m.attr("MAX_IMAGE_SIDE") = ibnedge::kMaxImageSide;
-    m.def(
-        "kernel_simd", [] { return std::string(ibnedge::kernel_simd_name(ibnedge::kernel_simd())); },
-        "The resize kernel's vector path: 'avx2', 'neon' or 'scalar' (IBNEDGE_SIMD=off forces 'scalar').");
 
     py::class_<PyEngine>(m, "Engine", "A persistent thread pool that preprocesses batches.")
         .def(py::init<int>(), py::arg("threads") = 0,

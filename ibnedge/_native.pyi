@@ -8,9 +8,6 @@ __version__: str
 # The largest side of a pixel array (and of a resized image) the engine handles: 2**30.
 MAX_IMAGE_SIDE: int
 
-def kernel_simd() -> str:
-    """The resize kernel's vector path: 'avx2', 'neon' or 'scalar' (IBNEDGE_SIMD=off forces 'scalar')."""
-
 class Engine:
     """A persistent thread pool that preprocesses batches (threads: total parallelism, 0 = one per CPU)."""
 

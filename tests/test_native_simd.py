@@ -24,7 +24,7 @@ from ibnedge.preprocess import Preprocessor
 out, files = sys.argv[1], sys.argv[2:]
 arrays = [corpus.photo(w, h, index=i) for i, (w, h) in enumerate([(4000, 33), (31, 17), (1023, 767), (257, 255)])]
 items = files + arrays + [arrays[2][::-1, ::-2]]
-tensors = {"kernel": np.array(_native.kernel_simd())}
+tensors = {"kernel": np.array(_native.simd_path())}
 for semantics in ("pil", "mindspore", "fast"):
     for resize, crop in ((256, 224), (100, (128, 90))):
         spec = PreprocessSpec(semantics=semantics, resize=resize, crop=crop)
@@ -35,7 +35,7 @@ np.savez(out, **tensors)
 """
 
 
-@pytest.mark.skipif(_native.kernel_simd() == "scalar", reason="this CPU has no vector path to compare")
+@pytest.mark.skipif(_native.simd_path() == "scalar", reason="this CPU has no vector path to compare")
 def test_vector_and_scalar_kernels_give_the_same_bytes(imagenet_files, phone_files, tmp_path: Path):
     files = [str(p) for p in imagenet_files[:8] + phone_files[:1]]
     results = {}
@@ -44,7 +44,7 @@ def test_vector_and_scalar_kernels_give_the_same_bytes(imagenet_files, phone_fil
         child = run_py(Path(sys.executable), ["-c", _CHILD, str(out)] + files, env=env)
         assert child.returncode == 0, child.stderr.decode()[-2000:]
         results[name] = dict(np.load(str(out)))
-    assert str(results["vector"].pop("kernel")) == _native.kernel_simd()
+    assert str(results["vector"].pop("kernel")) == _native.simd_path()
     assert str(results["scalar"].pop("kernel")) == "scalar"
     assert sorted(results["vector"]) == sorted(results["scalar"])
     for key, tensor in results["vector"].items():

@@ -40,7 +40,7 @@ def manifest(expected_dir: Path) -> Dict[str, Any]:
 def test_the_aarch64_module_with_its_neon_kernels():
     assert platform.machine() == "aarch64"
     assert _native.__file__.endswith(".cpython-311-aarch64-linux-gnu.so")
-    assert _native.kernel_simd() == "neon"
+    assert _native.simd_path() == "neon"
 
 
 @pytest.mark.parametrize("threads", [1, 2])
