@@ -216,25 +216,35 @@ std::vector<int32_t> split_vertical_pairs(const AxisTaps& v) {
 // Two source rows per step, their pixels interleaved as int16 (a0 b0 a1 b1 ..) so that one
 // madd applies both rows' weights; hi/lo split as in the horizontal pass. `pairs` is this
 // output row's part of split_vertical_pairs; rows[taps] must be readable when taps is odd
-// (its weight is zero).
-__attribute__((target("avx2"))) void vertical_antialias_avx2(const uint8_t* const* rows, const int32_t* w,
-                                                              const int32_t* pairs, int taps, int n, uint8_t* out) {
+// (its weight is zero). kPairs > 0: the tap-pair count known at compile time (the weights
+// stay in registers for the whole row: 2 pairs cover every shrink up to 2x); 0: any.
+template <int kPairs>
+__attribute__((target("avx2"))) void vertical_antialias_avx2_pairs(const uint8_t* const* rows, const int32_t* w,
+                                                                    const int32_t* pairs, int taps, int n,
+                                                                    uint8_t* out) {
+    const int count = kPairs > 0 ? kPairs : (taps + 1) / 2;
+    constexpr int kHeld = kPairs > 0 ? kPairs : 1;
+    __m256i k_hi[kHeld], k_lo[kHeld];
+    for (int p = 0; p < kHeld; ++p) {
+        k_hi[p] = _mm256_set1_epi32(pairs[2 * p]);
+        k_lo[p] = _mm256_set1_epi32(pairs[2 * p + 1]);
+    }
     int i = 0;
     const __m256i bias = _mm256_set1_epi32(1 << (kBits22 - 1));
     const __m256i zero = _mm256_setzero_si256();
     for (; i + 16 <= n; i += 16) {
         __m256i hi03 = zero, hi47 = zero, lo03 = zero, lo47 = zero;
-        for (int t = 0; t < taps; t += 2) {
-            const __m256i a = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[t] + i)));
-            const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[t + 1] + i)));
+        for (int p = 0; p < count; ++p) {
+            const __m256i a = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[2 * p] + i)));
+            const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[2 * p + 1] + i)));
             const __m256i ab03 = _mm256_unpacklo_epi16(a, b);  // pixels 0-3 | 8-11
             const __m256i ab47 = _mm256_unpackhi_epi16(a, b);  // pixels 4-7 | 12-15
-            const __m256i k_hi = _mm256_set1_epi32(pairs[t]);
-            const __m256i k_lo = _mm256_set1_epi32(pairs[t + 1]);
-            hi03 = _mm256_add_epi32(hi03, _mm256_madd_epi16(ab03, k_hi));
-            hi47 = _mm256_add_epi32(hi47, _mm256_madd_epi16(ab47, k_hi));
-            lo03 = _mm256_add_epi32(lo03, _mm256_madd_epi16(ab03, k_lo));
-            lo47 = _mm256_add_epi32(lo47, _mm256_madd_epi16(ab47, k_lo));
+            const __m256i kh = kPairs > 0 ? k_hi[p] : _mm256_set1_epi32(pairs[2 * p]);
+            const __m256i kl = kPairs > 0 ? k_lo[p] : _mm256_set1_epi32(pairs[2 * p + 1]);
+            hi03 = _mm256_add_epi32(hi03, _mm256_madd_epi16(ab03, kh));
+            hi47 = _mm256_add_epi32(hi47, _mm256_madd_epi16(ab47, kh));
+            lo03 = _mm256_add_epi32(lo03, _mm256_madd_epi16(ab03, kl));
+            lo47 = _mm256_add_epi32(lo47, _mm256_madd_epi16(ab47, kl));
         }
         const __m256i acc03 = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(hi03, 11), lo03), bias);
         const __m256i acc47 = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(hi47, 11), lo47), bias);
@@ -244,6 +254,20 @@ __attribute__((target("avx2"))) void vertical_antialias_avx2(const uint8_t* cons
         _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), p8);
     }
     vertical_antialias_scalar(rows, w, taps, i, n, out);
+}
+
+__attribute__((target("avx2"))) void vertical_antialias_avx2(const uint8_t* const* rows, const int32_t* w,
+                                                              const int32_t* pairs, int taps, int n, uint8_t* out) {
+    switch ((taps + 1) / 2) {
+        case 1:
+            return vertical_antialias_avx2_pairs<1>(rows, w, pairs, taps, n, out);
+        case 2:
+            return vertical_antialias_avx2_pairs<2>(rows, w, pairs, taps, n, out);
+        case 3:
+            return vertical_antialias_avx2_pairs<3>(rows, w, pairs, taps, n, out);
+        default:
+            return vertical_antialias_avx2_pairs<0>(rows, w, pairs, taps, n, out);
+    }
 }
 
 // Four outputs per step: two pixels (8 bytes) each, shuffled to channel pairs [R0 R1 G0 G1 ..]
@@ -394,8 +418,12 @@ void horizontal_antialias_neon(const uint8_t* src, const AxisTaps& taps, const i
 inline int32x4_t widen_low(uint16x8_t v) { return vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(v))); }
 inline int32x4_t widen_high(uint16x8_t v) { return vreinterpretq_s32_u32(vmovl_high_u16(v)); }
 
-// 16 bytes of the output row per step, every tap widened to int32 and multiplied by its weight.
-void vertical_antialias_neon(const uint8_t* const* rows, const int32_t* w, int taps, int n, uint8_t* out) {
+// 16 bytes of the output row per step, every tap widened to int32 and multiplied by its
+// weight. kTaps > 0: the tap count known at compile time (the loop over taps unrolled, the
+// weights in registers for the whole row); 0: `taps`.
+template <int kTaps>
+void vertical_antialias_neon_taps(const uint8_t* const* rows, const int32_t* w, int taps, int n, uint8_t* out) {
+    if (kTaps > 0) taps = kTaps;
     int i = 0;
     const int32x4_t bias = vdupq_n_s32(1 << (kBits22 - 1));
     for (; i + 16 <= n; i += 16) {
@@ -413,6 +441,19 @@ void vertical_antialias_neon(const uint8_t* const* rows, const int32_t* w, int t
         vst1q_u8(out + i, vcombine_u8(vqmovn_u16(lo), vqmovn_u16(hi)));
     }
     vertical_antialias_scalar(rows, w, taps, i, n, out);
+}
+
+void vertical_antialias_neon(const uint8_t* const* rows, const int32_t* w, int taps, int n, uint8_t* out) {
+    switch (taps) {
+        case 2:
+            return vertical_antialias_neon_taps<2>(rows, w, taps, n, out);
+        case 3:
+            return vertical_antialias_neon_taps<3>(rows, w, taps, n, out);
+        case 4:
+            return vertical_antialias_neon_taps<4>(rows, w, taps, n, out);
+        default:
+            return vertical_antialias_neon_taps<0>(rows, w, taps, n, out);
+    }
 }
 
 // Two outputs per step: each one's two pixels widened to int16, times its (w0, w1) pair.
