@@ -28,7 +28,7 @@ cd "$(dirname "$0")/.."
 MODE=${1:-test}
 PYTHON=${PYTHON:-.venv/bin/python}
 CACHE=${IBNEDGE_CROSS_CACHE:-$HOME/.cache/ibnedge-cross}
-BUILD=${ARM64_BUILD:-build/arm64}
+BUILD=$(realpath -m "${ARM64_BUILD:-build/arm64}")
 JOBS=${JOBS:-$(nproc)}
 NUMPY_VERSION=1.26.4
 
@@ -171,7 +171,7 @@ if [ "${ARM64_PYTHON:-1}" != "0" ]; then
   rm -rf "$expected" && mkdir -p "$expected"
   "$PYTHON" tests/aarch64/make_expected.py "$expected" || fail "x86 expectations for tests/aarch64"
   # A copy of the package with the aarch64 module (the checkout's own ibnedge/ holds the x86 one).
-  overlay="$PWD/$BUILD/overlay"
+  overlay="$BUILD/overlay"
   rm -rf "$overlay" && mkdir -p "$overlay"
   cp -r ibnedge "$overlay/"
   find "$overlay" \( -name __pycache__ -o -name "_native*.so" \) -prune -exec rm -rf {} +
@@ -179,7 +179,7 @@ if [ "${ARM64_PYTHON:-1}" != "0" ]; then
   "${PY_AARCH64[@]}" -c "import platform; assert platform.machine() == 'aarch64', platform.machine()" \
     || fail "the aarch64 interpreter does not start under qemu"
   qemu_run -E "PYTHONHOME=$SYSROOT/usr" -E "PYTHONPATH=$overlay:$SYSROOT/site-packages" \
-    -E "IBNEDGE_AARCH64_EXPECTED=$PWD/$expected" -E "IBNEDGE_HOME=$IBNEDGE_HOME" \
+    -E "IBNEDGE_AARCH64_EXPECTED=$expected" -E "IBNEDGE_HOME=$IBNEDGE_HOME" \
     "$SYSROOT/usr/bin/python3.11" -P -m pytest -q -p no:cacheprovider tests/aarch64/engine_on_aarch64.py \
     || fail "tests/aarch64 under qemu-aarch64"
 fi
