@@ -12,7 +12,7 @@ BUILD_DEPS := "scikit-build-core>=0.10" "pybind11>=2.10" cmake ninja
 EDITABLE := --no-build-isolation -Cbuild-dir=build/{wheel_tag}
 JOBS     ?= $(shell nproc)
 
-.PHONY: sysdeps demo test test-slow test-py test-py37 test-wheel memcheck fuzz venv venv37 native clean
+.PHONY: sysdeps demo test test-slow test-py test-py37 test-wheel memcheck fuzz arm64 venv venv37 native clean
 
 # System packages: libjpeg-turbo headers for the engine, cjpeg for test images (arithmetic
 # coding, restart markers). Installed with apt-get when missing and we are root.
@@ -82,7 +82,13 @@ memcheck: venv
 fuzz: venv
 	PYTHON=$(abspath $(VENV))/bin/python bash tests/fuzz.sh
 
-test: test-py test-py37 test-wheel memcheck fuzz
+# The engine cross-built for aarch64 and run under qemu-user: byte-identical to x86, and the
+# Python module under an aarch64 CPython (installs its own packages; sysroot cached in
+# $$IBNEDGE_CROSS_CACHE, default ~/.cache/ibnedge-cross).
+arm64: venv
+	PYTHON=$(abspath $(VENV))/bin/python bash tests/arm64.sh
+
+test: test-py test-py37 test-wheel memcheck fuzz arm64
 
 # The main job, offline: a freshly initialised resnet50_ibn_a (throughput does not depend on
 # the weights) exported to ONNX by train/, converted for MindSpore Lite, benchmarked stage by

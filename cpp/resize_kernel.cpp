@@ -11,6 +11,12 @@
 #else
 #define IBNEDGE_X86 0
 #endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#define IBNEDGE_NEON 1  // part of the base architecture: no run-time check
+#else
+#define IBNEDGE_NEON 0
+#endif
 
 namespace ibnedge {
 namespace {
@@ -61,8 +67,9 @@ void vertical_antialias_scalar(const uint8_t* const* rows, const int32_t* w, int
     }
 }
 
-void horizontal_opencv_scalar(const uint8_t* src, const AxisTaps& taps, const int* first, int32_t* dst) {
-    for (int i = 0; i < taps.outputs; ++i) {
+// Outputs [begin, taps.outputs) (begin > 0: the tail after a SIMD loop).
+void horizontal_opencv_scalar(const uint8_t* src, const AxisTaps& taps, const int* first, int begin, int32_t* dst) {
+    for (int i = begin; i < taps.outputs; ++i) {
         const uint8_t* p = src + size_t(first[i]) * 4;
         const int32_t* w = &taps.weights[size_t(i) * taps.stride];
         if (taps.count[i] == 2) {
@@ -77,6 +84,19 @@ void vertical_opencv_scalar(const int32_t* s0, const int32_t* s1, int32_t b0, in
     for (int i = 0; i < n; ++i) out[i] = opencv_vertical_pixel(s0[i], s1[i], b0, b1);
 }
 
+// The vector passes of both instruction sets take OpenCV's two horizontal weights of each
+// output as one int16 pair (w0, w1), so one 32-bit lane multiplies both taps (madd on x86,
+// a lane of vmull/vmlal on NEON). A one-tap output has w1 == 0: its second pixel (inside
+// row_padding_pixels) adds nothing.
+std::vector<int16_t> opencv_weight_pairs(const AxisTaps& h) {
+    std::vector<int16_t> pairs(size_t(h.outputs) * 2);
+    for (int i = 0; i < h.outputs; ++i) {
+        pairs[2 * size_t(i)] = int16_t(h.weights[size_t(i) * h.stride]);
+        pairs[2 * size_t(i) + 1] = int16_t(h.weights[size_t(i) * h.stride + 1]);
+    }
+    return pairs;
+}
+
 // ---------------------------------------------------------------- AVX2 passes
 #if IBNEDGE_X86
 
@@ -86,30 +106,31 @@ bool cpu_has_avx2() {
 }
 
 // Pillow's 22-bit weights do not fit madd's int16, so each weight is split as
-// hi * 2048 + lo (both < 2^12) and the two sums are recombined exactly:
+// hi * 2048 + lo (hi <= 2048, lo < 2048) and the two sums are recombined exactly:
 // sum(p * w) = (sum(p * hi) << 11) + sum(p * lo). Two outputs per step, one per 128-bit
 // lane; four taps per step: pixels [R0 G0 B0 X0 .. R3 G3 B3 X3] are shuffled to channel
 // pairs [R0 R1 G0 G1 ..] so madd yields per-channel partial sums with no reduction.
 // `split` holds, per output pair and 4-tap group, the vectors (taps 0-1 hi, taps 2-3 hi,
 // taps 0-1 lo, taps 2-3 lo), output A in the low lane, B in the high lane.
-__attribute__((target("avx2"))) void horizontal_antialias_avx2(const uint8_t* src, const AxisTaps& taps,
-                                                                const int* first, const int16_t* split,
-                                                                uint8_t* dst) {
+// kGroups > 0: the group count known at compile time (the loop vanishes for the common 4-
+// and 8-tap tables); 0: `groups`.
+template <int kGroups>
+__attribute__((target("avx2"))) void horizontal_antialias_avx2_groups(const uint8_t* src, int outputs, int groups,
+                                                                       const int* first, const int16_t* split,
+                                                                       uint8_t* dst) {
+    if (kGroups > 0) groups = kGroups;
     const __m256i pairs = _mm256_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15,  //
                                            0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
     const __m256i zero = _mm256_setzero_si256();
     const __m256i bias = _mm256_set1_epi32(1 << (kBits22 - 1));
     const __m256i gather_pixels = _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0);
-    const int groups_stride = taps.stride / 4;
-    const int outputs = taps.outputs;
+    const int16_t* w = split;
     for (int i = 0; i < outputs; i += 2) {
         const int b = i + 1 < outputs ? i + 1 : i;  // an odd last output pairs with itself
         const uint8_t* pa = src + size_t(first[i]) * 4;
         const uint8_t* pb = src + size_t(first[b]) * 4;
         // Every output runs the table's full group count (zero weights past its taps): a
         // per-output count would make the loop exit unpredictable, which costs more.
-        const int groups = groups_stride;
-        const int16_t* w = split + size_t(i / 2) * groups_stride * 64;
         __m256i acc_hi = zero, acc_lo = zero;
         for (int g = 0; g < groups; ++g, w += 64) {
             __m256i px = _mm256_inserti128_si256(
@@ -138,38 +159,144 @@ __attribute__((target("avx2"))) void horizontal_antialias_avx2(const uint8_t* sr
     }
 }
 
-__attribute__((target("avx2"))) void vertical_antialias_avx2(const uint8_t* const* rows, const int32_t* w, int taps,
-                                                              int n, uint8_t* out) {
+__attribute__((target("avx2"))) void horizontal_antialias_avx2(const uint8_t* src, const AxisTaps& taps,
+                                                                const int* first, const int16_t* split,
+                                                                uint8_t* dst) {
+    const int groups = taps.stride / 4;
+    if (groups == 1) return horizontal_antialias_avx2_groups<1>(src, taps.outputs, groups, first, split, dst);
+    if (groups == 2) return horizontal_antialias_avx2_groups<2>(src, taps.outputs, groups, first, split, dst);
+    horizontal_antialias_avx2_groups<0>(src, taps.outputs, groups, first, split, dst);
+}
+
+// The horizontal split above, for the table of every output: per output pair, per 4-tap
+// group, four vectors of 16 int16 (taps 0-1 hi, taps 2-3 hi, taps 0-1 lo, taps 2-3 lo); in
+// each, lanes 0..7 belong to the pair's first output and 8..15 to the second, and within a
+// lane the two taps alternate (R, G, B, X pairs).
+std::vector<int16_t> split_antialias_weights(const AxisTaps& h) {
+    const int groups = h.stride / 4;
+    const int pairs = (h.outputs + 1) / 2;
+    std::vector<int16_t> split(size_t(pairs) * groups * 64, 0);
+    for (int p = 0; p < pairs; ++p) {
+        for (int half = 0; half < 2; ++half) {
+            const int i = std::min(2 * p + half, h.outputs - 1);
+            for (int g = 0; g < groups; ++g) {
+                int16_t* dst = &split[(size_t(p) * groups + g) * 64];
+                const int32_t* w = &h.weights[size_t(i) * h.stride + 4 * g];
+                for (int lane = 0; lane < 8; ++lane) {
+                    const int t = lane & 1;
+                    dst[0 + 8 * half + lane] = int16_t(w[t] >> 11);
+                    dst[16 + 8 * half + lane] = int16_t(w[2 + t] >> 11);
+                    dst[32 + 8 * half + lane] = int16_t(w[t] & 2047);
+                    dst[48 + 8 * half + lane] = int16_t(w[2 + t] & 2047);
+                }
+            }
+        }
+    }
+    return split;
+}
+
+// The same split for the vertical pass, which takes taps two at a time: per output row, per
+// tap pair (t, t+1), the int32 lanes (hi_t | hi_t+1 << 16) and (lo_t | lo_t+1 << 16); an odd
+// last tap pairs with a zero weight. `v.stride` is even, so every row has stride / 2 pairs.
+std::vector<int32_t> split_vertical_pairs(const AxisTaps& v) {
+    const int pairs = v.stride / 2;
+    std::vector<int32_t> split(size_t(v.outputs) * pairs * 2, 0);
+    for (int j = 0; j < v.outputs; ++j) {
+        const int32_t* w = &v.weights[size_t(j) * v.stride];
+        for (int p = 0; p < pairs; ++p) {
+            const int32_t w0 = w[2 * p], w1 = w[2 * p + 1];
+            int32_t* dst = &split[(size_t(j) * pairs + p) * 2];
+            dst[0] = int32_t(uint32_t(uint16_t(w0 >> 11)) | (uint32_t(uint16_t(w1 >> 11)) << 16));
+            dst[1] = int32_t(uint32_t(uint16_t(w0 & 2047)) | (uint32_t(uint16_t(w1 & 2047)) << 16));
+        }
+    }
+    return split;
+}
+
+// Two source rows per step, their pixels interleaved as int16 (a0 b0 a1 b1 ..) so that one
+// madd applies both rows' weights; hi/lo split as in the horizontal pass. `pairs` is this
+// output row's part of split_vertical_pairs; rows[taps] must be readable when taps is odd
+// (its weight is zero). kPairs > 0: the tap-pair count known at compile time (the weights
+// stay in registers for the whole row: 2 pairs cover every shrink up to 2x); 0: any.
+template <int kPairs>
+__attribute__((target("avx2"))) void vertical_antialias_avx2_pairs(const uint8_t* const* rows, const int32_t* w,
+                                                                    const int32_t* pairs, int taps, int n,
+                                                                    uint8_t* out) {
+    const int count = kPairs > 0 ? kPairs : (taps + 1) / 2;
+    constexpr int kHeld = kPairs > 0 ? kPairs : 1;
+    __m256i k_hi[kHeld], k_lo[kHeld];
+    for (int p = 0; p < kHeld; ++p) {
+        k_hi[p] = _mm256_set1_epi32(pairs[2 * p]);
+        k_lo[p] = _mm256_set1_epi32(pairs[2 * p + 1]);
+    }
     int i = 0;
     const __m256i bias = _mm256_set1_epi32(1 << (kBits22 - 1));
+    const __m256i zero = _mm256_setzero_si256();
     for (; i + 16 <= n; i += 16) {
-        __m256i acc0 = bias, acc1 = bias;
-        for (int t = 0; t < taps; ++t) {
-            const __m128i px = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[t] + i));
-            const __m256i k = _mm256_set1_epi32(w[t]);
-            acc0 = _mm256_add_epi32(acc0, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(px), k));
-            acc1 = _mm256_add_epi32(acc1, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(px, 8)), k));
+        __m256i hi03 = zero, hi47 = zero, lo03 = zero, lo47 = zero;
+        for (int p = 0; p < count; ++p) {
+            const __m256i a = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[2 * p] + i)));
+            const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[2 * p + 1] + i)));
+            const __m256i ab03 = _mm256_unpacklo_epi16(a, b);  // pixels 0-3 | 8-11
+            const __m256i ab47 = _mm256_unpackhi_epi16(a, b);  // pixels 4-7 | 12-15
+            const __m256i kh = kPairs > 0 ? k_hi[p] : _mm256_set1_epi32(pairs[2 * p]);
+            const __m256i kl = kPairs > 0 ? k_lo[p] : _mm256_set1_epi32(pairs[2 * p + 1]);
+            hi03 = _mm256_add_epi32(hi03, _mm256_madd_epi16(ab03, kh));
+            hi47 = _mm256_add_epi32(hi47, _mm256_madd_epi16(ab47, kh));
+            lo03 = _mm256_add_epi32(lo03, _mm256_madd_epi16(ab03, kl));
+            lo47 = _mm256_add_epi32(lo47, _mm256_madd_epi16(ab47, kl));
         }
-        acc0 = _mm256_srai_epi32(acc0, kBits22);
-        acc1 = _mm256_srai_epi32(acc1, kBits22);
-        __m256i p16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(acc0, acc1), 0xD8);
-        __m128i p8 = _mm_packus_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1));
+        const __m256i acc03 = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(hi03, 11), lo03), bias);
+        const __m256i acc47 = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(hi47, 11), lo47), bias);
+        // packs interleaves per lane: [0-3 4-7 | 8-11 12-15], pixel order again.
+        const __m256i p16 = _mm256_packs_epi32(_mm256_srai_epi32(acc03, kBits22), _mm256_srai_epi32(acc47, kBits22));
+        const __m128i p8 = _mm_packus_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), p8);
     }
     vertical_antialias_scalar(rows, w, taps, i, n, out);
 }
 
-__attribute__((target("avx2"))) void horizontal_opencv_avx2(const uint8_t* src, const AxisTaps& taps,
-                                                             const int* first, int32_t* dst) {
-    const __m128i pairs = _mm_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
-    for (int i = 0; i < taps.outputs; ++i) {
-        const int32_t* w = &taps.weights[size_t(i) * taps.stride];
-        // (w0, w1) in each 32-bit lane; count 1 has w1 == 0, so the second pixel is ignored.
-        const __m128i k = _mm_set1_epi32(int32_t(uint32_t(uint16_t(w[0])) | (uint32_t(uint16_t(w[1])) << 16)));
-        __m128i px = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + size_t(first[i]) * 4));
-        __m128i v = _mm_cvtepu8_epi16(_mm_shuffle_epi8(px, pairs));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 4 * i), _mm_madd_epi16(v, k));
+__attribute__((target("avx2"))) void vertical_antialias_avx2(const uint8_t* const* rows, const int32_t* w,
+                                                              const int32_t* pairs, int taps, int n, uint8_t* out) {
+    switch ((taps + 1) / 2) {
+        case 1:
+            return vertical_antialias_avx2_pairs<1>(rows, w, pairs, taps, n, out);
+        case 2:
+            return vertical_antialias_avx2_pairs<2>(rows, w, pairs, taps, n, out);
+        case 3:
+            return vertical_antialias_avx2_pairs<3>(rows, w, pairs, taps, n, out);
+        default:
+            return vertical_antialias_avx2_pairs<0>(rows, w, pairs, taps, n, out);
     }
+}
+
+// Four outputs per step: two pixels (8 bytes) each, shuffled to channel pairs [R0 R1 G0 G1 ..]
+// and widened so that madd with the output's (w0, w1) pair gives its four int32 channels.
+__attribute__((target("avx2"))) void horizontal_opencv_avx2(const uint8_t* src, const AxisTaps& taps,
+                                                             const int* first, const int16_t* pairs, int32_t* dst) {
+    const __m256i channel_pairs = _mm256_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15,  //
+                                                   0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
+    const __m256i zero = _mm256_setzero_si256();
+    const __m256i ac_weights = _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2);
+    const __m256i bd_weights = _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3);
+    const int outputs = taps.outputs;
+    int i = 0;
+    for (; i + 4 <= outputs; i += 4) {
+        auto two_pixels = [&](int k) {
+            return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + size_t(first[i + k]) * 4));
+        };
+        const __m128i ab = _mm_unpacklo_epi64(two_pixels(0), two_pixels(1));
+        const __m128i cd = _mm_unpacklo_epi64(two_pixels(2), two_pixels(3));
+        const __m256i px = _mm256_shuffle_epi8(_mm256_inserti128_si256(_mm256_castsi128_si256(ab), cd, 1), channel_pairs);
+        const __m256i ac = _mm256_unpacklo_epi8(px, zero);  // outputs i | i+2, as int16 channel pairs
+        const __m256i bd = _mm256_unpackhi_epi8(px, zero);  // outputs i+1 | i+3
+        const __m256i k = _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pairs + 2 * i)));
+        const __m256i rac = _mm256_madd_epi16(ac, _mm256_permutevar8x32_epi32(k, ac_weights));
+        const __m256i rbd = _mm256_madd_epi16(bd, _mm256_permutevar8x32_epi32(k, bd_weights));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 4 * i), _mm256_permute2x128_si256(rac, rbd, 0x20));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 4 * i + 8), _mm256_permute2x128_si256(rac, rbd, 0x31));
+    }
+    horizontal_opencv_scalar(src, taps, first, i, dst);
 }
 
 __attribute__((target("avx2"))) void vertical_opencv_avx2(const int32_t* s0, const int32_t* s1, int32_t b0,
@@ -216,13 +343,184 @@ __attribute__((target("avx2"))) int store_planes_avx2(const uint8_t* rgbx, int w
 
 #endif
 
+// ---------------------------------------------------------------- NEON passes
+#if IBNEDGE_NEON
+
+// The 22-bit weights split as on x86 (hi * 2048 + lo, both fit int16), so that each tap's
+// RGBX, widened once to int16, is multiplied by a lane of the weights with a widening
+// multiply-accumulate (no second widening to int32). `split` holds per output, per 4-tap
+// group, [hi0 hi1 hi2 hi3 lo0 lo1 lo2 lo3]. Two outputs per step; every output runs the
+// table's full group count (zero weights past its taps), as on x86.
+std::vector<int16_t> split_antialias_weights_neon(const AxisTaps& h) {
+    std::vector<int16_t> split(size_t(h.outputs) * h.stride * 2);
+    for (int i = 0; i < h.outputs; ++i) {
+        for (int t = 0; t < h.stride; ++t) {
+            const int32_t w = h.weights[size_t(i) * h.stride + t];
+            int16_t* group = &split[(size_t(i) * h.stride + (t & ~3)) * 2];
+            group[t & 3] = int16_t(w >> 11);
+            group[4 + (t & 3)] = int16_t(w & 2047);
+        }
+    }
+    return split;
+}
+
+// One output's RGBX, saturated to 0..65535 (clip8_22 then ends with a saturating narrow):
+// floor((hi * 2048 + lo) / 2^22) == floor((hi + floor(lo / 2048)) / 2048), one shift-and-add
+// and one saturating shift. kGroups > 0: the group count known at compile time (the loop
+// vanishes for the common 4- and 8-tap tables); 0: `groups`.
+template <int kGroups>
+inline uint16x4_t antialias_output_neon(const uint8_t* p, const int16_t* k, int groups) {
+    if (kGroups > 0) groups = kGroups;
+    int32x4_t hi = vdupq_n_s32(0), lo = vdupq_n_s32(1 << (kBits22 - 1));
+    for (int g = 0; g < groups; ++g, p += 16, k += 8) {
+        const uint8x16_t px = vld1q_u8(p);
+        const int16x8_t kv = vld1q_s16(k);
+        const int16x8_t t01 = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(px)));
+        const int16x8_t t23 = vreinterpretq_s16_u16(vmovl_high_u8(px));
+        hi = vmlal_laneq_s16(hi, vget_low_s16(t01), kv, 0);
+        lo = vmlal_laneq_s16(lo, vget_low_s16(t01), kv, 4);
+        hi = vmlal_high_laneq_s16(hi, t01, kv, 1);
+        lo = vmlal_high_laneq_s16(lo, t01, kv, 5);
+        hi = vmlal_laneq_s16(hi, vget_low_s16(t23), kv, 2);
+        lo = vmlal_laneq_s16(lo, vget_low_s16(t23), kv, 6);
+        hi = vmlal_high_laneq_s16(hi, t23, kv, 3);
+        lo = vmlal_high_laneq_s16(lo, t23, kv, 7);
+    }
+    return vqshrun_n_s32(vsraq_n_s32(hi, lo, 11), 11);
+}
+
+template <int kGroups>
+void horizontal_antialias_neon_groups(const uint8_t* src, int outputs, int groups, const int* first,
+                                      const int16_t* split, uint8_t* dst) {
+    const size_t split_stride = size_t(groups) * 8;
+    int i = 0;
+    for (; i + 2 <= outputs; i += 2) {
+        const uint16x4_t a = antialias_output_neon<kGroups>(src + size_t(first[i]) * 4, split + i * split_stride, groups);
+        const uint16x4_t b =
+            antialias_output_neon<kGroups>(src + size_t(first[i + 1]) * 4, split + (i + 1) * split_stride, groups);
+        vst1_u8(dst + 4 * i, vqmovn_u16(vcombine_u16(a, b)));
+    }
+    if (i < outputs) {
+        const uint16x4_t a = antialias_output_neon<kGroups>(src + size_t(first[i]) * 4, split + i * split_stride, groups);
+        const uint32_t px4 = vget_lane_u32(vreinterpret_u32_u8(vqmovn_u16(vcombine_u16(a, a))), 0);
+        std::memcpy(dst + 4 * i, &px4, 4);
+    }
+}
+
+void horizontal_antialias_neon(const uint8_t* src, const AxisTaps& taps, const int* first, const int16_t* split,
+                               uint8_t* dst) {
+    const int groups = taps.stride / 4;
+    if (groups == 1) return horizontal_antialias_neon_groups<1>(src, taps.outputs, groups, first, split, dst);
+    if (groups == 2) return horizontal_antialias_neon_groups<2>(src, taps.outputs, groups, first, split, dst);
+    horizontal_antialias_neon_groups<0>(src, taps.outputs, groups, first, split, dst);
+}
+
+inline int32x4_t widen_low(uint16x8_t v) { return vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(v))); }
+inline int32x4_t widen_high(uint16x8_t v) { return vreinterpretq_s32_u32(vmovl_high_u16(v)); }
+
+// 16 bytes of the output row per step, every tap widened to int32 and multiplied by its
+// weight. kTaps > 0: the tap count known at compile time (the loop over taps unrolled, the
+// weights in registers for the whole row); 0: `taps`.
+template <int kTaps>
+void vertical_antialias_neon_taps(const uint8_t* const* rows, const int32_t* w, int taps, int n, uint8_t* out) {
+    if (kTaps > 0) taps = kTaps;
+    int i = 0;
+    const int32x4_t bias = vdupq_n_s32(1 << (kBits22 - 1));
+    for (; i + 16 <= n; i += 16) {
+        int32x4_t a0 = bias, a1 = bias, a2 = bias, a3 = bias;
+        for (int t = 0; t < taps; ++t) {
+            const uint8x16_t px = vld1q_u8(rows[t] + i);
+            const uint16x8_t lo = vmovl_u8(vget_low_u8(px)), hi = vmovl_high_u8(px);
+            a0 = vmlaq_n_s32(a0, widen_low(lo), w[t]);
+            a1 = vmlaq_n_s32(a1, widen_high(lo), w[t]);
+            a2 = vmlaq_n_s32(a2, widen_low(hi), w[t]);
+            a3 = vmlaq_n_s32(a3, widen_high(hi), w[t]);
+        }
+        const uint16x8_t lo = vcombine_u16(vqmovun_s32(vshrq_n_s32(a0, kBits22)), vqmovun_s32(vshrq_n_s32(a1, kBits22)));
+        const uint16x8_t hi = vcombine_u16(vqmovun_s32(vshrq_n_s32(a2, kBits22)), vqmovun_s32(vshrq_n_s32(a3, kBits22)));
+        vst1q_u8(out + i, vcombine_u8(vqmovn_u16(lo), vqmovn_u16(hi)));
+    }
+    vertical_antialias_scalar(rows, w, taps, i, n, out);
+}
+
+void vertical_antialias_neon(const uint8_t* const* rows, const int32_t* w, int taps, int n, uint8_t* out) {
+    switch (taps) {
+        case 2:
+            return vertical_antialias_neon_taps<2>(rows, w, taps, n, out);
+        case 3:
+            return vertical_antialias_neon_taps<3>(rows, w, taps, n, out);
+        case 4:
+            return vertical_antialias_neon_taps<4>(rows, w, taps, n, out);
+        default:
+            return vertical_antialias_neon_taps<0>(rows, w, taps, n, out);
+    }
+}
+
+// Two outputs per step: each one's two pixels widened to int16, times its (w0, w1) pair.
+void horizontal_opencv_neon(const uint8_t* src, const AxisTaps& taps, const int* first, const int16_t* pairs,
+                            int32_t* dst) {
+    const int outputs = taps.outputs;
+    int i = 0;
+    for (; i + 2 <= outputs; i += 2) {
+        const int16x4_t k = vld1_s16(pairs + 2 * i);  // w0 w1 of output i, then of i+1
+        const int16x8_t a = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(src + size_t(first[i]) * 4)));
+        const int16x8_t b = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(src + size_t(first[i + 1]) * 4)));
+        vst1q_s32(dst + 4 * i, vmlal_lane_s16(vmull_lane_s16(vget_low_s16(a), k, 0), vget_high_s16(a), k, 1));
+        vst1q_s32(dst + 4 * i + 4, vmlal_lane_s16(vmull_lane_s16(vget_low_s16(b), k, 2), vget_high_s16(b), k, 3));
+    }
+    horizontal_opencv_scalar(src, taps, first, i, dst);
+}
+
+// ((S >> 4) * b) >> 16 per row, summed; (v + 2) >> 2 saturated to 0..255 is one rounding,
+// saturating narrow (vqrshrun) and a saturating narrow to bytes.
+void vertical_opencv_neon(const int32_t* s0, const int32_t* s1, int32_t b0, int32_t b1, int n, uint8_t* out) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        int32x4_t v[2];
+        for (int h = 0; h < 2; ++h) {
+            const int32x4_t a = vshrq_n_s32(vld1q_s32(s0 + i + 4 * h), 4);
+            const int32x4_t b = vshrq_n_s32(vld1q_s32(s1 + i + 4 * h), 4);
+            v[h] = vsraq_n_s32(vshrq_n_s32(vmulq_n_s32(a, b0), 16), vmulq_n_s32(b, b1), 16);
+        }
+        vst1_u8(out + i, vqmovn_u16(vcombine_u16(vqrshrun_n_s32(v[0], 2), vqrshrun_n_s32(v[1], 2))));
+    }
+    vertical_opencv_scalar(s0 + i, s1 + i, b0, b1, n - i, out + i);
+}
+
+inline void store_channel_neon(uint8x16_t v, float32x4_t scale, float32x4_t bias, float* dst) {
+    const uint16x8_t lo = vmovl_u8(vget_low_u8(v)), hi = vmovl_high_u8(v);
+    const uint32x4_t q[4] = {vmovl_u16(vget_low_u16(lo)), vmovl_high_u16(lo), vmovl_u16(vget_low_u16(hi)),
+                             vmovl_high_u16(hi)};
+    for (int k = 0; k < 4; ++k) vst1q_f32(dst + 4 * k, vaddq_f32(vmulq_f32(vcvtq_f32_u32(q[k]), scale), bias));
+}
+
+// RGBX bytes -> three normalised float planes, 16 pixels per step (vld4 de-interleaves the
+// channels). Multiply, then add: -ffp-contract=off keeps GCC from fusing them into the FMA
+// the scalar tail (and x86) never uses.
+int store_planes_neon(const uint8_t* rgbx, int width, const Normalization& norm, float* r, float* g, float* b) {
+    float* planes[3] = {r, g, b};
+    float32x4_t scale[3], bias[3];
+    for (int c = 0; c < 3; ++c) {
+        scale[c] = vdupq_n_f32(norm.scale[c]);
+        bias[c] = vdupq_n_f32(norm.bias[c]);
+    }
+    int i = 0;
+    for (; i + 16 <= width; i += 16) {
+        const uint8x16x4_t px = vld4q_u8(rgbx + 4 * i);
+        for (int c = 0; c < 3; ++c) store_channel_neon(px.val[c], scale[c], bias[c], planes[c] + i);
+    }
+    return i;
+}
+
+#endif
+
 KernelSimd detect_simd() {
     const char* setting = std::getenv("IBNEDGE_SIMD");
     if (setting && std::strcmp(setting, "off") == 0) return KernelSimd::kNone;
 #if IBNEDGE_X86
     if (cpu_has_avx2()) return KernelSimd::kAvx2;
 #endif
-    return KernelSimd::kNone;
+    return IBNEDGE_NEON ? KernelSimd::kNeon : KernelSimd::kNone;
 }
 
 size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
@@ -254,7 +552,8 @@ Normalization::Normalization(const TensorSpec& spec) {
 }
 
 int row_padding_pixels(const ResizePlan& plan) {
-    // The AVX2 horizontal pass reads whole 4-tap groups, for two outputs at a time.
+    // The vector antialias passes read whole 4-tap groups (AVX2: for two outputs at a time);
+    // the OpenCV ones two pixels per output, the second unused for one-tap outputs.
     return plan.horizontal.stride + 4;
 }
 
@@ -272,7 +571,7 @@ Resampler::Resampler(const ResizePlan& plan, const Normalization& norm, float* o
     // Rounded up so the vector loops may run over whole 16-pixel blocks.
     ring_stride_ = round_up(size_t(width) * bytes_per_pixel + 64, 64);
     ring_.assign(ring_stride_ * ring_rows_, 0);
-    row_pointers_.assign(size_t(ring_rows_), nullptr);
+    row_pointers_.assign(size_t(ring_rows_) + 1, nullptr);  // + 1: vertical_antialias_avx2's pairs
     row_out_.assign(round_up(size_t(width) * 4 + 64, 64), 0);
 
     const AxisTaps& v = plan_.vertical;
@@ -280,32 +579,18 @@ Resampler::Resampler(const ResizePlan& plan, const Normalization& norm, float* o
     for (int j = 0; j < v.outputs; ++j)
         for (int t = 0; t < v.count[j]; ++t) wanted_[size_t(v.first[j] + t - v.source_begin)] = 1;
 
+#if IBNEDGE_X86
     if (simd_ == KernelSimd::kAvx2 && plan_.kind == FilterKind::kAntialiasBilinear) {
-        // Layout read by horizontal_antialias_avx2: per output pair, per 4-tap group, four
-        // vectors of 16 int16 (taps 0-1 hi, taps 2-3 hi, taps 0-1 lo, taps 2-3 lo); in
-        // each, lanes 0..7 belong to the pair's first output and 8..15 to the second, and
-        // within a lane the two taps alternate (R, G, B, X pairs).
-        const AxisTaps& h = plan_.horizontal;
-        const int groups = h.stride / 4;
-        const int pairs = (h.outputs + 1) / 2;
-        split_weights_.assign(size_t(pairs) * groups * 64, 0);
-        for (int p = 0; p < pairs; ++p) {
-            for (int half = 0; half < 2; ++half) {
-                const int i = std::min(2 * p + half, h.outputs - 1);
-                for (int g = 0; g < groups; ++g) {
-                    int16_t* dst = &split_weights_[(size_t(p) * groups + g) * 64];
-                    const int32_t* w = &h.weights[size_t(i) * h.stride + 4 * g];
-                    for (int lane = 0; lane < 8; ++lane) {
-                        const int t = lane & 1;
-                        dst[0 + 8 * half + lane] = int16_t(w[t] >> 11);
-                        dst[16 + 8 * half + lane] = int16_t(w[2 + t] >> 11);
-                        dst[32 + 8 * half + lane] = int16_t(w[t] & 2047);
-                        dst[48 + 8 * half + lane] = int16_t(w[2 + t] & 2047);
-                    }
-                }
-            }
-        }
+        split_weights_ = split_antialias_weights(plan_.horizontal);
+        vertical_pairs_ = split_vertical_pairs(plan_.vertical);
     }
+#endif
+#if IBNEDGE_NEON
+    if (simd_ == KernelSimd::kNeon && plan_.kind == FilterKind::kAntialiasBilinear)
+        split_weights_ = split_antialias_weights_neon(plan_.horizontal);
+#endif
+    if (simd_ != KernelSimd::kNone && plan_.kind == FilterKind::kOpenCvLinear)
+        pair_weights_ = opencv_weight_pairs(plan_.horizontal);
 }
 
 bool Resampler::wants_row(int y) const {
@@ -332,24 +617,45 @@ void Resampler::push_row(int y, const uint8_t* rgbx, int x_origin) {
     }
     if (x_origin != x_origin_) set_column_origin(x_origin);
     uint8_t* slot = &ring_[ring_stride_ * size_t(y % ring_rows_)];
-    const AxisTaps& h = plan_.horizontal;
-    if (plan_.kind == FilterKind::kAntialiasBilinear) {
-#if IBNEDGE_X86
-        if (simd_ == KernelSimd::kAvx2) {
-            horizontal_antialias_avx2(rgbx, h, relative_first_.data(), split_weights_.data(), slot);
-        } else
-#endif
-            horizontal_antialias_scalar(rgbx, h, relative_first_.data(), slot);
-    } else {
-        int32_t* row = reinterpret_cast<int32_t*>(slot);
-#if IBNEDGE_X86
-        if (simd_ == KernelSimd::kAvx2) {
-            horizontal_opencv_avx2(rgbx, h, relative_first_.data(), row);
-        } else
-#endif
-            horizontal_opencv_scalar(rgbx, h, relative_first_.data(), row);
-    }
+    if (plan_.kind == FilterKind::kAntialiasBilinear)
+        filter_antialias_row(rgbx, slot);
+    else
+        filter_opencv_row(rgbx, reinterpret_cast<int32_t*>(slot));
     emit_ready_rows(y);
+}
+
+void Resampler::filter_antialias_row(const uint8_t* rgbx, uint8_t* dst) const {
+    const AxisTaps& h = plan_.horizontal;
+    const int* first = relative_first_.data();
+    switch (simd_) {
+#if IBNEDGE_X86
+        case KernelSimd::kAvx2:
+            return horizontal_antialias_avx2(rgbx, h, first, split_weights_.data(), dst);
+#endif
+#if IBNEDGE_NEON
+        case KernelSimd::kNeon:
+            return horizontal_antialias_neon(rgbx, h, first, split_weights_.data(), dst);
+#endif
+        default:
+            return horizontal_antialias_scalar(rgbx, h, first, dst);
+    }
+}
+
+void Resampler::filter_opencv_row(const uint8_t* rgbx, int32_t* dst) const {
+    const AxisTaps& h = plan_.horizontal;
+    const int* first = relative_first_.data();
+    switch (simd_) {
+#if IBNEDGE_X86
+        case KernelSimd::kAvx2:
+            return horizontal_opencv_avx2(rgbx, h, first, pair_weights_.data(), dst);
+#endif
+#if IBNEDGE_NEON
+        case KernelSimd::kNeon:
+            return horizontal_opencv_neon(rgbx, h, first, pair_weights_.data(), dst);
+#endif
+        default:
+            return horizontal_opencv_scalar(rgbx, h, first, 0, dst);
+    }
 }
 
 void Resampler::emit_ready_rows(int last_pushed) {
@@ -374,23 +680,40 @@ void Resampler::emit_row(int j) {
         const uint8_t** rows = row_pointers_.data();
         const int taps = v.count[j];
         for (int t = 0; t < taps; ++t) rows[t] = &ring_[ring_stride_ * size_t((v.first[j] + t) % ring_rows_)];
+        rows[taps] = rows[taps - 1];  // the zero-weight partner of an odd last tap
         const int32_t* w = &v.weights[size_t(j) * v.stride];
+        switch (simd_) {
 #if IBNEDGE_X86
-        if (simd_ == KernelSimd::kAvx2) {
-            vertical_antialias_avx2(rows, w, taps, n, row);
-        } else
+            case KernelSimd::kAvx2:
+                vertical_antialias_avx2(rows, w, &vertical_pairs_[size_t(j) * v.stride], taps, n, row);
+                break;
 #endif
-            vertical_antialias_scalar(rows, w, taps, 0, n, row);
+#if IBNEDGE_NEON
+            case KernelSimd::kNeon:
+                vertical_antialias_neon(rows, w, taps, n, row);
+                break;
+#endif
+            default:
+                vertical_antialias_scalar(rows, w, taps, 0, n, row);
+        }
     } else {
         const int32_t* s0 = reinterpret_cast<const int32_t*>(&ring_[ring_stride_ * size_t(v.first[j] % ring_rows_)]);
         const int32_t* s1 = reinterpret_cast<const int32_t*>(&ring_[ring_stride_ * size_t(v.last(j) % ring_rows_)]);
         const int32_t* w = &v.weights[size_t(j) * v.stride];
+        switch (simd_) {
 #if IBNEDGE_X86
-        if (simd_ == KernelSimd::kAvx2) {
-            vertical_opencv_avx2(s0, s1, w[0], w[1], n, row);
-        } else
+            case KernelSimd::kAvx2:
+                vertical_opencv_avx2(s0, s1, w[0], w[1], n, row);
+                break;
 #endif
-            vertical_opencv_scalar(s0, s1, w[0], w[1], n, row);
+#if IBNEDGE_NEON
+            case KernelSimd::kNeon:
+                vertical_opencv_neon(s0, s1, w[0], w[1], n, row);
+                break;
+#endif
+            default:
+                vertical_opencv_scalar(s0, s1, w[0], w[1], n, row);
+        }
     }
     store_row(j, row);
 }
@@ -404,6 +727,9 @@ void Resampler::store_row(int j, const uint8_t* rgbx) {
     int i = 0;
 #if IBNEDGE_X86
     if (simd_ == KernelSimd::kAvx2) i = store_planes_avx2(rgbx, width, norm_, r, g, b);
+#endif
+#if IBNEDGE_NEON
+    if (simd_ == KernelSimd::kNeon) i = store_planes_neon(rgbx, width, norm_, r, g, b);
 #endif
     for (; i < width; ++i) {
         r[i] = float(rgbx[4 * i + 0]) * norm_.scale[0] + norm_.bias[0];

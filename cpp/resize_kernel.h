@@ -67,6 +67,8 @@ public:
 
 private:
     void set_column_origin(int x_origin);
+    void filter_antialias_row(const uint8_t* rgbx, uint8_t* dst) const;
+    void filter_opencv_row(const uint8_t* rgbx, int32_t* dst) const;
     void emit_ready_rows(int last_pushed);
     void emit_row(int j);
     void store_row(int j, const uint8_t* rgbx);
@@ -83,7 +85,9 @@ private:
     int x_origin_;
     int next_output_;
     int last_row_;
-    std::vector<int16_t> split_weights_;  // AVX2 layout of the horizontal antialias weights
+    std::vector<int16_t> split_weights_;  // horizontal antialias weights, split for AVX2 or NEON
+    std::vector<int32_t> vertical_pairs_;  // AVX2 layout of the vertical antialias weights
+    std::vector<int16_t> pair_weights_;    // (w0, w1) per output of the OpenCV horizontal pass (SIMD)
     std::vector<uint8_t> row_out_;        // one finished uint8 RGBX output row
     std::vector<const uint8_t*> row_pointers_;  // the ring rows of one output row's taps
 };

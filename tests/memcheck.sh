@@ -42,29 +42,7 @@ cmake --build "$BUILD" --target memcheck_driver -j "$JOBS" || fail "build of mem
 
 # The corpora: paths one per line, with the outcome each must have (ok / error / any).
 list="$BUILD/corpus.txt"
-"$PYTHON" - "$list" <<'EOF' || fail "building the corpora with $PYTHON"
-import sys
-from ibnedge import corpus
-root = corpus.default_cache_dir()  # $IBNEDGE_HOME/corpus (exported above), as the tests'
-rows = []
-for p in corpus.imagenet_like(root)[:12]:
-    rows.append(("ok", p))
-rows.append(("ok", corpus.phone_like(root)[0]))
-for case in corpus.bad_input_cases(root).values():
-    if case.must_decode:
-        # Non-JPEG formats are decoded by OpenCV on the Python side: the C++ core reports them
-        # as not_jpeg, so only "an outcome" is required of them here.
-        expect = "ok" if case.path.read_bytes()[:3] == b"\xff\xd8\xff" else "any"
-    elif case.may_decode:
-        expect = "any"
-    else:
-        expect = "error"
-    rows.append((expect, case.path))
-with open(sys.argv[1], "w") as f:
-    for expect, path in rows:
-        f.write("%s\t%s\n" % (expect, path))
-print("memcheck: %d files" % len(rows))
-EOF
+"$PYTHON" tests/memcheck_corpus.py "$list" || fail "building the corpora with $PYTHON"
 
 export ASAN_OPTIONS="halt_on_error=1:abort_on_error=0:detect_leaks=1:exitcode=86:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=87"
