@@ -28,7 +28,7 @@ import torch_reference  # noqa: E402
 from train.checkpoint import INFO_KEY  # noqa: E402
 from train.convert import ConversionError, convert_file, convert_state_dict, infer_arch, torch_key_for  # noqa: E402
 from train.models import create_model  # noqa: E402
-from train.pth_reader import PthError, UnsafePickleError, load_pth, load_state_dict  # noqa: E402
+from train.pth_reader import PthError, UnsafePickleError, load_pth, load_state_dict, source_dtype  # noqa: E402
 from train_helpers import relative_error  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,11 +167,13 @@ def test_reader_formats_wrappers_dtypes_and_strides(tmp_path, legacy):
     _assert_same_as_torch(loaded, state)
     assert loaded["layer1.0.conv1.weight"].dtype == np.float16
     assert loaded["layer2.0.conv1.weight"].dtype == np.float32
+    assert [source_dtype(loaded[k]) for k in ("layer1.0.conv1.weight", "layer2.0.conv1.weight", "fc.weight")] == [
+        "float16", "bfloat16", "float32"]
     assert loaded["fc.weight"].flags.c_contiguous
     assert not any(k.endswith("num_batches_tracked") for k in loaded)
     del loaded["extra.view"]
     params, report = convert_state_dict(loaded, "resnet_ibn_a_tiny")
-    assert report.ok and report.cast == {"float16": 1}
+    assert report.ok and report.cast == {"float16": 1, "bfloat16": 1}  # both are reported as casts
     np.testing.assert_array_equal(params["fc.weight"], state["fc.weight"].numpy())
     np.testing.assert_array_equal(params["bn1.moving_variance"], state["bn1.running_var"].numpy())
 

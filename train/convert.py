@@ -44,7 +44,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .pth_reader import PathLike, load_state_dict
+from .pth_reader import PathLike, load_state_dict, source_dtype
 
 MS_TO_TORCH_LEAF = {
     "gamma": "weight",
@@ -75,7 +75,7 @@ class ConversionReport:
     missing: List[str] = field(default_factory=list)  # MindSpore parameters without a source key
     unexpected: List[str] = field(default_factory=list)  # source keys no parameter maps to
     mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = field(default_factory=list)  # key, file, model
-    cast: Dict[str, int] = field(default_factory=dict)  # source dtype -> count of tensors cast
+    cast: Dict[str, int] = field(default_factory=dict)  # dtype in the file -> count of tensors cast to float32
 
     @property
     def ok(self) -> bool:
@@ -195,8 +195,9 @@ def convert_state_dict(
         if tuple(value.shape) != tuple(param.shape):
             report.mismatched.append((key, tuple(value.shape), tuple(param.shape)))
             continue
-        if value.dtype != np.float32:
-            report.cast[str(value.dtype)] = report.cast.get(str(value.dtype), 0) + 1
+        dtype = source_dtype(value)  # "bfloat16" for tensors the reader widened to float32
+        if dtype != "float32":
+            report.cast[dtype] = report.cast.get(dtype, 0) + 1
         params[param.name] = np.ascontiguousarray(value, dtype=np.float32)
         report.converted.append(param.name)
     report.unexpected = [k for k in state_dict if k not in used]

@@ -13,7 +13,8 @@ Formats:
   then every storage as an int64 element count followed by its raw bytes.
 
 Tensors come back as C-contiguous NumPy arrays (non-contiguous views are gathered with
-``as_strided``; bfloat16 becomes float32 exactly, every other dtype is kept).
+``as_strided``; every dtype is kept except bfloat16, which NumPy lacks: it becomes float32
+exactly, as a :class:`WidenedBFloat16` array so that :func:`source_dtype` still says so).
 """
 from __future__ import annotations
 
@@ -39,6 +40,15 @@ class PthError(ValueError):
 
 class UnsafePickleError(PthError):
     """The pickle references a global outside the tensor-rebuild allow-list."""
+
+
+class WidenedBFloat16(np.ndarray):
+    """float32 values widened exactly from a bfloat16 tensor (NumPy has no bfloat16)."""
+
+
+def source_dtype(array: np.ndarray) -> str:
+    """The dtype the tensor had in the file: ``"bfloat16"`` for widened ones, else the array's."""
+    return "bfloat16" if isinstance(array, WidenedBFloat16) else str(array.dtype)
 
 
 class _StorageType:
@@ -228,7 +238,7 @@ def _materialise(ref: _TensorRef, source: str) -> np.ndarray:
         array = np.ascontiguousarray(view)
     array = array.astype(array.dtype.newbyteorder("="), copy=False)
     if ref.storage.storage_type.name == "BFloat16Storage":  # bfloat16 = the top 16 bits of a float32
-        array = (array.astype(np.uint32) << 16).view(np.float32)
+        array = (array.astype(np.uint32) << 16).view(np.float32).view(WidenedBFloat16)
     return array
 
 
