@@ -74,6 +74,23 @@ def run_module(module: str, args: Sequence[str], cwd: Optional[Path] = None, tim
     return proc
 
 
+# python -c this AT_EXIT MODULE ARGS...: runs MODULE as ``python -m`` would, then AT_EXIT as the
+# interpreter exits (also after sys.exit), in the module's own process.
+_RUN_MODULE_THEN = """
+import atexit, runpy, sys
+atexit.register(exec, sys.argv[1], {})
+sys.argv = sys.argv[2:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def module_then_command(module: str, args: Sequence[str], at_exit: str) -> List[str]:
+    """The argv of ``python -m module args`` that then runs the Python source ``at_exit`` in that
+    same process as it exits: to read back what the module left there (its environment, its
+    peak RSS), which nothing outside the process can."""
+    return [sys.executable, "-c", _RUN_MODULE_THEN, at_exit, module] + [str(a) for a in args]
+
+
 def last_json(text: str) -> dict:
     """The final JSON summary line a CLI prints."""
     for line in reversed(text.strip().splitlines()):
