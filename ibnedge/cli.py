@@ -15,6 +15,8 @@ import time
 from collections import OrderedDict
 from typing import List, Optional, Sequence
 
+from . import cpu_isa
+
 EXIT_OK = 0
 EXIT_SETUP = 2
 EXIT_INTERRUPTED = 130
@@ -106,7 +108,8 @@ def _add_model_flags(p: argparse.ArgumentParser, multi_backend: bool = False) ->
             "--backend", choices=_BACKENDS, default="auto",
             help="inference runtime; auto = lite, then mindspore, then onnx, the first installed that loads the model",
         )
-    g.add_argument("--device", choices=_DEVICES, default="cpu", help="device to run on (default: cpu)")
+    g.add_argument("--device", choices=_DEVICES, default="cpu",
+                   help="device to run on (default: cpu); for the mindspore backend, " + cpu_isa.HELP)
     g.add_argument(
         "--device-id", type=_device_ids, default=[0], metavar="N[,N...]",
         help="device index, or several (0,1,2,3: one backend per chip, batches dealt to whichever is free; "

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
+from ibnedge import cpu_isa
+
 from .schedule import SCHEDULES
 
 DEVICES = ("CPU", "GPU", "Ascend")
@@ -124,7 +126,8 @@ class _Options:
 def add_common(parser: argparse.ArgumentParser) -> None:
     opt = _Options(parser.add_argument_group("common"))
     opt("--config", dest="config", metavar="FILE", help="YAML or TOML file of settings; flags override it")
-    opt("--device", dest="device", type=_device, metavar="{Ascend,GPU,CPU}", help="device target")
+    opt("--device", dest="device", type=_device, metavar="{Ascend,GPU,CPU}",
+        help="device target; " + cpu_isa.HELP)
     opt("--mode", dest="mode", choices=("graph", "pynative"), help="MindSpore execution mode")
     opt("--seed", dest="seed", type=int, help="seed of weights init, shuffling and augmentation")
     opt("--arch", dest="arch", help="model name from train.models (python -m train.models --list)")

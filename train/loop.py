@@ -21,6 +21,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from ibnedge.cpu_isa import apply_default_cpu_isa_cap
+
 from . import config as settings
 from . import data, faults, schedule
 from .checkpoint import (
@@ -71,6 +73,8 @@ def setup_context(device: Optional[str], mode: str) -> Cluster:
         ms.set_device(device)
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     device = ms.get_context("device_target")
+    if device == "CPU":  # known only now when MindSpore chose; still before its first CPU kernel
+        apply_default_cpu_isa_cap()
     role = msrun_role()
     if role is None:
         return Cluster(device)

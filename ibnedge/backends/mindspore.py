@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cpu_isa import apply_default_cpu_isa_cap
 from .base import Backend, BackendError, register
 
 _TARGETS = {"cpu": "CPU", "gpu": "GPU", "ascend": "Ascend"}
@@ -23,6 +24,10 @@ class MindSporeBackend(Backend):
     supports_multiple_devices = False
 
     def load(self) -> "MindSporeBackend":
+        if self.device == "cpu":
+            # Before MindSpore's first CPU kernel in this process, or oneDNN never sees it:
+            # a process that already ran MindSpore on CPU keeps the ISA it started with.
+            apply_default_cpu_isa_cap()
         try:
             import mindspore as ms
             from mindspore import nn
