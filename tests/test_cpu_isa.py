@@ -1,5 +1,5 @@
-"""The oneDNN ISA cap (``ibnedge.cpu_isa``): on CPU, ``train`` and the ``mindspore`` backend
-run MindSpore with ``ONEDNN_MAX_CPU_ISA=AVX2`` unless the user set it or
+"""The oneDNN ISA cap (``ibnedge.cpu_isa``): on CPU, ``train``, ``train.bench`` and the
+``mindspore`` backend run MindSpore with ``ONEDNN_MAX_CPU_ISA=AVX2`` unless the user set it or
 ``DNNL_MAX_CPU_ISA``. Checked in real child processes, twice over: what the entry point left
 in its own environment (read back as that process exits) and what oneDNN itself says it uses
 (``ONEDNN_VERBOSE=profile_create`` prints the ISA once, when the first kernel is created).
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -18,7 +19,7 @@ import pytest
 
 from edge_helpers import REPO, have, subprocess_env
 from ibnedge.cpu_isa import DEFAULT_CPU_ISA_CAP, ISA_VARIABLES, apply_default_cpu_isa_cap
-from train_helpers import make_image_folder, module_then_command, run_module
+from train_helpers import last_json, make_image_folder, module_then_command, run_module
 
 pytestmark = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
                                 reason="the caps are x86-64 ISA names")
@@ -94,6 +95,23 @@ def test_mindspore_backend_on_cpu_caps_onednn_unless_the_user_chose(case, tiny_m
                                               "--device", "cpu", "--quiet"], user_env)
     assert reported == env_after
     assert isa == [expected_isa(env_after)]
+
+
+@needs_ms
+def test_bench_records_the_cap_of_each_mindspore_worker(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_module("train.bench", ["--arch", "resnet_ibn_a_tiny", "--size", "32", "--steps", "2", "--parts",
+                                      "mindspore", "--compare-isa", USER_CAP, "--json-out", out])
+    result = json.loads(out.read_text())
+    assert result == last_json(proc.stdout)
+    default, capped = result["mindspore"], result["mindspore@%s" % USER_CAP]
+    assert (default["onednn_max_cpu_isa"], capped["onednn_max_cpu_isa"]) == (DEFAULT_CPU_ISA_CAP, USER_CAP)
+    assert "oneDNN ISA cap: %s" % DEFAULT_CPU_ISA_CAP in proc.stdout
+    ratios = [m / c for m, c in zip(default["step_s"], capped["step_s"])]  # speed relative to the default
+    assert capped["vs_mindspore_per_round"] == pytest.approx(ratios)
+    assert result["mindspore@%s_vs_mindspore" % USER_CAP] == pytest.approx(statistics.median(ratios))
+    refused = run_module("train.bench", ["--parts", "torch", "--compare-isa", "ALL"], check=False)
+    assert refused.returncode == 2 and "--compare-isa compares against the mindspore part" in refused.stdout
 
 
 def test_the_default_never_replaces_a_value_the_user_set(monkeypatch):

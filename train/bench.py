@@ -17,6 +17,13 @@ their steps are interleaved round by round: the speed of a shared 2-core VM drif
 difference. ``mindspore_vs_torch`` is the median of the per-round ratios.
 
 The input pipeline is not the bottleneck when ``data img/s >= 3 x mindspore img/s``.
+
+MindSpore runs with oneDNN capped at AVX2 on x86-64 unless ``ONEDNN_MAX_CPU_ISA`` is set
+(``ibnedge.cpu_isa``: its AVX-512 kernels are many times slower); each training worker records the
+cap in force (``onednn_max_cpu_isa``; PyTorch, which also uses oneDNN, gets only what the
+environment says). ``--compare-isa ALL,AVX512_CORE`` adds a MindSpore worker per cap to the
+same rounds; ``mindspore@CAP_vs_mindspore`` is its speed relative to the default worker
+(median of per-round ratios; below 1: slower), as ``mindspore_vs_torch`` is MindSpore's.
 """
 from __future__ import annotations
 
@@ -33,6 +40,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ibnedge.cpu_isa import DEFAULT_CPU_ISA_CAP, ISA_VARIABLES, apply_default_cpu_isa_cap, cpu_isa_cap
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TORCH_REFERENCE = PROJECT_ROOT / "tests" / "torch_reference.py"
 # Lets the previous step's worker threads go idle (OpenMP spin-waits after a parallel region).
@@ -48,6 +57,7 @@ def _mindspore_step(arch: str, batch: int, size: int) -> Callable[[], float]:
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")
+    apply_default_cpu_isa_cap()  # as train does on CPU
     ms.set_seed(0)
     net = create_model(arch, num_classes=1000)
     optimizer = nn.Momentum(net.trainable_params(), learning_rate=0.1, momentum=0.9, weight_decay=1e-4)
@@ -99,7 +109,8 @@ def serve_steps(framework: str, arch: str, batch: int, size: int) -> None:
     one_step = STEP_BUILDERS[framework](arch, batch, size)
     start = time.perf_counter()
     loss = one_step()
-    print(json.dumps({"first_step_s": time.perf_counter() - start, "loss": loss}), flush=True)
+    print(json.dumps({"first_step_s": time.perf_counter() - start, "loss": loss,
+                      "onednn_max_cpu_isa": cpu_isa_cap() or "none"}), flush=True)
     for line in sys.stdin:
         if line.strip() != "step":
             break
@@ -109,18 +120,24 @@ def serve_steps(framework: str, arch: str, batch: int, size: int) -> None:
 
 
 class _Worker:
-    """A ``serve_steps`` process driven over pipes."""
+    """A ``serve_steps`` process driven over pipes; ``isa`` set: MindSpore with that oneDNN cap."""
 
-    def __init__(self, framework: str, args) -> None:
+    def __init__(self, framework: str, args, isa: Optional[str] = None) -> None:
         cmd = [sys.executable, "-m", "train.bench", "--serve", framework, "--arch", args.arch,
                "--batch", str(args.batch), "--size", str(args.size)]
         self.framework = framework
+        self.label = "%s@%s" % (framework, isa) if isa else framework
+        env = _worker_env()
+        if isa:
+            env.pop(ISA_VARIABLES[1], None)
+            env[ISA_VARIABLES[0]] = isa
         # stderr to a file, not a pipe: nobody reads it while the worker runs, and a full pipe
         # (MindSpore's logs at a verbose GLOG_v) would block the worker forever.
         self.log = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(cmd, env=_worker_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.log, text=True)
-        self.first_step_s = self._answer()["first_step_s"]
+        first = self._answer()
+        self.first_step_s, self.isa = first["first_step_s"], first["onednn_max_cpu_isa"]
 
     def _answer(self) -> Dict:
         while True:
@@ -129,7 +146,7 @@ class _Worker:
                 self.proc.wait()
                 self.log.seek(0)
                 raise RuntimeError("bench worker %s exited (%s):\n%s"
-                                   % (self.framework, self.proc.returncode, self.log.read()[-3000:]))
+                                   % (self.label, self.proc.returncode, self.log.read()[-3000:]))
             if line.startswith("{"):
                 return json.loads(line)
 
@@ -148,36 +165,42 @@ class _Worker:
         self.log.close()
 
 
-def bench_training(frameworks: Sequence[str], args) -> Dict[str, Dict]:
-    """Interleaved timing: each round times one step of every framework, alternating which
-    goes first, so that drift in this machine's speed hits all of them alike.
+def bench_training(frameworks: Sequence[str], args, compare_isa: Sequence[str] = ()) -> Dict[str, Dict]:
+    """Interleaved timing: each round times one step of every worker (a framework, or
+    MindSpore under one of ``compare_isa``), alternating which goes first, so that drift in
+    this machine's speed hits all of them alike.
 
-    Each framework runs in its own process, started and warmed up one after the other;
+    Each worker runs in its own process, started and warmed up one after the other;
     while one steps, the others block on a pipe read (their thread pools idle).
     """
     workers: List[_Worker] = []
     try:
         for framework in frameworks:
             workers.append(_Worker(framework, args))
-        seconds: Dict[str, List[float]] = {w.framework: [] for w in workers}
+        for isa in compare_isa:
+            workers.append(_Worker("mindspore", args, isa))
+        seconds: Dict[str, List[float]] = {w.label: [] for w in workers}
         for round_index in range(args.steps):
             order = workers if round_index % 2 == 0 else workers[::-1]
             for worker in order:
                 time.sleep(PAUSE_BETWEEN_STEPS_S)
-                seconds[worker.framework].append(worker.step())
+                seconds[worker.label].append(worker.step())
     finally:
         for worker in workers:
             worker.close()
     results = {}
     for worker in workers:
-        steps = seconds[worker.framework]
+        steps = seconds[worker.label]
         med = float(np.median(steps))
-        results[worker.framework] = {"img_per_s": args.batch / med, "median_step_s": med, "steps": len(steps),
-                                     "step_s": steps, "first_step_s": worker.first_step_s}
+        results[worker.label] = {"img_per_s": args.batch / med, "median_step_s": med, "steps": len(steps),
+                                 "step_s": steps, "first_step_s": worker.first_step_s,
+                                 "onednn_max_cpu_isa": worker.isa}
+    # Per-round ratios: all steps of a round ran under the same machine conditions.
     if {"mindspore", "torch"} <= set(results):
-        # Per-round ratios: both steps of a round ran under the same machine conditions.
-        ratios = [t / m for m, t in zip(seconds["mindspore"], seconds["torch"])]
-        results["mindspore"]["vs_torch_per_round"] = ratios
+        results["mindspore"]["vs_torch_per_round"] = [t / m for m, t in zip(seconds["mindspore"], seconds["torch"])]
+    for isa in compare_isa:
+        label = "mindspore@%s" % isa
+        results[label]["vs_mindspore_per_round"] = [m / c for m, c in zip(seconds["mindspore"], seconds[label])]
     return results
 
 
@@ -237,6 +260,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--images", type=int, default=96, help="images in the data-loading corpus (default: %(default)s)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decode workers (default: all cores)")
     p.add_argument("--parts", default="mindspore,torch,data", help="which measurements (default: %(default)s)")
+    p.add_argument("--compare-isa", default="", metavar="CAP[,CAP...]",
+                   help="MindSpore runs with %s=%s on x86-64 unless it is set; also time it with each CAP (ALL: "
+                        "no cap) in the same rounds" % (ISA_VARIABLES[0], DEFAULT_CPU_ISA_CAP))
     p.add_argument("--json-out", help="also write the results here")
     p.add_argument("--serve", choices=("mindspore", "torch", "data"), help=argparse.SUPPRESS)  # internal worker
     args = p.parse_args(argv)
@@ -248,6 +274,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     unknown = sorted(set(parts) - {"mindspore", "torch", "data"})
     if unknown:
         p.error("unknown part(s) %s: choose from mindspore, torch, data" % ", ".join(unknown))
+    compare_isa = [s for s in args.compare_isa.split(",") if s]
+    if compare_isa and "mindspore" not in parts:
+        p.error("--compare-isa compares against the mindspore part: add it to --parts")
 
     if args.serve == "data":
         print(json.dumps(bench_data(args.batch, args.size, args.images, 3, args.workers)), flush=True)
@@ -261,19 +290,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     if frameworks:
         print("timing %s: %d interleaved rounds of one step each ..." % (" and ".join(frameworks), args.steps),
               flush=True)
-        results = bench_training(frameworks, args)
+        results = bench_training(frameworks, args, compare_isa)
     if "data" in parts:
         print("timing the input pipeline ...", flush=True)
         results["data"] = _run_data_part(args)
     summary = {"arch": args.arch, "batch": args.batch, "size": args.size, "cpu_cores": os.cpu_count(), **results}
     if "mindspore" in results and "torch" in results:
         summary["mindspore_vs_torch"] = float(np.median(results["mindspore"]["vs_torch_per_round"]))
+    for isa in compare_isa:
+        label = "mindspore@%s" % isa
+        summary["%s_vs_mindspore" % label] = float(np.median(results[label]["vs_mindspore_per_round"]))
     if "mindspore" in results and "data" in results:
         summary["data_vs_mindspore_step"] = results["data"]["img_per_s"] / results["mindspore"]["img_per_s"]
     print("\n%s, batch %d, %d px (img/s; ratios are medians of per-round ratios)" % (args.arch, args.batch, args.size))
     for part in results:
-        print("  %-32s %10.2f" % (part, results[part]["img_per_s"]))
-    for key in ("mindspore_vs_torch", "data_vs_mindspore_step"):
+        isa = results[part].get("onednn_max_cpu_isa")
+        print("  %-32s %10.2f%s" % (part, results[part]["img_per_s"], "  (oneDNN ISA cap: %s)" % isa if isa else ""))
+    ratio_keys = ["mindspore_vs_torch", "data_vs_mindspore_step"] + ["mindspore@%s_vs_mindspore" % c for c in compare_isa]
+    for key in ratio_keys:
         if key in summary:
             print("  %-32s %10.2fx" % (key, summary[key]))
     if args.json_out:
