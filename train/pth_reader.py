@@ -393,7 +393,8 @@ def _load_zip(path: Path, file_size: int) -> Any:
     source = str(path)
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, EOFError, ValueError, struct.error, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, struct.error, NotImplementedError) as exc:
+        # OSError: Python 3.7's zipfile seeks to a negative central-directory offset
         raise PthError(
             "%s: truncated or corrupt zip archive (%s); download or copy the checkpoint again"
             % (source, _shown(str(exc)))
