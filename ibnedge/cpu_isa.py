@@ -3,13 +3,14 @@
 MindSpore 2.10 runs its CPU kernels through oneDNN, whose AVX-512 code paths are
 pathologically slow for these networks. Measured (graph mode, medians of interleaved
 rounds): a resnet18 training step at 112 px, batch 16, took 34x longer than with
-``ONEDNN_MAX_CPU_ISA=AVX2`` on a Xeon with AVX-512 and AMX (19.9 s against 0.58 s) and 45x
-longer on an AMD EPYC with AVX-512 (a shared machine: 30-73x per round); GraphCell
-inference of an exported resnet18 at 224 px took 79x (batch 1) and 64x (batch 8) longer on
-the EPYC. Capping at ``AVX512_CORE`` or ``AVX512_CORE_BF16`` did not help (0.95-1.2x). So ``train`` on CPU and ibnedge's
-``mindspore`` backend on ``--device cpu`` set ``ONEDNN_MAX_CPU_ISA=AVX2`` unless
-``ONEDNN_MAX_CPU_ISA`` or its older spelling ``DNNL_MAX_CPU_ISA`` is already set (to any
-value; ``ALL`` lifts the cap). Other architectures are left alone (the names are x86's).
+``ONEDNN_MAX_CPU_ISA=AVX2`` on a Xeon with AVX-512 and AMX (19.9 s against 0.58 s), and
+34-45x longer on an AMD EPYC with AVX-512 (two runs on a shared machine, 30-73x per round),
+where GraphCell inference of an exported resnet18 at 224 px took 79x (batch 1) and 64x
+(batch 8) longer. Capping at ``AVX512_CORE`` or ``AVX512_CORE_BF16`` did not help
+(0.95-1.2x). So ``train`` on CPU and ibnedge's ``mindspore`` backend on ``--device cpu`` set
+``ONEDNN_MAX_CPU_ISA=AVX2`` unless ``ONEDNN_MAX_CPU_ISA`` or its older spelling
+``DNNL_MAX_CPU_ISA`` is already set (to any value; ``ALL`` lifts the cap). Other
+architectures are left alone (the names are x86's).
 
 oneDNN reads the variable once, when the process creates its first oneDNN kernel (checked
 with ``ONEDNN_VERBOSE=1``, which prints the ISA in use): setting it after ``import mindspore``

@@ -305,11 +305,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("\n%s, batch %d, %d px (img/s; ratios are medians of per-round ratios)" % (args.arch, args.batch, args.size))
     for part in results:
         isa = results[part].get("onednn_max_cpu_isa")
-        print("  %-32s %10.2f%s" % (part, results[part]["img_per_s"], "  (oneDNN ISA cap: %s)" % isa if isa else ""))
+        print("  %-40s %10.2f%s" % (part, results[part]["img_per_s"], "  (oneDNN ISA cap: %s)" % isa if isa else ""))
     ratio_keys = ["mindspore_vs_torch", "data_vs_mindspore_step"] + ["mindspore@%s_vs_mindspore" % c for c in compare_isa]
     for key in ratio_keys:
         if key in summary:
-            print("  %-32s %10.2fx" % (key, summary[key]))
+            print("  %-40s %10.2fx" % (key, summary[key]))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary), flush=True)
