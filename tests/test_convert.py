@@ -25,11 +25,10 @@ ms = pytest.importorskip("mindspore", reason="the converter writes MindSpore che
 torch = pytest.importorskip("torch", reason="the PyTorch reference is a test-only dependency")
 
 import torch_reference  # noqa: E402
-from train.checkpoint import INFO_KEY  # noqa: E402
 from train.convert import ConversionError, convert_file, convert_state_dict, infer_arch, torch_key_for  # noqa: E402
 from train.models import create_model  # noqa: E402
 from train.pth_reader import PthError, UnsafePickleError, load_pth, load_state_dict, source_dtype  # noqa: E402
-from train_helpers import relative_error  # noqa: E402
+from train_helpers import converted_pair, load_converted, relative_error  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REL_TOL = 1e-4
@@ -37,31 +36,14 @@ REL_TOL = 1e-4
 FAST = ["resnet_ibn_a_tiny", "resnet18_ibn_a", "resnet18_ibn_b"]
 SLOW = [
     *["resnet%d_ibn_%s" % (d, v) for v in "ab" for d in (34, 50, 101, 152)],
-    "resnext101_ibn_a", "se_resnet101_ibn_a", "densenet121_ibn_a", "densenet169_ibn_a",
-    *["resnet%d" % d for d in (18, 34, 50, 101)],
+    *["resnext%d_ibn_a" % d for d in (50, 101, 152)], *["se_resnet%d_ibn_a" % d for d in (50, 101, 152)],
+    *["densenet%d_ibn_a" % d for d in (121, 161, 169, 201)], *["resnet%d" % d for d in (18, 34, 50, 101)],
 ]
 
 
 @pytest.fixture(autouse=True)
 def pynative():
     ms.set_context(mode=ms.PYNATIVE_MODE)
-
-
-def load_converted(name: str, ckpt: Path, num_classes: int = 1000):
-    net = create_model(name, num_classes=num_classes)
-    not_loaded, unused = ms.load_param_into_net(net, ms.load_checkpoint(str(ckpt)), strict_load=True)
-    # the one extra entry is the record of what the file holds (train.checkpoint.INFO_KEY)
-    assert not not_loaded and unused == [INFO_KEY], (not_loaded, unused)
-    return net
-
-
-def converted_pair(name: str, tmp_path: Path, num_classes: int = 1000):
-    ref = torch_reference.build(name, num_classes=num_classes)
-    pth, ckpt = tmp_path / (name + ".pth"), tmp_path / (name + ".ckpt")
-    torch.save(ref.state_dict(), str(pth))
-    report = convert_file(pth, ckpt, arch=name)
-    assert report.ok and report.arch == name and report.num_classes == num_classes
-    return ref, load_converted(name, ckpt, num_classes)
 
 
 def compare(name, ref, net, sizes, batch=2):

@@ -12,19 +12,18 @@ ms = pytest.importorskip("mindspore", reason="the model zoo needs MindSpore 2.x 
 torch = pytest.importorskip("torch", reason="the PyTorch reference is a test-only dependency")
 
 import torch_reference  # noqa: E402
-from train.models import (IBN, InstanceNorm2d, MaxPool2dSymmetric, ResNetIBN, create_model, list_models,  # noqa: E402
-                          register_model)
+from ibnedge import architectures  # noqa: E402
+from train.convert import mindspore_name  # noqa: E402
+from train.models import IBN, InstanceNorm2d, MaxPool2dSymmetric, create_model, list_models, register_model  # noqa: E402
 from train.models.__main__ import count_parameters  # noqa: E402
-from train.models.resnet_ibn import BasicBlock  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 OFFICIAL = [
     *["resnet%d_ibn_%s" % (d, v) for v in "ab" for d in (18, 34, 50, 101, 152)],
-    "resnext101_ibn_a",
-    "se_resnet101_ibn_a",
-    "densenet121_ibn_a",
-    "densenet169_ibn_a",
+    *["resnext%d_ibn_a" % d for d in (50, 101, 152)],
+    *["se_resnet%d_ibn_a" % d for d in (50, 101, 152)],
+    *["densenet%d_ibn_a" % d for d in (121, 161, 169, 201)],
     *["resnet%d" % d for d in (18, 34, 50, 101)],
 ]
 FAST = ["resnet_ibn_a_tiny", "resnet18_ibn_a", "resnet18_ibn_b"]
@@ -63,8 +62,12 @@ def test_create_model_drops_none_kwargs():
 
 
 def test_bad_arguments_raise():
-    with pytest.raises(ValueError, match="ibn_cfg"):
-        ResNetIBN(BasicBlock, (1, 1, 1, 1), ("c", None, None, None))
+    with pytest.raises(ValueError, match="ibn entries must be 'a', 'b' or None"):
+        create_model("resnet_ibn_a_tiny", ibn=("c", None, None, None))
+    with pytest.raises(ValueError, match="basic blocks support neither ResNeXt grouping nor SE"):
+        create_model("resnet18_ibn_a", se=True)
+    with pytest.raises(TypeError, match="depth"):  # not a field of the description
+        create_model("resnet18_ibn_a", depth=18)
     with pytest.raises(ValueError, match="num_classes"):
         create_model("resnet_ibn_a_tiny", num_classes=-1)
 
@@ -90,6 +93,18 @@ def test_model_contract(name):
     np.testing.assert_allclose(net(x).asnumpy(), feats.asnumpy(), rtol=1e-6, atol=1e-6)
     features_only = create_model(name, num_classes=0)
     assert not any(p.name.startswith(head + ".") for p in features_only.get_parameters())
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_description_lists_the_parameters_of_both_models(name):
+    """ibnedge.architectures gives the PyTorch reference's state_dict (keys, shapes and order)
+    and, renamed by train.convert, exactly the MindSpore model's parameters."""
+    tensors = architectures.get(name).tensors(10)
+    reference = torch_reference.build(name, num_classes=10).state_dict()
+    assert [(t.key, t.shape) for t in tensors] == [
+        (k, tuple(v.shape)) for k, v in reference.items() if not k.endswith("num_batches_tracked")]
+    net = create_model(name, num_classes=10)
+    assert sorted((mindspore_name(t), t.shape) for t in tensors) == sorted((p.name, tuple(p.shape)) for p in net.get_parameters())
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -138,6 +138,34 @@ def save_reference_pth(path: Path, arch: str = "resnet_ibn_a_tiny", num_classes:
     return Path(path)
 
 
+def load_converted(name: str, ckpt: Path, num_classes: int = 1000):
+    """The registered model ``name`` with the weights of a ``train.convert`` checkpoint (strict)."""
+    import mindspore as ms
+    from train.checkpoint import INFO_KEY
+    from train.models import create_model
+
+    net = create_model(name, num_classes=num_classes)
+    not_loaded, unused = ms.load_param_into_net(net, ms.load_checkpoint(str(ckpt)), strict_load=True)
+    # the one extra entry is the record of what the file holds (train.checkpoint.INFO_KEY)
+    assert not not_loaded and unused == [INFO_KEY], (not_loaded, unused)
+    return net
+
+
+def converted_pair(name: str, tmp_path: Path, num_classes: int = 1000):
+    """``(PyTorch reference, MindSpore model)`` with the same seeded weights: the reference's
+    ``torch.save`` file converted by ``train.convert`` (the .pth stays at ``tmp_path/<name>.pth``)."""
+    import torch
+    import torch_reference
+    from train.convert import convert_file
+
+    ref = torch_reference.build(name, num_classes=num_classes)
+    pth, ckpt = tmp_path / (name + ".pth"), tmp_path / (name + ".ckpt")
+    torch.save(ref.state_dict(), str(pth))
+    report = convert_file(pth, ckpt, arch=name)
+    assert report.ok and report.arch == name and report.num_classes == num_classes
+    return ref, load_converted(name, ckpt, num_classes)
+
+
 def load_dumped_weights(path: Path):
     """``(trainable weights, shard files)`` of a ``python -m train --dump-weights`` file."""
     with np.load(str(path)) as z:

@@ -2,9 +2,11 @@
 
     python -m train.convert resnet50_ibn_a-d9d0bb7b.pth resnet50_ibn_a.ckpt [--arch resnet50_ibn_a] [--no-strict]
 
-The MindSpore models mirror the official module tree, so a parameter's path is the
-PyTorch key's path; only the leaf names differ. This table and :func:`torch_key_for`
-(which implements it) are the single source of truth for the mapping:
+The MindSpore models mirror the official module tree (both are built from
+``ibnedge.architectures``, which lists every official key with its shape), so a parameter's
+path is the PyTorch key's path; only the leaf names of norms differ. This table,
+:func:`mindspore_name` (official key -> MindSpore name) and :func:`torch_key_for` (its
+inverse) are the single source of truth for the mapping:
 
 =====================================================  =====================================================
 official PyTorch key                                   MindSpore parameter
@@ -25,24 +27,26 @@ official PyTorch key                                   MindSpore parameter
 ``fc.weight/bias`` (ResNets), ``classifier.*`` (DN)    same names (Dense)
 =====================================================  =====================================================
 
-A conv weight and a BN gamma never collide (the ModelZoo pth2ckpt's bug): the mapping goes
-from each MindSpore parameter to its PyTorch key, and MindSpore's norm leaves are named
-``gamma``/``beta``, never ``weight``. Keys the model does not have, parameters the file
-lacks and shape mismatches are all reported by name; ``strict`` (the default) refuses
+A conv weight and a BN gamma never collide (the ModelZoo pth2ckpt's bug): the description
+says which module every official key belongs to, and MindSpore's norm leaves are named
+``gamma``/``beta``, never ``weight``. Keys the architecture does not have, parameters the
+file lacks and shape mismatches are all reported by name; ``strict`` (the default) refuses
 to write a checkpoint unless everything matches.
 """
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
+
+from ibnedge import architectures
+from ibnedge.architectures import Tensor, UnknownArchitecture
 
 from .pth_reader import PathLike, load_state_dict, source_dtype
 
@@ -52,8 +56,8 @@ MS_TO_TORCH_LEAF = {
     "moving_mean": "running_mean",
     "moving_variance": "running_var",
 }
-
-CLASSIFIER_KEYS = ("fc.weight", "classifier.weight")
+TORCH_TO_MS_LEAF = {torch_leaf: ms_leaf for ms_leaf, torch_leaf in MS_TO_TORCH_LEAF.items()}
+NORM_MODULES = ("batch_norm", "instance_norm")
 
 
 class ConversionError(ValueError):
@@ -65,6 +69,15 @@ def torch_key_for(ms_name: str) -> str:
     path, _, leaf = ms_name.rpartition(".")
     leaf = MS_TO_TORCH_LEAF.get(leaf, leaf)
     return "%s.%s" % (path, leaf) if path else leaf
+
+
+def mindspore_name(tensor: Tensor) -> str:
+    """The MindSpore parameter of the official ``tensor`` (``ibnedge.architectures.Tensor``):
+    norm leaves renamed, conv and dense keys unchanged."""
+    if tensor.module not in NORM_MODULES:
+        return tensor.key
+    path, _, leaf = tensor.key.rpartition(".")
+    return "%s.%s" % (path, TORCH_TO_MS_LEAF[leaf])
 
 
 @dataclass
@@ -94,73 +107,20 @@ class ConversionReport:
 
 # --------------------------------------------------------------------------- architecture inference
 
-_RESNET_DEPTHS = {
-    ("basic", (2, 2, 2, 2)): "resnet18",
-    ("basic", (3, 4, 6, 3)): "resnet34",
-    ("bottleneck", (3, 4, 6, 3)): "resnet50",
-    ("bottleneck", (3, 4, 23, 3)): "resnet101",
-    ("bottleneck", (3, 8, 36, 3)): "resnet152",
-}
-_DENSENET_CONFIGS = {(6, 12, 24, 16): "densenet121", (6, 12, 32, 32): "densenet169"}
-
-
-def _count_children(keys: Sequence[str], prefix: str, pattern: str) -> int:
-    regex = re.compile(re.escape(prefix) + pattern)
-    found = {m.group(1) for m in (regex.match(k) for k in keys) if m}
-    return len(found)
-
 
 def infer_arch(state_dict: Mapping[str, np.ndarray]) -> str:
-    """The registered model name the keys and shapes describe, or ConversionError."""
-    from .models import is_model
-
-    keys = list(state_dict)
-    name: Optional[str] = None
-    if "features.conv0.weight" in state_dict:
-        blocks = tuple(
-            _count_children(keys, "features.denseblock%d." % b, r"denselayer(\d+)\.") for b in range(1, 5)
-        )
-        base = _DENSENET_CONFIGS.get(blocks)
-        ibn = any(".norm1.IN." in k for k in keys)
-        if base:
-            name = base + ("_ibn_a" if ibn else "")
-    elif "conv1.weight" in state_dict and "layer1.0.conv1.weight" in state_dict:
-        kind = "bottleneck" if "layer1.0.conv3.weight" in state_dict else "basic"
-        layers = tuple(_count_children(keys, "layer%d." % s, r"(\d+)\.") for s in range(1, 5))
-        if "layer1.0.bn1.IN.weight" in state_dict:
-            ibn = "_ibn_a"
-        elif "bn1.weight" in state_dict and "bn1.running_mean" not in state_dict:
-            ibn = "_ibn_b"
-        else:
-            ibn = ""
-        stem = state_dict["conv1.weight"].shape[0]
-        if (kind, layers, stem, ibn) == ("basic", (1, 1, 1, 1), 16, "_ibn_a"):
-            name = "resnet_ibn_a_tiny"
-        elif (kind, layers) in _RESNET_DEPTHS and stem == 64:
-            base = _RESNET_DEPTHS[(kind, layers)]
-            conv2 = state_dict.get("layer1.0.conv2.weight")
-            grouped = conv2 is not None and conv2.ndim == 4 and conv2.shape[1] != conv2.shape[0]
-            if grouped:
-                base = base.replace("resnet", "resnext")
-            if "layer1.0.se.fc.0.weight" in state_dict:
-                base = "se_" + base
-            name = base + ibn
-    if name is None or not is_model(name):
-        raise ConversionError(
-            "cannot infer the architecture from the checkpoint's keys%s: pass --arch NAME "
-            "(python -m train.models --list shows the names)" % ((" (they look like %s, which is not registered)" % name) if name else "")
-        )
-    return name
+    """The registered model name the keys and shapes describe (``ibnedge.architectures.infer_arch``),
+    or ConversionError."""
+    try:
+        return architectures.infer_arch(state_dict)
+    except UnknownArchitecture as exc:
+        raise ConversionError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- conversion
 
 
-def num_classes_of(state_dict: Mapping[str, np.ndarray]) -> int:
-    for key in CLASSIFIER_KEYS:
-        if key in state_dict:
-            return int(state_dict[key].shape[0])
-    return 0
+num_classes_of = architectures.num_classes_of
 
 
 def convert_state_dict(
@@ -171,36 +131,30 @@ def convert_state_dict(
 ) -> Tuple["OrderedDict[str, np.ndarray]", ConversionReport]:
     """Map official keys onto ``arch``'s MindSpore parameters.
 
-    Returns ``({ms_name: float32 array}, report)`` in the model's parameter order.
+    Returns ``({ms_name: float32 array}, report)`` in the official key order.
     ``num_classes`` defaults to the checkpoint's classifier rows (0, a headless model,
     when it has none). With ``strict`` any missing, unexpected or mis-shaped key raises
     ConversionError naming all of them; otherwise the matching subset is returned.
     """
-    from .models import create_model
-
     arch = arch or infer_arch(state_dict)
     if num_classes is None:
         num_classes = num_classes_of(state_dict)
-    net = create_model(arch, num_classes=num_classes)
-    report = ConversionReport(arch=arch, num_classes=num_classes)
+    description = architectures.get(arch)
+    check = architectures.check_state_dict(description, state_dict, num_classes)
+    report = ConversionReport(arch=arch, num_classes=num_classes, missing=check.missing,
+                              unexpected=check.unexpected, mismatched=check.mismatched)
     params: "OrderedDict[str, np.ndarray]" = OrderedDict()
-    used = set()
-    for param in net.get_parameters():
-        key = torch_key_for(param.name)
-        if key not in state_dict:
-            report.missing.append(key)
+    wrong = set(check.missing) | {key for key, _, _ in check.mismatched}
+    for tensor in description.tensors(num_classes):
+        if tensor.key in wrong:
             continue
-        used.add(key)
-        value = state_dict[key]
-        if tuple(value.shape) != tuple(param.shape):
-            report.mismatched.append((key, tuple(value.shape), tuple(param.shape)))
-            continue
+        value = state_dict[tensor.key]
         dtype = source_dtype(value)  # "bfloat16" for tensors the reader widened to float32
         if dtype != "float32":
             report.cast[dtype] = report.cast.get(dtype, 0) + 1
-        params[param.name] = np.ascontiguousarray(value, dtype=np.float32)
-        report.converted.append(param.name)
-    report.unexpected = [k for k in state_dict if k not in used]
+        name = mindspore_name(tensor)
+        params[name] = np.ascontiguousarray(value, dtype=np.float32)
+        report.converted.append(name)
     if strict and not report.ok:
         raise ConversionError("checkpoint does not match %s (strict):\n%s" % (arch, report.problems()))
     return params, report

@@ -1,17 +1,20 @@
 """Registry of named model constructors (timm's ``_registry`` + ``_factory`` in one file).
 
-A family module decorates one small constructor per variant with ``@register_model``;
-``create_model(name, **kwargs)`` looks it up. Construction never does I/O: weights are
+A family module registers one constructor per variant: ``register_architectures`` makes one
+per ``ibnedge.architectures`` record of its family, named like the record, and
+``@register_model`` takes any other; ``create_model(name, **kwargs)`` looks it up. Construction never does I/O: weights are
 loaded afterwards (``train.convert`` writes checkpoints, MindSpore's
 ``load_checkpoint``/``load_param_into_net`` loads them).
 """
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import fnmatch
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import mindspore.nn as nn
+
+from ibnedge.architectures import ArchBase, unknown_name
 
 ModelConstructor = Callable[..., nn.Cell]
 
@@ -33,6 +36,23 @@ def register_model(fn: ModelConstructor) -> ModelConstructor:
     return fn
 
 
+def register_architectures(model_class: Callable[[Any, int], nn.Cell], archs: Iterable[ArchBase]) -> None:
+    """Register ``model_class(arch, num_classes)`` under each record's name. Keyword arguments
+    other than ``num_classes`` replace fields of the record (``channels=...``)."""
+    for arch in archs:
+        register_model(_constructor(model_class, arch))
+
+
+def _constructor(model_class: Callable[[Any, int], nn.Cell], arch: ArchBase) -> ModelConstructor:
+    def create(num_classes: int = 1000, **overrides: Any) -> nn.Cell:
+        return model_class(dataclasses.replace(arch, **overrides) if overrides else arch, num_classes)
+
+    create.__name__ = create.__qualname__ = arch.name
+    create.__module__ = model_class.__module__
+    create.__doc__ = "%s from ibnedge.architectures: %r" % (arch.name, arch)
+    return create
+
+
 def list_models(pattern: Optional[str] = None) -> List[str]:
     """Sorted registered names, optionally filtered by a shell-style ``pattern`` (``'resnet*_ibn_a'``)."""
     names = sorted(_model_entrypoints)
@@ -50,12 +70,7 @@ def model_entrypoint(name: str) -> ModelConstructor:
     try:
         return _model_entrypoints[name]
     except KeyError:
-        close = difflib.get_close_matches(name, _model_entrypoints, n=5, cutoff=0.5)
-        hint = ("did you mean: %s? " % ", ".join(close)) if close else ""
-        raise ValueError(
-            "unknown model %r: %sregistered models are %s"
-            % (name, hint, ", ".join(list_models()))
-        ) from None
+        raise unknown_name(name, list_models()) from None
 
 
 def create_model(name: str, num_classes: Optional[int] = 1000, **kwargs: Any) -> nn.Cell:

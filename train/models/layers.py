@@ -16,7 +16,7 @@ Why not the stock layers (measured with MindSpore 2.10, see shared/notes/ibn-net
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Optional
 
 import mindspore.nn as nn
 import mindspore.ops as ops
@@ -24,9 +24,10 @@ from mindspore import dtype as mstype
 from mindspore import Parameter
 from mindspore.common.initializer import HeNormal, initializer
 
-# PyTorch defaults; MindSpore's BN ``momentum`` is the weight of the OLD running value,
+from ibnedge.architectures import NORM_EPS, Norm, ibn_norm
+
+# PyTorch's default; MindSpore's BN ``momentum`` is the weight of the OLD running value,
 # i.e. 1 - PyTorch's 0.1.
-NORM_EPS = 1e-5
 BN_MOMENTUM = 0.9
 
 
@@ -133,21 +134,24 @@ class IBN(nn.Cell):
     ``instance_first=True`` (ResNet family): the FIRST ``int(planes * ratio)`` channels are
     instance-normalised. ``instance_first=False`` (DenseNet-IBN-a): the first
     ``int(planes * (1 - ratio))`` channels are batch-normalised and the rest
-    instance-normalised. Children are named ``IN`` and ``BN`` like the official modules.
+    instance-normalised (``ibnedge.architectures.ibn_norm``); ``instance`` gives the IN
+    channel count of a planned norm directly. Children are named ``IN`` and ``BN`` like the
+    official modules.
     """
 
-    def __init__(self, planes: int, ratio: float = 0.5, instance_first: bool = True) -> None:
+    def __init__(self, planes: int, ratio: float = 0.5, instance_first: bool = True,
+                 instance: Optional[int] = None) -> None:
         super().__init__()
-        if instance_first:
-            in_channels = int(planes * ratio)
+        if instance is None:
+            norm = ibn_norm(planes, ratio, instance_first)
         else:
-            in_channels = planes - int(planes * (1 - ratio))
-        if not 0 < in_channels < planes:
-            raise ValueError("IBN(planes=%d, ratio=%g) leaves no channel for IN or for BN" % (planes, ratio))
+            norm = Norm(planes, instance, instance_first)
+            if not norm.mixed:
+                raise ValueError("IBN(planes=%d) with %d IN channels leaves no channel for IN or for BN" % (planes, instance))
         self.instance_first = instance_first
-        self.split = in_channels if instance_first else planes - in_channels
-        self.IN = InstanceNorm2d(in_channels)
-        self.BN = batch_norm2d(planes - in_channels)
+        self.split = norm.parts()[0][2]
+        self.IN = InstanceNorm2d(norm.instance)
+        self.BN = batch_norm2d(planes - norm.instance)
 
     def construct(self, x):
         head = x[:, : self.split]
@@ -155,6 +159,15 @@ class IBN(nn.Cell):
         if self.instance_first:
             return ops.concat((self.IN(head), self.BN(tail)), axis=1)
         return ops.concat((self.BN(head), self.IN(tail)), axis=1)
+
+
+def make_norm(norm: Norm) -> nn.Cell:
+    """The cell of a planned norm: BatchNorm, InstanceNorm or the IBN mix."""
+    if norm.mixed:
+        return IBN(norm.channels, instance_first=norm.instance_first, instance=norm.instance)
+    if norm.instance:
+        return InstanceNorm2d(norm.channels)
+    return batch_norm2d(norm.channels)
 
 
 class MaxPool2dSymmetric(nn.Cell):
