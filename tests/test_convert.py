@@ -1,4 +1,4 @@
-"""train.convert / train.pth_reader: exact, torch-free conversion of official-layout .pth files.
+"""train.convert / ibnedge.pth_reader: exact, torch-free conversion of official-layout .pth files.
 
 The proof of equivalence: the tests' own PyTorch reference (random weights, random BN
 running statistics, random IN/BN affines) is saved with ``torch.save``, converted by our
@@ -25,9 +25,9 @@ ms = pytest.importorskip("mindspore", reason="the converter writes MindSpore che
 torch = pytest.importorskip("torch", reason="the PyTorch reference is a test-only dependency")
 
 import torch_reference  # noqa: E402
+from ibnedge.pth_reader import PthError, UnsafePickleError, load_pth, load_state_dict, source_dtype  # noqa: E402
 from train.convert import ConversionError, convert_file, convert_state_dict, infer_arch, torch_key_for  # noqa: E402
 from train.models import create_model  # noqa: E402
-from train.pth_reader import PthError, UnsafePickleError, load_pth, load_state_dict, source_dtype  # noqa: E402
 from train_helpers import converted_pair, load_converted, relative_error  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -164,7 +164,7 @@ def test_converted_ckpt_describes_itself_to_eval_and_export(tmp_path):
     .ckpt without that record is described from its parameters."""
     pytest.importorskip("torch", reason="the PyTorch reference is a test-only dependency")
     from train.convert import convert_state_dict, save_params
-    from train.pth_reader import load_state_dict
+    from ibnedge.pth_reader import load_state_dict
     from train_helpers import make_image_folder
 
     pth = save_reference_pth(tmp_path / "tiny_official.pth")

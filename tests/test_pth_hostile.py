@@ -24,7 +24,7 @@ import pytest
 
 from edge_helpers import REPO, subprocess_env
 from train_helpers import module_then_command
-from train.pth_reader import (LEGACY_MAGIC_NUMBER, LEGACY_PROTOCOL_VERSION, MAX_PICKLE_BYTES, PthError,
+from ibnedge.pth_reader import (LEGACY_MAGIC_NUMBER, LEGACY_PROTOCOL_VERSION, MAX_PICKLE_BYTES, PthError,
                               UnsafePickleError, load_pth, load_state_dict)
 
 ADDRESS_SPACE_LIMIT = 600 << 20  # the child's whole virtual memory: a large allocation fails at once

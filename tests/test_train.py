@@ -296,7 +296,7 @@ def test_bench_interleaves_both_frameworks_and_reports_per_round_ratios(tmp_path
 def test_fine_tune_from_converted_weights(folder, tmp_path, kind):
     pytest.importorskip("torch", reason="the PyTorch reference is a test-only dependency")
     from train.convert import convert_file, convert_state_dict
-    from train.pth_reader import load_state_dict
+    from ibnedge.pth_reader import load_state_dict
 
     pth = tmp_path / "tiny_imagenet.pth"
     save_reference_pth(pth)

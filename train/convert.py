@@ -47,8 +47,7 @@ import numpy as np
 
 from ibnedge import architectures
 from ibnedge.architectures import Tensor, UnknownArchitecture
-
-from .pth_reader import PathLike, load_state_dict, source_dtype
+from ibnedge.pth_reader import PathLike, load_state_dict, source_dtype
 
 MS_TO_TORCH_LEAF = {
     "gamma": "weight",
