@@ -31,12 +31,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import architectures
-from .architectures import ArchBase, DenseNetArch, Norm, ResidualBlock, ResNetArch
+from .architectures import DenseNetArch, Norm, ResidualBlock, ResNetArch
 from .metadata import ModelMetadata, PreprocessSpec, save_for_model
 
 PathLike = Union[str, "os.PathLike[str]"]

@@ -293,3 +293,20 @@ def test_unknown_architecture_is_reported():
     state["conv1.weight"] = np.zeros((32, 3, 7, 7), np.float32)  # a width no registered model has
     with pytest.raises(ConversionError, match="cannot infer"):
         infer_arch(state)
+
+
+def test_the_converter_does_not_import_the_checkpoint_module(tmp_path):
+    """train.checkpoint imports train.convert (to read a .pth); train.convert writes what a
+    .ckpt holds through train.model_info, never back through train.checkpoint (no cycle)."""
+    pth = tmp_path / "tiny.pth"
+    torch.save(_tiny_state_dict(), str(pth))
+    probe = (
+        "import sys, train.convert as c\n"
+        "c.convert_file(sys.argv[1], sys.argv[2])\n"
+        "print('LOADED', sorted(m for m in sys.modules if m.startswith('train.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, str(pth), str(tmp_path / "tiny.ckpt")], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    loaded = out.stdout.split("LOADED", 1)[1]
+    assert "train.model_info" in loaded and "train.checkpoint" not in loaded, loaded

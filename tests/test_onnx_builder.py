@@ -19,7 +19,6 @@ ms = pytest.importorskip("mindspore", reason="the comparison needs the MindSpore
 torch = pytest.importorskip("torch", reason="the PyTorch reference is a test-only dependency")
 ort = pytest.importorskip("onnxruntime")
 
-import torch_reference  # noqa: E402
 from ibnedge import architectures  # noqa: E402
 from ibnedge.metadata import load_for_model  # noqa: E402
 from ibnedge.onnx_builder import OnnxBuildError, build_from_pth, build_model  # noqa: E402

@@ -12,60 +12,21 @@ may also be an official PyTorch ``.pth``: it is converted in memory by ``train.c
 """
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ibnedge.metadata import IMAGENET_MEAN, IMAGENET_STD
+from .model_info import INFO_KEY, ModelInfo
 
-INFO_KEY = "ibnedge_info"
 _PROGRESS_KEYS = ("epoch", "step_in_epoch")
 # Top-level names of classifier cells across the model families: parameters under these
 # may be dropped when the class count changes.
 HEAD_PREFIXES = ("fc.", "classifier.", "head.")
 # ``--freeze stem``: the layers before the first stage, by family.
 STEM_PREFIXES = ("conv1.", "bn1.", "features.conv0.", "features.norm0.")
-
-
-@dataclass
-class ModelInfo:
-    """What a checkpoint's weights are: enough to rebuild, evaluate and export the model."""
-
-    arch: str
-    num_classes: int
-    class_names: Optional[List[str]] = None
-    image_size: int = 224
-    resize: int = 256
-    mean: Tuple[float, float, float] = IMAGENET_MEAN
-    std: Tuple[float, float, float] = IMAGENET_STD
-    # "mindspore" for models trained here (mindspore.dataset Decode/Resize/CenterCrop),
-    # "pil" for converted official weights (torchvision/PIL evaluation).
-    semantics: str = "mindspore"
-    source: str = ""
-
-    def to_json(self) -> str:
-        d = asdict(self)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
-        return json.dumps(d, ensure_ascii=False)
-
-    @classmethod
-    def of_converted(cls, arch: str, num_classes: int, source: str) -> "ModelInfo":
-        """Official PyTorch weights: ImageNet statistics and torchvision/PIL preprocessing."""
-        return cls(arch=arch, num_classes=num_classes, semantics="pil", source=source)
-
-    @classmethod
-    def from_json(cls, text: str) -> "ModelInfo":
-        d = json.loads(text)
-        known = set(cls.__dataclass_fields__)
-        d = {k: v for k, v in d.items() if k in known}
-        for key in ("mean", "std"):
-            if key in d:
-                d[key] = tuple(float(v) for v in d[key])
-        return cls(**d)
 
 
 @dataclass

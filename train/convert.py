@@ -161,10 +161,10 @@ def convert_state_dict(
 
 def save_params(params: Mapping[str, np.ndarray], path: PathLike, info=None) -> None:
     """Write ``{ms_name: array}`` as a MindSpore ``.ckpt``, with ``info`` (a
-    ``train.checkpoint.ModelInfo``) stored the way run checkpoints store it."""
+    ``train.model_info.ModelInfo``) stored the way run checkpoints store it."""
     import mindspore as ms
 
-    from .checkpoint import INFO_KEY
+    from .model_info import INFO_KEY
 
     extra = {INFO_KEY: info.to_json()} if info is not None else None
     ms.save_checkpoint([{"name": name, "data": ms.Tensor(value)} for name, value in params.items()], str(path),
@@ -201,7 +201,7 @@ def convert_file(
     The ``.ckpt`` says what it holds (architecture, classes, ``pil`` preprocessing), so
     ``train.eval`` and ``train.export`` need no ``--arch`` for it.
     """
-    from .checkpoint import ModelInfo
+    from .model_info import ModelInfo
 
     params, report = convert_pth(src, arch, strict, num_classes)
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
