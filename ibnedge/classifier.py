@@ -29,7 +29,7 @@ import numpy as np
 from .backends import Backend, BackendError, create_backend
 from .files import InputFile
 from .formats import PILLOW_MAX_PIXELS
-from .metadata import ModelMetadata, PreprocessSpec, imagenet_class_names, load_for_model
+from .metadata import MetadataError, ModelMetadata, PreprocessSpec, imagenet_class_names, load_for_model
 
 PathLike = Union[str, "os.PathLike[str]"]
 _POLL_S = 0.1
@@ -152,7 +152,7 @@ class Classifier(object):
             spec = base.with_semantics(preprocess)
         h, w = self.backend.input_shape[2:]
         if h > 0 and w > 0 and (h, w) != tuple(spec.crop):
-            raise ValueError(
+            raise MetadataError(
                 "%s takes %dx%d inputs but preprocessing crops %dx%d: fix the model's metadata or the spec"
                 % (self.model_path, h, w, spec.crop[0], spec.crop[1])
             )
@@ -166,7 +166,7 @@ class Classifier(object):
         """Names for a ``num_classes``-wide output: the metadata's, ImageNet's, or indices."""
         if self._names is None or len(self._names) != num_classes:
             if self._names is not None:
-                raise ValueError(
+                raise MetadataError(
                     "%s outputs %d classes but its metadata names %d" % (self.model_path, num_classes, len(self._names))
                 )
             self._names = imagenet_class_names() if num_classes == 1000 else ["class_%d" % i for i in range(num_classes)]

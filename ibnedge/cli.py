@@ -3,8 +3,9 @@
 Parses and validates flags, calls the library (:class:`ibnedge.Classifier`,
 :func:`ibnedge.convert.convert_to_lite`, :mod:`ibnedge.bench.app`), nothing else.
 Exit status: 0 when the run completed (bad input files are rows, not failures), 2 for
-bad flags and set-up failures (one line on stderr naming the fix), 130 on Ctrl-C;
-``doctor`` exits 1 when this box cannot run the model.
+bad flags and user errors (one line on stderr naming the fix; see :mod:`ibnedge.errors`),
+1 with a traceback for anything else (a bug), 130 on Ctrl-C; ``doctor`` exits 1 when this
+box cannot run the model. ``--debug`` or ``IBNEDGE_DEBUG=1`` adds the traceback to a user error.
 """
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from collections import OrderedDict
 from typing import List, Optional, Sequence
 
 from . import cpu_isa
+from .errors import EXIT_USER_ERROR, UserError, add_debug_flag, debug_requested, is_user_error, one_line, report
 
 EXIT_OK = 0
-EXIT_SETUP = 2
+EXIT_SETUP = EXIT_USER_ERROR
 EXIT_INTERRUPTED = 130
 
 _BACKENDS = ("auto", "lite", "mindspore", "onnx")
@@ -26,8 +28,8 @@ _DEVICES = ("cpu", "gpu", "ascend")
 _SEMANTICS = ("pil", "mindspore", "fast")
 
 
-class SetupError(Exception):
-    """Raised by the command functions for one-line, exit-2 failures."""
+class SetupError(UserError):
+    """Raised by the command functions for one-line, exit-2 failures of their own."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -249,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the device to check for (default: the model's, else cpu)")
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
     p.set_defaults(func=cmd_doctor)
+    for command_parser in sub.choices.values():
+        add_debug_flag(command_parser)
     return parser
 
 
@@ -262,38 +266,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # e.g. `ibnedge infer dir | head`
         return EXIT_OK
-    except SetupError as exc:
-        sys.stderr.write("ibnedge %s: error: %s\n" % (args.command, exc))
-        return EXIT_SETUP
-
-
-def _setup_errors() -> tuple:
-    """Exception types that mean 'cannot start', reported as one line with exit 2."""
-    from .backends import BackendError
-    from .hub import DownloadError, ModelUnavailable
-    from .results import OutputError
-
-    return (BackendError, DownloadError, ModelUnavailable, OutputError, ValueError, ImportError, OSError)
+    except Exception as exc:  # narrowed at once: a bug keeps its traceback (exit 1)
+        if not is_user_error(exc):
+            raise
+        return report(exc, "ibnedge %s: error: " % args.command, debug_requested(args.debug))
 
 
 def _make_classifier(args: argparse.Namespace, backend: str, batch: int):
     from .classifier import Classifier
 
-    try:
-        return Classifier(
-            model=args.model, backend=backend, device=args.device, device_id=args.device_id, threads=args.threads,
-            batch=batch, preprocess=args.preprocess, arch=args.arch,
-            exif_orientation=getattr(args, "exif_orientation", False), accept_damaged=args.accept_damaged,
-            max_pixels=args.max_pixels,
-            progress=None if not getattr(args, "quiet", False) else False,
-        )
-    except _setup_errors() as exc:
-        raise SetupError(_one_line(exc))
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+    return Classifier(
+        model=args.model, backend=backend, device=args.device, device_id=args.device_id, threads=args.threads,
+        batch=batch, preprocess=args.preprocess, arch=args.arch,
+        exif_orientation=getattr(args, "exif_orientation", False), accept_damaged=args.accept_damaged,
+        max_pixels=args.max_pixels,
+        progress=None if not getattr(args, "quiet", False) else False,
+    )
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -305,18 +293,15 @@ def cmd_infer(args: argparse.Namespace) -> int:
     # Read-only checks of --output before the model loads (which may mean a download and an
     # export); the file is opened, and so truncated, only after the model has loaded: a
     # setup failure must not destroy earlier results.
-    try:
-        if args.output:
-            output_format(args.output)
-        done = load_done(args.output, args.topk) if args.resume else set()
-    except _setup_errors() as exc:
-        raise SetupError(_one_line(exc))
+    if args.output:
+        output_format(args.output)
+    done = load_done(args.output, args.topk) if args.resume else set()
     clf = _make_classifier(args, args.backend, args.batch)
     try:
         writer = open_writer(args.output, args.topk, resume=args.resume)
-    except _setup_errors() as exc:
+    except BaseException:
         clf.close()
-        raise SetupError(_one_line(exc))
+        raise
 
     progress = Progress(enabled=None if not args.quiet else False)
     skipped = [0]
@@ -344,12 +329,12 @@ def cmd_infer(args: argparse.Namespace) -> int:
                 rows += 1
                 errors += 0 if prediction.ok else 1
                 progress.update()
-    except BrokenPipeError:  # the reader went away (`ibnedge infer dir | head`): not a failure
-        raise
-    except _setup_errors() as exc:
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
         # A backend or output failure mid-run: the rows written so far stay, so --resume continues.
         hint = "; rerun with --resume to continue" if args.output else ""
-        raise SetupError("%s (after %d rows%s)" % (_one_line(exc), rows, hint))
+        raise SetupError("%s (after %d rows%s)" % (one_line(exc), rows, hint)) from exc
     finally:
         progress.close()
         clf.close()
@@ -365,17 +350,15 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import ConvertError, FinishOnBox, convert_to_lite
+    from .convert import FinishOnBox, convert_to_lite
 
     try:
         out = convert_to_lite(args.model, args.output, optimize=args.optimize, fp16=args.fp16, device=args.device,
                               batch_sizes=args.batch, soc=args.soc, precision=args.precision,
                               config_only=args.config_only)
     except FinishOnBox as exc:  # the configuration is written; the conversion needs the Ascend toolkit
-        sys.stderr.write("ibnedge convert: %s\n" % _one_line(exc))
+        sys.stderr.write("ibnedge convert: %s\n" % one_line(exc))
         return EXIT_SETUP
-    except (ConvertError, OSError, ValueError) as exc:
-        raise SetupError(_one_line(exc))
     sys.stderr.write("ibnedge: wrote %s\n" % out)
     return EXIT_OK
 
@@ -394,14 +377,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench.app import BenchSetupError, run_bench
+    from .bench.app import run_bench
 
-    try:
-        return run_bench(args)
-    except BrokenPipeError:
-        raise
-    except (BenchSetupError,) + _setup_errors() as exc:
-        raise SetupError(_one_line(exc))
+    return run_bench(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

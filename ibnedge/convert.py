@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 from .ascend_config import DEFAULT_PRECISION, DEFAULT_SOC, PRECISIONS, AscendConfigError, AscendFiles, AscendSettings
 from .ascend_config import check_batch_sizes, write_ascend_files
 from .backends.base import captured_native_stderr, native_reason
+from .errors import UserError
 from .metadata import Deployment, ModelMetadata, load_for_model, metadata_path, save_for_model
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -38,7 +39,7 @@ CONVERT_DEVICES = ("cpu", "ascend")
 _FMK_BY_SUFFIX = {".onnx": "ONNX", ".mindir": "MINDIR"}
 
 
-class ConvertError(RuntimeError):
+class ConvertError(UserError, RuntimeError):
     """The model could not be converted; the message names the file and the fix."""
 
 

@@ -36,6 +36,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Optional, Union
 
+from .errors import UserError
 from .metadata import metadata_path
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -49,11 +50,11 @@ _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[^.]+$")
 _CHUNK = 1 << 16
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """The file could not be fetched or failed verification; nothing was cached."""
 
 
-class ModelUnavailable(RuntimeError):
+class ModelUnavailable(UserError, RuntimeError):
     """The default model cannot be made here; the message says what to do (usually --model)."""
 
 

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from .errors import UserError
+
 # Resize semantics the native engine reproduces (see shared notes, preprocessing.md):
 #   pil       torchvision/PIL antialiased bilinear, round() centre crop (official weights)
 #   mindspore mindspore.dataset Decode/Resize/CenterCrop: OpenCV INTER_LINEAR, floor offsets
@@ -25,6 +27,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 METADATA_VERSION = 1
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+class MetadataError(UserError, ValueError):
+    """A model's metadata is unreadable or contradicts the model; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -219,7 +225,7 @@ def load_for_model(model_path: PathLike) -> Optional[ModelMetadata]:
     try:
         return ModelMetadata.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError("%s: invalid model metadata (%s); re-export the model or fix the file" % (path, exc))
+        raise MetadataError("%s: invalid model metadata (%s); re-export the model or fix the file" % (path, exc))
 
 
 _IMAGENET_FILE = Path(__file__).with_name("data") / "imagenet1k_classes.tsv"

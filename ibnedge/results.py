@@ -23,12 +23,14 @@ import time
 from pathlib import Path
 from typing import IO, Any, Dict, List, Optional, Set, Union
 
+from .errors import UserError
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 FORMATS = (".jsonl", ".csv")
 
 
-class OutputError(ValueError):
+class OutputError(UserError, ValueError):
     """The output file cannot be used (unknown suffix, unreadable, another run's layout)."""
 
 

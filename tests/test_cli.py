@@ -84,6 +84,54 @@ def test_bad_flags_one_line_exit_2(argv, message, tmp_path):
     assert message in err
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["infer", "x.jpg", "--model", "/nonexistent/m.onnx"], "ibnedge infer: error: model file not found"),
+    (["convert", "/nonexistent.onnx", "--to", "lite"], "ibnedge convert: error: model file not found"),
+    (["bench", "--corpus", "/nonexistent", "--images", "1"], "ibnedge bench: error: --corpus /nonexistent is not"),
+])
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_debug_adds_the_traceback_to_a_user_error(argv, message, how, tmp_path):
+    """--debug or IBNEDGE_DEBUG=1: the same one line (exit 2), the traceback above it."""
+    proc = _cli(*(argv + (["--debug"] if how == "flag" else [])), cwd=str(tmp_path),
+                env={"IBNEDGE_DEBUG": "1"} if how == "environment" else {"IBNEDGE_DEBUG": ""})
+    err = proc.stderr.decode().strip().splitlines()
+    assert proc.returncode == 2, "\n".join(err)
+    assert err[0] == "Traceback (most recent call last):" and err[-1].startswith(message), "\n".join(err)
+
+
+_PLANTED_BUG = """
+import sys
+import ibnedge.classifier
+
+
+def planted(*args, **kwargs):
+    raise {error}("planted bug")
+
+
+setattr({target}, "{name}", planted)
+from ibnedge.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("where, error, target, name", [
+    ("setting up", "ValueError", "ibnedge.classifier.Classifier", "_resolve_spec"),
+    ("mid-run", "ValueError", "ibnedge.classifier", "softmax"),
+    ("mid-run", "OSError", "ibnedge.classifier", "softmax"),
+])
+def test_a_bug_keeps_its_traceback(where, error, target, name, model, imagenet_files, tmp_path):
+    """An exception that is no user error (here a bug planted in a real run) is not turned
+    into a one-line exit 2 that looks like bad input: Python's traceback, exit 1."""
+    script = _PLANTED_BUG.format(error=error, target=target, name=name)
+    out = tmp_path / "rows.jsonl"
+    proc = run_py(PY, ["-c", script, "infer", str(imagenet_files[0]), "--model", str(model), "--output", str(out)])
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert "Traceback (most recent call last):" in err and err.strip().endswith("%s: planted bug" % error), err
+    assert "ibnedge infer: error" not in err
+
+
 def test_output_problems_are_found_before_the_model_loads(tmp_path):
     """A --resume file that is not ours is refused before any model is loaded (a default
     model may mean a download and an export), and is left as it was."""

@@ -18,6 +18,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 
+from ..errors import UserError
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 DEVICES = ("cpu", "gpu", "ascend")
@@ -25,7 +27,7 @@ DEVICES = ("cpu", "gpu", "ascend")
 AUTO_ORDER = ("lite", "mindspore", "onnx")
 
 
-class BackendError(RuntimeError):
+class BackendError(UserError, RuntimeError):
     """A backend cannot be set up (runtime missing, model unreadable, device absent)."""
 
 

@@ -31,8 +31,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..errors import UserError
 
-class BenchSetupError(RuntimeError):
+
+class BenchSetupError(UserError, RuntimeError):
     """The benchmark cannot start (no model, no backend, no images, no matplotlib...)."""
 
 
