@@ -38,6 +38,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+from .errors import UserError
+
 NORM_EPS = 1e-5
 RESNET_IBN_RATIO = 0.5
 DENSENET_IBN_RATIO = 0.4
@@ -51,7 +53,7 @@ NO_IBN = (None, None, None, None)
 Shape = Tuple[int, ...]
 
 
-class UnknownArchitecture(ValueError):
+class UnknownArchitecture(UserError, ValueError):
     """A name or a checkpoint that matches no described architecture; the message says what to pass."""
 
 

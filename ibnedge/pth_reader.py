@@ -47,6 +47,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .errors import UserError
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
@@ -73,7 +75,7 @@ def _shown(value: Any) -> str:
     return _MESSAGE_REPR.repr(value)
 
 
-class PthError(ValueError):
+class PthError(UserError, ValueError):
     """The file is not a readable PyTorch checkpoint; the message names the file and the fix."""
 
 

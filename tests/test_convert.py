@@ -117,7 +117,7 @@ def test_cli_reports_errors_without_traceback(tmp_path):
     bad.write_bytes(b"not a checkpoint at all")
     out = subprocess.run([sys.executable, "-m", "train.convert", str(bad), str(tmp_path / "o.ckpt")],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert "not a PyTorch checkpoint" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "o.ckpt").exists()
 

@@ -41,6 +41,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ibnedge.cpu_isa import DEFAULT_CPU_ISA_CAP, ISA_VARIABLES, apply_default_cpu_isa_cap, cpu_isa_cap
+from ibnedge.errors import UserError, add_debug_flag, run_reporting
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TORCH_REFERENCE = PROJECT_ROOT / "tests" / "torch_reference.py"
@@ -69,9 +70,13 @@ def _mindspore_step(arch: str, batch: int, size: int) -> Callable[[], float]:
     return lambda: float(step(x, y).asnumpy())
 
 
+class BenchSetupError(UserError, RuntimeError):
+    """The benchmark cannot run here; the message says what is missing."""
+
+
 def _torch_reference():
     if not TORCH_REFERENCE.is_file():
-        raise FileNotFoundError("%s: the PyTorch reference ships with the tests; run from a source checkout" % TORCH_REFERENCE)
+        raise BenchSetupError("%s: the PyTorch reference ships with the tests; run from a source checkout" % TORCH_REFERENCE)
     spec = importlib.util.spec_from_file_location("torch_reference", str(TORCH_REFERENCE))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -265,6 +270,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "no cap) in the same rounds" % (ISA_VARIABLES[0], DEFAULT_CPU_ISA_CAP))
     p.add_argument("--json-out", help="also write the results here")
     p.add_argument("--serve", choices=("mindspore", "torch", "data"), help=argparse.SUPPRESS)  # internal worker
+    add_debug_flag(p)
     args = p.parse_args(argv)
     if args.images < 4 * args.batch:
         p.error("--images must be at least 4 batches (%d) so that throughput excludes pipeline start-up" % (4 * args.batch))
@@ -277,7 +283,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     compare_isa = [s for s in args.compare_isa.split(",") if s]
     if compare_isa and "mindspore" not in parts:
         p.error("--compare-isa compares against the mindspore part: add it to --parts")
+    return run_reporting(lambda: _bench_command(args, parts, compare_isa), "error: ", args.debug)
 
+
+def _bench_command(args: argparse.Namespace, parts: List[str], compare_isa: List[str]) -> int:
     if args.serve == "data":
         print(json.dumps(bench_data(args.batch, args.size, args.images, 3, args.workers)), flush=True)
         return 0

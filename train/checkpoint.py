@@ -19,6 +19,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ibnedge.errors import UserError
+
 from .model_info import INFO_KEY, ModelInfo
 
 _PROGRESS_KEYS = ("epoch", "step_in_epoch")
@@ -27,6 +29,10 @@ _PROGRESS_KEYS = ("epoch", "step_in_epoch")
 HEAD_PREFIXES = ("fc.", "classifier.", "head.")
 # ``--freeze stem``: the layers before the first stage, by family.
 STEM_PREFIXES = ("conv1.", "bn1.", "features.conv0.", "features.norm0.")
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint is missing or unreadable, or does not fit the model or the flags (--arch, --freeze)."""
 
 
 @dataclass
@@ -52,7 +58,7 @@ def read_checkpoint(path: Path, arch: Optional[str] = None) -> Checkpoint:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError("%s: checkpoint not found" % path)
+        raise CheckpointError("%s: checkpoint not found" % path)
     if path.suffix in (".pth", ".pt", ".tar"):
         ckpt = _read_pth(path, arch)
     else:
@@ -60,14 +66,18 @@ def read_checkpoint(path: Path, arch: Optional[str] = None) -> Checkpoint:
         if ckpt.info is None:
             ckpt.info = _describe_bare(ckpt.params, path, arch)
     if arch is not None and ckpt.info is not None and ckpt.info.arch != arch:
-        raise ValueError("%s holds %s weights, not --arch %s" % (path, ckpt.info.arch, arch))
+        raise CheckpointError("%s holds %s weights, not --arch %s" % (path, ckpt.info.arch, arch))
     return ckpt
 
 
 def _read_ckpt(path: Path) -> Checkpoint:
     import mindspore as ms
 
-    raw = ms.load_checkpoint(str(path))
+    try:
+        raw = ms.load_checkpoint(str(path))
+    except (ValueError, RuntimeError, TypeError) as exc:  # MindSpore's words for an unreadable file
+        raise CheckpointError("%s is not a readable MindSpore checkpoint (%s)" % (path, str(exc).strip().splitlines()[0]
+                                                                                  if str(exc).strip() else type(exc).__name__))
     params: Dict[str, np.ndarray] = {}
     info = None
     progress = {k: 0 for k in _PROGRESS_KEYS}
@@ -151,7 +161,7 @@ def load_into(net, params: Dict[str, np.ndarray], source: str, allow_new_head: b
         p.set_data(ms.Tensor(value.astype(ms.dtype_to_nptype(p.dtype), copy=False)))
         loaded.append(p.name)
     if problems:
-        raise ValueError(
+        raise CheckpointError(
             "%s does not fit the model (%d problems): %s; check --arch" % (source, len(problems), "; ".join(problems[:8]))
         )
     if replaced:
@@ -177,7 +187,7 @@ def freeze(net, parts: Sequence[str]) -> List[str]:
             match = lambda n, prefix=prefix: n.startswith(prefix)  # noqa: E731
         hits = [n for n in names if match(n)]
         if not hits:
-            raise ValueError("--freeze %s matches no parameter; use stem, backbone or a prefix such as layer1" % part)
+            raise CheckpointError("--freeze %s matches no parameter; use stem, backbone or a prefix such as layer1" % part)
         frozen.extend(hits)
     frozen_set = set(frozen)
     for p in net.get_parameters():
@@ -223,7 +233,7 @@ def run_checkpoint_progress(path: Path) -> Tuple[int, int]:
     """(completed epochs, steps into the next) from a ``run_checkpoint_name``."""
     match = _RUN_CHECKPOINT.search(Path(path).name)
     if match is None:
-        raise ValueError("%s is not named like a run checkpoint (<arch>-eNNN[-sNNNNN].ckpt)" % path)
+        raise CheckpointError("%s is not named like a run checkpoint (<arch>-eNNN[-sNNNNN].ckpt)" % path)
     return int(match.group(1)), int(match.group(2) or 0)
 
 
@@ -247,5 +257,5 @@ def resume_checkpoint(resume: str, directory: Path, arch: str) -> Path:
         return Path(resume)
     found = run_checkpoints(Path(directory), arch)
     if not found:
-        raise FileNotFoundError("--resume latest: no checkpoint in %s" % directory)
+        raise CheckpointError("--resume latest: no checkpoint in %s" % directory)
     return max(found, key=lambda p: (p.stat().st_mtime_ns, run_checkpoint_progress(p)))

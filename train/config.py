@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from ibnedge import cpu_isa
+from ibnedge.errors import UserError
 
 from .schedule import SCHEDULES
 
@@ -24,6 +25,7 @@ EXPORT_FORMATS = ("MINDIR", "ONNX", "AIR")
 # SGD momentum 0.9, weight decay 1e-4, lr 0.1 per 256 images, x0.1 at 30/60/90 of 100 epochs.
 DEFAULTS: Dict[str, Any] = {
     "config": None,
+    "debug": False,
     "device": None,  # None: MindSpore's own choice for this installation
     "mode": "graph",
     "seed": 1,
@@ -76,6 +78,10 @@ DEFAULTS: Dict[str, Any] = {
     "json_out": None,
 }
 
+class ConfigError(UserError, ValueError):
+    """A --config file is missing, unreadable, or holds an unknown setting or a bad value."""
+
+
 _PATH_KEYS = {"config", "train_dir", "val_dir", "output_dir", "resume", "pretrained", "dump_weights",
               "summary_json", "checkpoint", "output", "class_names", "json_out"}
 
@@ -126,6 +132,8 @@ class _Options:
 def add_common(parser: argparse.ArgumentParser) -> None:
     opt = _Options(parser.add_argument_group("common"))
     opt("--config", dest="config", metavar="FILE", help="YAML or TOML file of settings; flags override it")
+    opt("--debug", dest="debug", action="store_true",
+        help="on an error, also print its traceback (as does IBNEDGE_DEBUG=1)")
     opt("--device", dest="device", type=_device, metavar="{Ascend,GPU,CPU}",
         help="device target; " + cpu_isa.HELP)
     opt("--mode", dest="mode", choices=("graph", "pynative"), help="MindSpore execution mode")
@@ -219,12 +227,15 @@ def load_config_file(path: Path) -> Dict[str, Any]:
     """Settings from a YAML or TOML file; unknown keys are an error naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError("%s: config file not found" % path)
+        raise ConfigError("%s: config file not found" % path)
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml"):
         import yaml
 
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError("%s: not valid YAML (%s)" % (path, " ".join(str(exc).split())))
     elif suffix == ".toml":
         if sys.version_info >= (3, 11):
             import tomllib
@@ -232,17 +243,17 @@ def load_config_file(path: Path) -> Dict[str, Any]:
             try:
                 import tomli as tomllib
             except ImportError:
-                raise RuntimeError("%s: reading TOML on Python < 3.11 needs 'pip install tomli'" % path) from None
+                raise ConfigError("%s: reading TOML on Python < 3.11 needs 'pip install tomli'" % path) from None
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     else:
-        raise ValueError("%s: config files are YAML (.yaml, .yml) or TOML (.toml)" % path)
+        raise ConfigError("%s: config files are YAML (.yaml, .yml) or TOML (.toml)" % path)
     if not isinstance(data, dict):
-        raise ValueError("%s: expected a mapping of option names to values at the top level" % path)
+        raise ConfigError("%s: expected a mapping of option names to values at the top level" % path)
     out = {}
     for key, value in data.items():
         name = _normalise_key(key)
         if name not in DEFAULTS or name == "config":
-            raise ValueError("%s: unknown setting %r; settings are the long option names of --help" % (path, key))
+            raise ConfigError("%s: unknown setting %r; settings are the long option names of --help" % (path, key))
         out[name] = value
     return out
 
@@ -265,7 +276,7 @@ def _coerce(name: str, value: Any, path: Path) -> Any:
     default = DEFAULTS[name]
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ValueError("%s: %s must be true or false, got %r" % (path, name, value))
+            raise ConfigError("%s: %s must be true or false, got %r" % (path, name, value))
         return value
     if isinstance(default, (int, float)) and not isinstance(default, bool):
         return type(default)(value)

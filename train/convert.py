@@ -47,6 +47,7 @@ import numpy as np
 
 from ibnedge import architectures
 from ibnedge.architectures import Tensor, UnknownArchitecture
+from ibnedge.errors import UserError, add_debug_flag, run_reporting
 from ibnedge.pth_reader import PathLike, load_state_dict, source_dtype
 
 MS_TO_TORCH_LEAF = {
@@ -59,7 +60,7 @@ TORCH_TO_MS_LEAF = {torch_leaf: ms_leaf for ms_leaf, torch_leaf in MS_TO_TORCH_L
 NORM_MODULES = ("batch_norm", "instance_norm")
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """The checkpoint does not fit the architecture; the message lists every offending key."""
 
 
@@ -222,13 +223,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="refuse on any missing/unexpected/mis-shaped key (default)")
     parser.add_argument("--no-strict", dest="strict", action="store_false",
                         help="write the matching parameters and report the rest (fine-tuning checkpoints)")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
+    # PthError, ConversionError, an unknown --arch, an unwritable OUT: one line, exit 2.
+    return run_reporting(lambda: _convert_command(args), "error: ", args.debug)
+
+
+def _convert_command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    try:
-        report = convert_file(args.src, args.dst, args.arch, args.strict, args.num_classes)
-    except (ValueError, OSError) as exc:  # PthError, ConversionError, an unknown --arch, an unwritable OUT
-        print("error: %s" % exc, file=sys.stderr)
-        return 1
+    report = convert_file(args.src, args.dst, args.arch, args.strict, args.num_classes)
     if not report.ok:
         print("warning (--no-strict): %s" % report.problems(), file=sys.stderr)
     cast = "".join(", %d %s tensors cast to float32" % (n, d) for d, n in sorted(report.cast.items()))

@@ -31,6 +31,7 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ibnedge.errors import UserError
 from ibnedge.formats import HEAD_BYTES, PILLOW_MAX_PIXELS as MAX_PIXELS, image_size, sniff
 from ibnedge.metadata import IMAGENET_MEAN, IMAGENET_STD
 
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 DECODABLE_FORMATS = ("jpeg", "png", "bmp", "tiff")
 CHECK_MODES = ("header", "decode", "none")
 _TAIL_BYTES = 4096  # an end marker followed by a little padding still counts as complete
+
+
+class DatasetError(UserError, ValueError):
+    """A dataset folder is missing, empty, or does not fit the model or the batch size."""
 
 
 @dataclass
@@ -68,10 +73,10 @@ class ImageFolder:
 def list_classes(root: Path) -> List[str]:
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError("%s: dataset folder not found; pass an ImageFolder root (one subfolder per class)" % root)
+        raise DatasetError("%s: dataset folder not found; pass an ImageFolder root (one subfolder per class)" % root)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
-        raise ValueError("%s: no class subfolders; an ImageFolder root holds one subfolder per class" % root)
+        raise DatasetError("%s: no class subfolders; an ImageFolder root holds one subfolder per class" % root)
     return classes
 
 
@@ -147,7 +152,7 @@ def scan_image_folder(
     classes = list(found) if classes is None else list(classes)
     unknown = sorted(set(found) - set(classes))
     if unknown:
-        raise ValueError(
+        raise DatasetError(
             "%s: class folders %s are not among the model's %d classes; "
             "train and validation sets need the same class folders" % (root, ", ".join(unknown), len(classes))
         )
@@ -162,7 +167,7 @@ def scan_image_folder(
                 files.append(p)
                 labels.append(label)
     if not files:
-        raise ValueError("%s: no files in the class folders" % root)
+        raise DatasetError("%s: no files in the class folders" % root)
 
     problems: List[Optional[str]] = [None] * len(files)
     if check != "none":
@@ -177,7 +182,7 @@ def scan_image_folder(
     for b in bad:
         report("skipping %s" % b)
     if not good:
-        raise ValueError("%s: none of the %d files is a readable image" % (root, len(files)))
+        raise DatasetError("%s: none of the %d files is a readable image" % (root, len(files)))
     return ImageFolder(
         root=root,
         classes=classes,
@@ -301,7 +306,7 @@ def train_dataset(
     transforms = train_transforms(image_size, mean, std) if augment else eval_transforms(image_size, resize, mean, std)
     per_shard = shard_size(len(folder), num_shards)
     if per_shard < batch_size:
-        raise ValueError(
+        raise DatasetError(
             "%s: %d images per shard (%d images, %d shards) is less than one batch of %d; "
             "lower --batch-size" % (folder.root, per_shard, len(folder), num_shards, batch_size)
         )

@@ -43,6 +43,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ibnedge.errors import DEBUG_ENV, UserError, add_debug_flag, run_reporting
+
 from . import rendezvous
 from .config import _device
 from .rank_guard import (LAUNCHER_PID_ENV, SCHEDULER, describe_exit, die_with_parent, rank_of, read_status,
@@ -53,6 +55,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _MS_LOG_LINE = re.compile(r"^\[(WARNING|INFO|DEBUG)\] ")
 _POLL_S = 0.5
 MIN_HEARTBEAT_TIMEOUT_S = 10 * _POLL_S  # beats go out between polls: ten chances per timeout
+
+
+class LaunchError(UserError, ValueError):
+    """The launcher's flags do not make a cluster (node ranks, ports, rank table, --device placement)."""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -90,6 +96,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tail-lines", type=int, default=40, help="log lines shown from a failed rank (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="do not stream this node's first rank's log to the console")
     p.add_argument("--dry-run", action="store_true", help="print this node's ranks and msrun command, start nothing")
+    add_debug_flag(p)  # also given to every rank (IBNEDGE_DEBUG=1): a failed rank's log shows its traceback
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the arguments of python -m train")
     return p
 
@@ -150,27 +157,27 @@ class Plan:
 def plan_from(args: argparse.Namespace) -> Plan:
     """Checked settings; ValueError says what to fix."""
     if args.nnodes < 1:
-        raise ValueError("--nnodes must be at least 1")
+        raise LaunchError("--nnodes must be at least 1")
     if not 0 <= args.node_rank < args.nnodes:
-        raise ValueError("--node-rank must be within 0..%d (--nnodes %d)" % (args.nnodes - 1, args.nnodes))
+        raise LaunchError("--node-rank must be within 0..%d (--nnodes %d)" % (args.nnodes - 1, args.nnodes))
     if args.nproc_per_node < 1:
-        raise ValueError("--nproc-per-node must be at least 1")
+        raise LaunchError("--nproc-per-node must be at least 1")
     rank_table = None
     if args.rank_table:
         if args.device != "Ascend":
-            raise ValueError("--rank-table is for Ascend (HCCL); %s needs none" % args.device)
+            raise LaunchError("--rank-table is for Ascend (HCCL); %s needs none" % args.device)
         rank_table = Path(args.rank_table).resolve()
         if not rank_table.is_file():
-            raise ValueError("--rank-table %s: file not found on node rank %d" % (args.rank_table, args.node_rank))
+            raise LaunchError("--rank-table %s: file not found on node rank %d" % (args.rank_table, args.node_rank))
     control = args.control_port if args.control_port is not None else args.master_port + 1
     for name, port in (("--master-port", args.master_port), ("--control-port", control)):
         if not 1024 <= port <= 65535:
-            raise ValueError("%s %d: choose a port within 1024..65535" % (name, port))
+            raise LaunchError("%s %d: choose a port within 1024..65535" % (name, port))
     if control == args.master_port:
-        raise ValueError("--control-port must differ from --master-port")
+        raise LaunchError("--control-port must differ from --master-port")
     if not args.heartbeat_timeout >= MIN_HEARTBEAT_TIMEOUT_S:
-        raise ValueError("--heartbeat-timeout %g: give at least %g s (a launcher looks at its channel every %g s)"
-                         % (args.heartbeat_timeout, MIN_HEARTBEAT_TIMEOUT_S, _POLL_S))
+        raise LaunchError("--heartbeat-timeout %g: give at least %g s (a launcher looks at its channel every %g s)"
+                          % (args.heartbeat_timeout, MIN_HEARTBEAT_TIMEOUT_S, _POLL_S))
     return Plan(args.nnodes, args.node_rank, args.nproc_per_node, args.device, args.master_addr, args.master_port,
                 control, Path(args.log_dir).resolve(), args.cluster_timeout, args.heartbeat_timeout, rank_table)
 
@@ -526,7 +533,7 @@ def _train_args(args: argparse.Namespace, plan: Plan) -> List[str]:
     if train_args[:1] == ["--"]:
         train_args = train_args[1:]
     if "--device" in train_args or any(a.startswith("--device=") for a in train_args):
-        raise ValueError("give --device to train.distributed, not after --")
+        raise LaunchError("give --device to train.distributed, not after --")
     return ["--device", plan.device] + train_args
 
 
@@ -536,7 +543,7 @@ def launch(args: argparse.Namespace) -> int:
     train_args = _train_args(args, plan)
     direct = plan.node_rank > 0 and is_local_address(plan.master_addr)
     if plan.node_rank == 0 and not args.dry_run and not is_local_address(plan.master_addr):
-        raise ValueError("--master-addr %s is not an address of this machine, but node rank 0 runs the scheduler "
+        raise LaunchError("--master-addr %s is not an address of this machine, but node rank 0 runs the scheduler "
                          "there: run node rank 0 on %s, or give its address" % (plan.master_addr, plan.master_addr))
     print("\n".join(describe_plan(plan, direct)), flush=True)
     if args.dry_run:
@@ -589,11 +596,9 @@ def _run_node(plan: Plan, args: argparse.Namespace, train_args: List[str], direc
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        return launch(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print("error: %s" % exc, file=sys.stderr, flush=True)
-        return 2
+    if args.debug:
+        os.environ[DEBUG_ENV] = "1"  # inherited by msrun and the ranks
+    return run_reporting(lambda: launch(args), "error: ", args.debug)
 
 
 if __name__ == "__main__":

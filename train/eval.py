@@ -8,6 +8,7 @@ by position).
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import sys
@@ -19,8 +20,11 @@ import numpy as np
 
 from mindspore.train import Metric
 
+from ibnedge.errors import run_reporting
+
 from . import config as settings
 from . import data
+from .checkpoint import CheckpointError
 
 
 class TopKAccuracy(Metric):
@@ -84,7 +88,7 @@ def build_network(ckpt, num_classes: Optional[int] = None):
 
     info = ckpt.info
     if info is None:
-        raise ValueError("%s does not say its architecture and it cannot be inferred; pass --arch" % ckpt.path)
+        raise CheckpointError("%s does not say its architecture and it cannot be inferred; pass --arch" % ckpt.path)
     net = create_model(info.arch, num_classes=num_classes or info.num_classes or None)
     load_into(net, ckpt.params, str(ckpt.path), allow_new_head=False)
     net.set_train(False)
@@ -109,29 +113,27 @@ def network_from_settings(cfg):
 
 def main(argv: Optional[List[str]] = None) -> int:
     cfg = settings.resolve(settings.eval_parser(), argv)
-    import mindspore as ms
+    return run_reporting(lambda: _evaluate_command(cfg), "error: ", cfg.debug)
 
+
+def _evaluate_command(cfg: argparse.Namespace) -> int:
     from .loop import setup_context
 
     if not cfg.checkpoint or not cfg.val_dir:
         print("error: --checkpoint and --val-dir are required", file=sys.stderr)
         return 2
-    try:
-        setup_context(cfg.device, cfg.mode)
-        info, net = network_from_settings(cfg)
-        classes = info.class_names
-        if not classes:
-            from ibnedge.metadata import imagenet_classes
+    setup_context(cfg.device, cfg.mode)
+    info, net = network_from_settings(cfg)
+    classes = info.class_names
+    if not classes:
+        from ibnedge.metadata import imagenet_classes
 
-            count = cfg.num_classes or info.num_classes
-            classes = [w for w, _ in imagenet_classes()] if count == 1000 else ["%d" % i for i in range(count)]
-        folder = data.scan_image_folder(Path(cfg.val_dir), classes=classes, check=cfg.check_images, workers=cfg.workers)
-        print(data.describe(folder), flush=True)
-        dataset = data.eval_dataset(folder, cfg.batch_size, info.image_size, info.resize, cfg.workers,
-                                    mean=info.mean, std=info.std)
-    except (ValueError, FileNotFoundError) as exc:
-        print("error: %s" % exc, file=sys.stderr, flush=True)
-        return 2
+        count = cfg.num_classes or info.num_classes
+        classes = [w for w, _ in imagenet_classes()] if count == 1000 else ["%d" % i for i in range(count)]
+    folder = data.scan_image_folder(Path(cfg.val_dir), classes=classes, check=cfg.check_images, workers=cfg.workers)
+    print(data.describe(folder), flush=True)
+    dataset = data.eval_dataset(folder, cfg.batch_size, info.image_size, info.resize, cfg.workers,
+                                mean=info.mean, std=info.std)
     start = time.perf_counter()
     result = evaluate(net, dataset)
     seconds = time.perf_counter() - start

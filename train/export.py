@@ -10,6 +10,7 @@ export their portable form (``train.models.portable_ops``).
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import tempfile
@@ -18,6 +19,9 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import mindspore.nn as nn
 import numpy as np
+
+from ibnedge.errors import UserError, run_reporting
+from ibnedge.metadata import ModelMetadata, PreprocessSpec, imagenet_class_names, save_for_model
 
 from .models import portable_ops
 
@@ -29,7 +33,7 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """The model cannot be exported in the requested format here; the message says why and what to do."""
 
 
@@ -176,8 +180,6 @@ def model_metadata(info, input_shape: Sequence[int], class_names: Optional[Seque
     Resize semantics: ``semantics`` if given, else the checkpoint's (``mindspore`` for
     models trained here, ``pil`` for converted official weights).
     """
-    from ibnedge.metadata import ModelMetadata, PreprocessSpec, imagenet_class_names
-
     names = list(class_names) if class_names is not None else info.class_names
     if names is None and info.num_classes == 1000:
         names = imagenet_class_names()
@@ -201,49 +203,47 @@ def model_metadata(info, input_shape: Sequence[int], class_names: Optional[Seque
 def _read_class_names(path: PathLike) -> List[str]:
     names = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
     if not names:
-        raise ValueError("%s: no class names (one per line expected)" % path)
+        raise ExportError("%s: no class names (one per line expected)" % path)
     return names
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    import json
-    import sys
-
-    from ibnedge.metadata import save_for_model
-
     from . import config as settings
-    from .checkpoint import ModelInfo
-    from .eval import network_from_settings, with_explicit_sizes
-    from .loop import TrainingError, setup_context
-    from .models import create_model
 
     cfg = settings.resolve(settings.export_parser(), argv)
-    try:
-        setup_context(cfg.device, cfg.mode)
-        if cfg.checkpoint:
-            info, net = network_from_settings(cfg)
-        else:
-            if "arch" not in cfg.explicit:
-                raise ValueError("give --checkpoint (or --arch to export an untrained model)")
-            import mindspore as ms
+    return run_reporting(lambda: _export_command(cfg), "error: ", cfg.debug)
 
-            ms.set_seed(cfg.seed)
-            num_classes = cfg.num_classes or 1000
-            info = with_explicit_sizes(ModelInfo.of_converted(cfg.arch, num_classes, "random-init"), cfg)
-            net = create_model(cfg.arch, num_classes=num_classes)
-        size = info.image_size
-        fmt = cfg.format.upper()
-        output = Path(cfg.output) if cfg.output else Path("runs/export") / (info.arch + SUFFIXES[fmt])
-        batch = int(cfg.export_batch)
-        if batch < 0:
-            raise ValueError("--export-batch must be 0 (dynamic) or a positive batch size")
-        class_names = _read_class_names(cfg.class_names) if cfg.class_names else None
-        meta = model_metadata(info, (batch or -1, 3, size, size), class_names, cfg.semantics)
-        path = export_model(net, output, fmt, input_shape=(batch or 1, 3, size, size), dynamic_batch=batch == 0)
-        meta_path = save_for_model(meta, path)
-    except (ExportError, TrainingError, ValueError, FileNotFoundError) as exc:
-        print("error: %s" % exc, file=sys.stderr, flush=True)
-        return 2
+
+def _export_command(cfg: argparse.Namespace) -> int:
+    import json
+
+    from .checkpoint import ModelInfo
+    from .eval import network_from_settings, with_explicit_sizes
+    from .loop import setup_context
+    from .models import create_model
+
+    setup_context(cfg.device, cfg.mode)
+    if cfg.checkpoint:
+        info, net = network_from_settings(cfg)
+    else:
+        if "arch" not in cfg.explicit:
+            raise ExportError("give --checkpoint (or --arch to export an untrained model)")
+        import mindspore as ms
+
+        ms.set_seed(cfg.seed)
+        num_classes = cfg.num_classes or 1000
+        info = with_explicit_sizes(ModelInfo.of_converted(cfg.arch, num_classes, "random-init"), cfg)
+        net = create_model(cfg.arch, num_classes=num_classes)
+    size = info.image_size
+    fmt = cfg.format.upper()
+    output = Path(cfg.output) if cfg.output else Path("runs/export") / (info.arch + SUFFIXES[fmt])
+    batch = int(cfg.export_batch)
+    if batch < 0:
+        raise ExportError("--export-batch must be 0 (dynamic) or a positive batch size")
+    class_names = _read_class_names(cfg.class_names) if cfg.class_names else None
+    meta = model_metadata(info, (batch or -1, 3, size, size), class_names, cfg.semantics)
+    path = export_model(net, output, fmt, input_shape=(batch or 1, 3, size, size), dynamic_batch=batch == 0)
+    meta_path = save_for_model(meta, path)
     print("exported %s (%s) and %s" % (path, fmt, meta_path), flush=True)
     # One machine-readable line; the class names are in the metadata file, not repeated here.
     summary = {k: v for k, v in meta.to_dict().items() if k != "class_names"}

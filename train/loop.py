@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ibnedge.cpu_isa import apply_default_cpu_isa_cap
+from ibnedge.errors import UserError, run_reporting
 
 from . import config as settings
 from . import data, faults, schedule
@@ -44,7 +44,7 @@ from .checkpoint import (
 _REBUILDABLE = ("learning_rate", "scale_sense", "current_iterator_step", "last_overflow_iterator_step")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """A problem with the run's inputs, reported without a traceback by the CLI."""
 
 
@@ -70,7 +70,10 @@ def setup_context(device: Optional[str], mode: str) -> Cluster:
     import mindspore as ms
 
     if device:
-        ms.set_device(device)
+        try:
+            ms.set_device(device)
+        except (RuntimeError, ValueError) as exc:  # this MindSpore build lacks the device's plugin
+            raise TrainingError("this MindSpore cannot use --device %s (%s)" % (device, str(exc).strip().splitlines()[0]))
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     device = ms.get_context("device_target")
     if device == "CPU":  # known only now when MindSpore chose; still before its first CPU kernel
@@ -411,10 +414,7 @@ def run(cfg) -> Dict:
                      image_size=cfg.image_size, resize=cfg.resize, semantics="mindspore", source=source)
     state = RunState(steps_per_epoch=steps_per_epoch, images_per_step=global_batch)
     if cfg.resume:
-        try:
-            resume_path = resume_checkpoint(cfg.resume, Path(cfg.output_dir), cfg.arch)
-        except FileNotFoundError as exc:
-            raise TrainingError(str(exc)) from None
+        resume_path = resume_checkpoint(cfg.resume, Path(cfg.output_dir), cfg.arch)
         ckpt = read_checkpoint(resume_path)
         if ckpt.info is not None and (ckpt.info.arch, ckpt.info.class_names) != (cfg.arch, list(classes)):
             raise TrainingError(
@@ -497,9 +497,10 @@ def run(cfg) -> Dict:
 
 def main(argv: Optional[List[str]] = None) -> int:
     cfg = settings.resolve(settings.train_parser(), argv)
-    try:
+
+    def train() -> int:
         run(cfg)
-    except (TrainingError, ValueError, OSError) as exc:  # bad --arch/--freeze/paths: one line, no traceback
-        print("error: %s" % exc, file=sys.stderr, flush=True)
-        return 2
-    return 0
+        return 0
+
+    # Bad --arch/--freeze/paths: one line, no traceback; a bug keeps its traceback.
+    return run_reporting(train, "error: ", cfg.debug)

@@ -13,13 +13,19 @@ from typing import Sequence
 
 import numpy as np
 
+from ibnedge.errors import UserError
+
 SCHEDULES = ("step", "cosine", "constant")
+
+
+class ScheduleError(UserError, ValueError):
+    """The schedule's settings contradict each other (e.g. --warmup-epochs beyond --epochs)."""
 
 
 def scaled_lr(global_batch: int, base_lr: float = 0.1, base_batch: int = 256) -> float:
     """Linear scaling rule (Goyal et al. 2017): ``base_lr`` is the rate for ``base_batch`` images."""
     if global_batch < 1 or base_batch < 1:
-        raise ValueError("batch sizes must be positive, got global %d, base %d" % (global_batch, base_batch))
+        raise ScheduleError("batch sizes must be positive, got global %d, base %d" % (global_batch, base_batch))
     return base_lr * global_batch / base_batch
 
 
@@ -42,11 +48,11 @@ def learning_rates(
     not move.
     """
     if schedule not in SCHEDULES:
-        raise ValueError("unknown lr schedule %r: choose one of %s" % (schedule, ", ".join(SCHEDULES)))
+        raise ScheduleError("unknown lr schedule %r: choose one of %s" % (schedule, ", ".join(SCHEDULES)))
     if epochs < 1 or steps_per_epoch < 1:
-        raise ValueError("need at least one epoch and one step per epoch, got %d x %d" % (epochs, steps_per_epoch))
+        raise ScheduleError("need at least one epoch and one step per epoch, got %d x %d" % (epochs, steps_per_epoch))
     if warmup_epochs < 0 or warmup_epochs > epochs:
-        raise ValueError("warmup_epochs must be within [0, epochs=%d], got %g" % (epochs, warmup_epochs))
+        raise ScheduleError("warmup_epochs must be within [0, epochs=%d], got %g" % (epochs, warmup_epochs))
     total = epochs * steps_per_epoch
     warmup = int(round(warmup_epochs * steps_per_epoch))
     steps = np.arange(total, dtype=np.float64)

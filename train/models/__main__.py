@@ -5,6 +5,8 @@ import argparse
 import sys
 from typing import List, Optional
 
+from ibnedge.errors import add_debug_flag, run_reporting
+
 from . import create_model, list_models
 
 
@@ -22,10 +24,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--list", action="store_true", help="print every registered model with its parameter count")
     parser.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. 'resnet*_ibn_a'")
     parser.add_argument("--num-classes", type=int, default=1000)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if not args.list:
         parser.print_help()
         return 2
+    return run_reporting(lambda: _list_command(args), "error: ", args.debug)
+
+
+def _list_command(args: argparse.Namespace) -> int:
     names = list_models(args.pattern)
     if not names:
         print("no registered model matches %r" % args.pattern, file=sys.stderr)
