@@ -285,7 +285,7 @@ def _make_classifier(args: argparse.Namespace, backend: str, batch: int):
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
-    from .files import count_input_files, iter_input_files
+    from .files import PathKeys, count_input_files, iter_input_files
     from .results import Progress, load_done, open_writer, output_format
 
     if args.resume and not args.output:
@@ -306,9 +306,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
     progress = Progress(enabled=None if not args.quiet else False)
     skipped = [0]
 
+    keys = PathKeys()
+
     def pending():
         for item in iter_input_files(args.paths, skip_non_images=args.skip_non_images):
-            if item.path in done:
+            if done and keys(item.path) in done:
                 skipped[0] += 1
                 continue
             yield item

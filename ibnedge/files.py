@@ -23,15 +23,17 @@ reported); files named explicitly still get a row.
 Directories are walked depth first, entries sorted by name within each directory, so
 the order is deterministic; memory holds one sorted listing per directory level of the
 current path (plus a set of visited directories to break symlink cycles), never the
-whole tree. The same path reached twice (named twice, or named and found inside a named
-directory) is yielded once.
+whole tree. The same file reached twice (named twice, under two spellings, or named and
+found inside a named directory) is yielded once, under the first spelling: files are told
+apart by :class:`PathKeys`, which ``--resume`` uses too. Rows keep the path as the user
+spelled it (``imgs/a.jpg`` for ``imgs``, ``./imgs/a.jpg`` for ``./imgs``).
 """
 from __future__ import annotations
 
 import os
 import stat
 from dataclasses import dataclass
-from typing import Iterable, Iterator, List, Optional, Set, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 from .formats import CLASSIFIED_SUFFIXES, HEAD_BYTES, refusal, sniff  # pure Python, no native code
 
@@ -45,6 +47,32 @@ class InputFile:
 
     path: str
     error: Optional[Tuple[str, str]] = None
+
+
+class PathKeys(object):
+    """Calling it maps an input path to the key that identifies its file, in the walk and for ``--resume``.
+
+    The key is the real absolute path of the file's directory joined with the file's own
+    name, so every spelling of one file gets one key: relative or absolute, ``./``, doubled
+    or trailing separators, ``..``, and directories reached through symbolic links. The
+    name itself is not resolved: a symbolic link to a file is an entry of its own and gets
+    a row of its own, as the walk reports it (it tells directories apart by device and
+    inode, entries by name). Relative paths resolve against the current directory, as
+    the walk's do; each directory is resolved once per instance.
+    """
+
+    def __init__(self) -> None:
+        self._real_dirs = {}  # type: Dict[str, str]
+
+    def __call__(self, path: PathLike) -> str:
+        path = os.fspath(path)
+        head, name = os.path.split(path)
+        if name in ("", os.curdir, os.pardir):  # a directory named as such, e.g. "imgs/" or ".."
+            return os.path.realpath(path)
+        real = self._real_dirs.get(head)
+        if real is None:
+            real = self._real_dirs[head] = os.path.realpath(head or os.curdir)
+        return os.path.join(real, name)
 
 
 def is_image_file(path: PathLike) -> Optional[bool]:
@@ -69,10 +97,11 @@ def _refused(path: str, kind: str, reason: str) -> InputFile:
 def iter_input_files(paths: Iterable[PathLike], skip_non_images: bool = False) -> Iterator[InputFile]:
     """Every input file under ``paths`` (files and directories), once each, in order."""
     seen = set()  # type: Set[str]
+    keys = PathKeys()
     for raw in paths:
         path = os.fspath(raw)
         for item in _iter_one(path, skip_non_images):
-            key = os.path.normpath(item.path)
+            key = keys(item.path)
             if key in seen:
                 continue
             seen.add(key)

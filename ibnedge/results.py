@@ -2,8 +2,10 @@
 
 Every row is written and flushed as soon as it is known, so a killed run leaves every
 finished row on disk and at most one torn last line. ``--resume`` reads the file back,
-cuts a torn tail, and returns the set of paths already done; the rerun appends only the
-others, so the file ends with exactly one row per input.
+cuts a torn tail, and returns the files already done, as :class:`ibnedge.files.PathKeys`
+keys: the rerun may name the inputs differently (``./imgs`` for ``imgs``, an absolute
+path, a symbolic link to the folder) and still appends only the others, so the file ends
+with exactly one row per input. Rows keep the paths as the run that wrote them spelled them.
 
 Row schema (one per input file, see ``Prediction.to_dict``)::
 
@@ -21,9 +23,10 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any, Dict, List, Optional, Set, Union
+from typing import IO, Any, Dict, Iterator, List, Optional, Set, Union
 
 from .errors import UserError
+from .files import PathKeys
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -139,44 +142,51 @@ def open_writer(
 
 
 def load_done(output: PathLike, topk: Optional[int] = None) -> Set[str]:
-    """Paths already in ``output`` (for ``--resume``), after cutting a torn last line.
+    """The files already in ``output`` (for ``--resume``) as :class:`PathKeys` keys, after
+    cutting a torn last line.
 
     A missing file means nothing is done. A CSV written with another ``--topk`` is refused
-    (its columns would not line up).
+    (its columns would not line up), and so is a file that is not ours.
     """
     path = Path(output)
-    fmt = output_format(path)
+    output_format(path)
     if not path.exists():
         return set()
     _cut_torn_tail(path)
-    done = set()  # type: Set[str]
+    keys = PathKeys()
+    try:
+        return {keys(p) for p in _row_paths(path, topk)}
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise OutputError("%s is not an ibnedge result file (%s): resume into a new --output file" % (path, exc))
+
+
+def _row_paths(path: Path, topk: Optional[int]) -> Iterator[str]:
     with open(str(path), encoding="utf-8", newline="") as f:
-        if fmt == "jsonl":
+        if output_format(path) == "jsonl":
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
                 try:
-                    done.add(json.loads(line)["path"])
+                    yield str(json.loads(line)["path"])
                 except (ValueError, KeyError, TypeError):
                     raise OutputError(
                         "%s line %d is not an ibnedge result row: resume into a new --output file" % (path, lineno)
                     )
-        else:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                return done
-            if header[:3] != ["path", "error_kind", "error_message"]:
-                raise OutputError("%s is not an ibnedge CSV result file: resume into a new --output file" % path)
-            if topk is not None and header != csv_header(topk):
-                raise OutputError(
-                    "%s has %d result columns, not --topk %d: rerun with the same --topk or a new --output"
-                    % (path, (len(header) - 3) // 3, topk)
-                )
-            for fields in reader:
-                if fields:
-                    done.add(fields[0])
-    return done
+            return
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            return
+        if header[:3] != ["path", "error_kind", "error_message"]:
+            raise OutputError("%s is not an ibnedge CSV result file: resume into a new --output file" % path)
+        if topk is not None and header != csv_header(topk):
+            raise OutputError(
+                "%s has %d result columns, not --topk %d: rerun with the same --topk or a new --output"
+                % (path, (len(header) - 3) // 3, topk)
+            )
+        for fields in reader:
+            if fields:
+                yield fields[0]
 
 
 def read_rows(output: PathLike) -> List[Dict[str, Any]]:

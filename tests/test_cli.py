@@ -303,6 +303,35 @@ def test_kill_and_resume_gives_every_file_once(imagenet_files, model, tmp_path):
     assert "0 files, 0 errors, %d already done" % total in proc.stderr.decode()
 
 
+def test_resume_under_another_spelling_of_the_inputs(imagenet_files, model, tmp_path):
+    """`ibnedge infer imgs`, killed, then `ibnedge infer ./imgs --resume` (or imgs/, the
+    absolute path, a link to the folder, other/../imgs): the same files, none done twice."""
+    (tmp_path / "imgs" / "nested").mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    for i, f in enumerate(imagenet_files[:6]):
+        os.link(str(f), str(tmp_path / "imgs" / ("nested" if i % 2 else "") / f.name))
+    os.symlink(str(tmp_path / "imgs"), str(tmp_path / "link"))
+    out = "rows.jsonl"
+    common = ("--model", model, "--output", out, "--batch", "2")
+    proc = _cli("infer", "imgs", *common, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr.decode()
+    full = read_rows(tmp_path / out)
+    assert len(full) == 6 and all(r["path"].startswith("imgs/") for r in full)
+
+    # A run killed after three rows, resumed under another spelling: three more rows, spelled as named now.
+    (tmp_path / out).write_text("".join(json.dumps(r) + "\n" for r in full[:3]))
+    proc = _cli("infer", "./imgs", *common, "--resume", cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert "3 files, 0 errors, 3 already done" in proc.stderr.decode()
+    rows = read_rows(tmp_path / out)
+    assert [r["path"] for r in rows[3:]] == ["./" + r["path"] for r in full[3:]]
+    for spelling in ("imgs/", str(tmp_path / "imgs"), "link", "other/../imgs", ".//imgs//"):
+        proc = _cli("infer", spelling, *common, "--resume", cwd=str(tmp_path))
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert "0 files, 0 errors, 6 already done" in proc.stderr.decode(), spelling
+    assert read_rows(tmp_path / out) == rows
+
+
 def test_classifier_api_arrays_bytes_and_paths(imagenet_files, model):
     import numpy as np
 

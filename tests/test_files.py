@@ -173,3 +173,29 @@ def test_is_image_file_by_content(tree):
     assert is_image_file(tree / "sub" / "deeper" / "no_extension") is True
     assert is_image_file(tree / "notes.txt") is False
     assert is_image_file(tree / "nothing-here") is None
+
+
+def test_one_file_under_every_spelling_has_one_key(tmp_path, monkeypatch):
+    """PathKeys: the identity the walk de-duplicates by and --resume compares."""
+    from ibnedge.files import PathKeys
+
+    (tmp_path / "imgs" / "sub").mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "imgs" / "a.jpg").write_bytes(_jpeg())
+    os.symlink(str(tmp_path / "imgs"), str(tmp_path / "link"))
+    os.symlink("a.jpg", str(tmp_path / "imgs" / "alias.jpg"))  # a file link: an entry of its own
+    monkeypatch.chdir(str(tmp_path))
+    keys = PathKeys()
+    spellings = ["imgs/a.jpg", "./imgs/a.jpg", "imgs//a.jpg", str(tmp_path / "imgs" / "a.jpg"),
+                 "other/../imgs/a.jpg", "imgs/sub/../a.jpg", "link/a.jpg", "./link//a.jpg"]
+    assert {keys(p) for p in spellings} == {str(tmp_path.resolve() / "imgs" / "a.jpg")}
+    assert keys("imgs/alias.jpg") != keys("imgs/a.jpg")
+    assert keys("imgs/") == keys("./imgs") == keys("imgs") == str(tmp_path.resolve() / "imgs")
+
+
+def test_a_folder_named_twice_under_two_spellings_is_walked_once(tree, tmp_path, monkeypatch):
+    os.symlink(str(tree), str(tmp_path / "photos_link"))
+    monkeypatch.chdir(str(tmp_path))
+    once = [i.path for i in iter_input_files(["photos"])]
+    twice = [i.path for i in iter_input_files(["photos", "./photos/", str(tree), "photos_link", "photos/sub/.."])]
+    assert twice == once and once[0].startswith("photos/")  # the first spelling, as the user gave it

@@ -4,10 +4,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 
 import pytest
 
 from ibnedge.classifier import Prediction, softmax
+from ibnedge.files import PathKeys
 from ibnedge.results import (
     OutputError,
     Progress,
@@ -19,6 +21,12 @@ from ibnedge.results import (
 )
 
 import numpy as np
+
+
+def _keys(paths):
+    """What load_done returns for rows with these paths (see test_resume_matches_other_spellings)."""
+    keys = PathKeys()
+    return {keys(p) for p in paths}
 
 
 def _preds():
@@ -38,7 +46,7 @@ def test_jsonl_rows_and_resume(tmp_path):
     assert [r["path"] for r in rows] == [p.source for p in _preds()]
     assert rows[0]["top"][0] == {"index": 281, "label": "tabby, tabby cat", "prob": 0.75}
     assert rows[1]["error"]["kind"] == "corrupt"
-    assert load_done(out) == {p.source for p in _preds()}
+    assert load_done(out) == _keys(p.source for p in _preds())
 
 
 def test_torn_last_line_is_cut_and_redone(tmp_path):
@@ -49,7 +57,7 @@ def test_torn_last_line_is_cut_and_redone(tmp_path):
     whole = out.read_bytes()
     torn = json.dumps(_preds()[2].to_dict()).encode()[:17]  # a kill in the middle of a write
     out.write_bytes(whole + torn)
-    assert load_done(out) == {"a/cat.jpg", "a/bad.jpg"}
+    assert load_done(out) == _keys(["a/cat.jpg", "a/bad.jpg"])
     assert out.read_bytes() == whole  # the torn tail is gone
     with open_writer(out, topk=2, resume=True) as w:
         w.write(_preds()[2].to_dict())
@@ -76,7 +84,7 @@ def test_csv_rows_quoting_and_resume(tmp_path):
         for p in _preds()[:2]:
             w.write(p.to_dict())
     out.write_bytes(out.read_bytes() + b'"b/we""ird, na')  # torn quoted field
-    assert load_done(out, topk=2) == {"a/cat.jpg", "a/bad.jpg"}
+    assert load_done(out, topk=2) == _keys(["a/cat.jpg", "a/bad.jpg"])
     with open_writer(out, topk=2, resume=True) as w:
         w.write(_preds()[2].to_dict())
     with open(str(out), newline="", encoding="utf-8") as f:
@@ -135,3 +143,21 @@ def test_softmax_rows_sum_to_one():
     p = softmax(np.array([[1000.0, 0.0, -1000.0], [1.0, 1.0, 1.0]], dtype=np.float32))
     np.testing.assert_allclose(p.sum(axis=1), 1.0)
     assert p[0, 0] == pytest.approx(1.0) and p[1, 0] == pytest.approx(1 / 3)
+
+
+def test_resume_matches_other_spellings(tmp_path, monkeypatch):
+    """Rows written under one spelling of the inputs (a file from before PathKeys included:
+    rows hold plain paths) are found when the rerun names them another way."""
+    from ibnedge.files import iter_input_files
+
+    (tmp_path / "imgs" / "nested").mkdir(parents=True)
+    for name in ("a.jpg", "nested/b.jpg"):
+        (tmp_path / "imgs" / name).write_bytes(b"\xff\xd8\xff")
+    os.symlink(str(tmp_path / "imgs"), str(tmp_path / "link"))
+    monkeypatch.chdir(str(tmp_path))
+    out = tmp_path / "r.jsonl"
+    out.write_text('{"path": "imgs/a.jpg", "top": []}\n{"path": "./imgs//nested/b.jpg", "top": []}\n')
+    done = load_done(out)
+    for spelling in ("imgs", "./imgs", "imgs/", str(tmp_path / "imgs"), "link", "imgs/nested/.."):
+        walked = [i.path for i in iter_input_files([spelling])]
+        assert len(walked) == 2 and _keys(walked) == done, spelling
