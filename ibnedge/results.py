@@ -13,6 +13,11 @@ Row schema (one per input file, see ``Prediction.to_dict``)::
     {"path": "a/c.jpg", "error": {"kind": "corrupt", "message": "..."}}
 
 CSV columns: ``path,error_kind,error_message,label_1,index_1,prob_1,...,label_K,index_K,prob_K``.
+
+File names are bytes on POSIX; Python holds the bytes that are not UTF-8 as lone
+surrogates (``surrogateescape``), which UTF-8 text cannot carry. Such a row is still
+written and resumed: JSONL escapes it (``"caf\udce9.jpg"``, read back as the same name),
+CSV holds the name's own bytes, and the table shows them backslash-escaped.
 """
 from __future__ import annotations
 
@@ -74,35 +79,63 @@ class TableWriter(ResultWriter):
             text = "ERROR %s: %s" % (row["error"]["kind"], row["error"]["message"])
         else:
             text = " | ".join("%s %.1f%%" % (t["label"], 100.0 * t["prob"]) for t in row["top"])
-        self._stream.write("%-*s  %s\n" % (self._width, path, text))
+        line = "%-*s  %s\n" % (self._width, path, text)
+        encoding = getattr(self._stream, "encoding", None) or "utf-8"
+        if not _encodable(line, encoding, getattr(self._stream, "errors", None) or "strict"):
+            line = line.encode(encoding, "backslashreplace").decode(encoding)
+        self._stream.write(line)
         self._stream.flush()
 
 
-class JsonlWriter(ResultWriter):
-    def __init__(self, path: PathLike, append: bool) -> None:
-        self._file = open(str(path), "a" if append else "w", encoding="utf-8", newline="\n")
+def _encodable(text: str, encoding: str = "utf-8", errors: str = "strict") -> bool:
+    try:
+        text.encode(encoding, errors)
+    except UnicodeEncodeError:
+        return False
+    return True
 
-    def write(self, row: Dict[str, Any]) -> None:
-        # One write() of the whole line keeps a kill from interleaving half rows.
-        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._file.flush()
+
+class _FileWriter(ResultWriter):
+    """One flushed write() per row (a kill cannot interleave half rows); a failing write
+    (disk full, quota) is an OutputError naming the file."""
+
+    def __init__(self, path: PathLike, append: bool, newline: str, errors: str = "strict") -> None:
+        self._path = path
+        self._file = open(str(path), "a" if append else "w", encoding="utf-8", errors=errors, newline=newline)
+
+    def _write_line(self, line: str) -> None:
+        try:
+            self._file.write(line)
+            self._file.flush()
+        except OSError as exc:
+            raise OutputError("cannot write to %s (%s)" % (self._path, exc.strerror or exc))
 
     def close(self) -> None:
         self._file.close()
 
 
-class CsvWriter(ResultWriter):
+class JsonlWriter(_FileWriter):
+    def __init__(self, path: PathLike, append: bool) -> None:
+        super(JsonlWriter, self).__init__(path, append, newline="\n")
+
+    def write(self, row: Dict[str, Any]) -> None:
+        line = json.dumps(row, ensure_ascii=False)
+        if not _encodable(line):  # a non-UTF-8 file name: ASCII escapes carry it exactly
+            line = json.dumps(row)
+        self._write_line(line + "\n")
+
+
+class CsvWriter(_FileWriter):
     def __init__(self, path: PathLike, topk: int, append: bool) -> None:
+        super(CsvWriter, self).__init__(path, append, newline="", errors="surrogateescape")
         self._topk = topk
-        self._file = open(str(path), "a" if append else "w", encoding="utf-8", newline="")
         if not append or self._file.tell() == 0:
             self._emit(csv_header(topk))
 
     def _emit(self, fields: List[Any]) -> None:
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerow(fields)
-        self._file.write(buf.getvalue())
-        self._file.flush()
+        self._write_line(buf.getvalue())
 
     def write(self, row: Dict[str, Any]) -> None:
         fields = [row["path"]]  # type: List[Any]
@@ -114,9 +147,6 @@ class CsvWriter(ResultWriter):
             for i in range(self._topk):
                 fields += [top[i]["label"], top[i]["index"], top[i]["prob"]] if i < len(top) else ["", "", ""]
         self._emit(fields)
-
-    def close(self) -> None:
-        self._file.close()
 
 
 def csv_header(topk: int) -> List[str]:
@@ -156,12 +186,12 @@ def load_done(output: PathLike, topk: Optional[int] = None) -> Set[str]:
     keys = PathKeys()
     try:
         return {keys(p) for p in _row_paths(path, topk)}
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except csv.Error as exc:
         raise OutputError("%s is not an ibnedge result file (%s): resume into a new --output file" % (path, exc))
 
 
 def _row_paths(path: Path, topk: Optional[int]) -> Iterator[str]:
-    with open(str(path), encoding="utf-8", newline="") as f:
+    with open(str(path), encoding="utf-8", errors="surrogateescape", newline="") as f:
         if output_format(path) == "jsonl":
             for lineno, line in enumerate(f, 1):
                 if not line.strip():

@@ -132,6 +132,28 @@ def test_a_bug_keeps_its_traceback(where, error, target, name, model, imagenet_f
     assert "ibnedge infer: error" not in err
 
 
+def test_non_utf8_file_names_get_rows_and_resume(imagenet_files, model, tmp_path):
+    """POSIX names are bytes: one that is not UTF-8 is still a row (JSONL escapes it, CSV
+    keeps its bytes, the table shows it escaped), and --resume recognises it."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    os.link(str(imagenet_files[0]), os.path.join(os.fsencode(str(photos)), b"caf\xe9.jpg"))
+    os.link(str(imagenet_files[1]), str(photos / "plain.jpg"))
+    names = sorted(os.listdir(str(photos)))  # str, the odd byte as a lone surrogate
+    strict = {"PYTHONIOENCODING": "utf-8:strict"}  # as on a UTF-8 terminal
+    for out in ("rows.jsonl", "rows.csv"):
+        proc = _cli("infer", "photos", "--model", model, "--output", out, cwd=str(tmp_path), env=strict)
+        assert proc.returncode == 0 and "2 files, 0 errors" in proc.stderr.decode(), proc.stderr.decode()
+        proc = _cli("infer", "./photos", "--model", model, "--output", out, "--resume", cwd=str(tmp_path), env=strict)
+        assert "0 files, 0 errors, 2 already done" in proc.stderr.decode(), proc.stderr.decode()
+    assert sorted(os.path.basename(r["path"]) for r in read_rows(tmp_path / "rows.jsonl")) == names
+    assert b"photos/caf\xe9.jpg," in (tmp_path / "rows.csv").read_bytes()
+    proc = _cli("infer", "photos", "--model", model, cwd=str(tmp_path), env=strict)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert sorted(line.split()[0] for line in proc.stdout.decode().splitlines()) == [
+        "photos/caf\\udce9.jpg", "photos/plain.jpg"]
+
+
 def test_output_problems_are_found_before_the_model_loads(tmp_path):
     """A --resume file that is not ours is refused before any model is loaded (a default
     model may mean a download and an export), and is left as it was."""
