@@ -29,7 +29,7 @@ import numpy as np
 from .backends import Backend, BackendError, create_backend
 from .files import InputFile
 from .formats import PILLOW_MAX_PIXELS
-from .metadata import MetadataError, ModelMetadata, PreprocessSpec, imagenet_class_names, load_for_model
+from .metadata import MetadataError, ModelMetadata, PreprocessSpec, imagenet_class_names, load_for_model, warn_missing
 
 PathLike = Union[str, "os.PathLike[str]"]
 _POLL_S = 0.1
@@ -131,6 +131,11 @@ class Classifier(object):
         loaded = getattr(self.backend, "loaded_path", self.model_path)
         self.metadata = load_for_model(loaded) or load_for_model(self.model_path)  # type: Optional[ModelMetadata]
         self.spec = self._resolve_spec(preprocess)
+        if self.metadata is None:
+            warn_missing(self.model_path, "using %s preprocessing (resize %d, crop %dx%d, mean %s, std %s) and "
+                         "ImageNet class names for 1000 outputs (class_N otherwise)"
+                         % (self.spec.semantics, self.spec.resize, self.spec.crop[0], self.spec.crop[1],
+                            _numbers(self.spec.mean), _numbers(self.spec.std)))
         self._names = self.metadata.names() if self.metadata is not None else None  # type: Optional[List[str]]
 
         from .preprocess import Preprocessor  # the native engine; loaded only when classifying
@@ -220,6 +225,10 @@ class Classifier(object):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _numbers(values: Sequence[float]) -> str:
+    return "/".join("%g" % v for v in values)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         "convert",
         help="convert an ONNX or MINDIR model to a MindSpore Lite MINDIR",
         description="Convert MODEL (.onnx, or .mindir from a compatible MindSpore) with MindSpore Lite's converter; "
-        "the metadata JSON beside MODEL is copied beside the output.",
+        "MODEL's metadata (embedded in an ONNX file, or the JSON beside it) is written beside the output.",
     )
     p.add_argument("model", metavar="MODEL", help=".onnx or .mindir file")
     p.add_argument("--to", choices=("lite",), required=True, help="target format (lite: Lite MINDIR)")
@@ -344,9 +344,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if not args.quiet:
         good = rows - errors
         sys.stderr.write(
-            "ibnedge: %d files, %d errors%s, %.1f img/s (%.1f s, backend %s)\n"
+            "ibnedge: %d files, %d errors%s, %.1f img/s (%.1f s, backend %s, %s preprocessing)\n"
             % (rows, errors, ", %d already done" % skipped[0] if args.resume else "",
-               good / elapsed if elapsed > 0 else 0.0, elapsed, clf.backend.name)
+               good / elapsed if elapsed > 0 else 0.0, elapsed, clf.backend.name, clf.spec.semantics)
         )
     return EXIT_OK
 

@@ -30,7 +30,7 @@ from .ascend_config import DEFAULT_PRECISION, DEFAULT_SOC, PRECISIONS, AscendCon
 from .ascend_config import check_batch_sizes, write_ascend_files
 from .backends.base import captured_native_stderr, native_reason
 from .errors import UserError
-from .metadata import Deployment, ModelMetadata, load_for_model, metadata_path, save_for_model
+from .metadata import Deployment, ModelMetadata, load_for_model, metadata_path, save_for_model, warn_missing
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -95,8 +95,9 @@ def convert_to_lite(
     stores float32 weights as float16 (CPU). ``batch_sizes``: static batch sizes (needed
     for Ascend). ``soc`` / ``precision``: the Ascend chip and what runs in float32 (see
     :mod:`ibnedge.ascend_config`). ``config_only``: write the Ascend configuration and
-    raise :class:`FinishOnBox` without converting. The metadata JSON beside ``model``
-    (if any) is copied beside the output, with the deployment recorded.
+    raise :class:`FinishOnBox` without converting. ``model``'s metadata (embedded in an
+    ONNX file, or the JSON beside it) is written beside the output, with the deployment
+    recorded: a Lite MINDIR has no room for it inside.
     """
     model = Path(model)
     fmk, device, optimize = _checked_options(model, optimize, fp16, device, soc, precision, config_only)
@@ -112,6 +113,8 @@ def convert_to_lite(
             % (model, output, metadata_path(model), model.name, default_output(model).name)
         )
     meta = load_for_model(model)  # read (and validate) before spending time converting
+    if meta is None:
+        warn_missing(model, "the Lite model gets none either, and ibnedge infer will run it on ImageNet defaults")
     output.parent.mkdir(parents=True, exist_ok=True)
 
     if device == "ascend":

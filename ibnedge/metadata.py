@@ -1,17 +1,28 @@
-"""What travels beside every exported model: architecture, classes and preprocessing.
+"""What travels with every exported model: architecture, classes and preprocessing.
 
 A model is only as accurate as the tensors it is fed, so the preprocessing it was
 trained or evaluated with is data that goes with it (as timm's pretrained configs do),
-not CLI constants. ``train.export`` writes ``<model stem>.json`` next to the model file;
-``ibnedge`` reads it back to preprocess exactly the same way.
+not CLI constants. ``train.export`` writes it as JSON in two places:
+
+- inside the model file where the format has room for it: an ONNX file carries it in
+  ``metadata_props`` under :data:`ONNX_METADATA_KEY` (read by :mod:`ibnedge.onnx_info`,
+  without the ``onnx`` package), so a copied ``.onnx`` keeps its preprocessing;
+- in ``<model stem>.json`` beside the model (the only place for MINDIR; ``ibnedge convert``
+  writes it beside the Lite model it makes).
+
+``ibnedge`` reads it back to preprocess exactly the same way. When both exist and differ,
+the embedded copy wins (it cannot be separated from the weights it describes, while a
+sidecar may be a stale leftover of another export with the same name) and a warning says
+so. A model with neither runs on ImageNet defaults with a warning (:func:`warn_missing`).
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from .errors import UserError
 
@@ -25,6 +36,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 METADATA_VERSION = 1
+# The ONNX metadata_props key whose value is the same JSON as the sidecar file.
+ONNX_METADATA_KEY = "ibnedge.metadata"
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -200,10 +213,22 @@ class ModelMetadata:
             deployment=Deployment.from_dict(d["deployment"]) if d.get("deployment") else None,
         )
 
+    def to_json(self) -> str:
+        """The JSON text of the sidecar file and of the ONNX-embedded copy."""
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> "ModelMetadata":
+        """Parse :meth:`to_json`'s text; ``where`` names its origin in the error."""
+        try:
+            return cls.from_dict(json.loads(text))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise MetadataError("%s: invalid model metadata (%s); re-export the model or fix the file" % (where, exc))
+
     def save(self, path: PathLike) -> Path:
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.write_text(self.to_json(), encoding="utf-8")
         os.replace(str(tmp), str(path))
         return path
 
@@ -217,15 +242,79 @@ def save_for_model(meta: ModelMetadata, model_path: PathLike) -> Path:
     return meta.save(metadata_path(model_path))
 
 
-def load_for_model(model_path: PathLike) -> Optional[ModelMetadata]:
-    """The metadata beside ``model_path``, or ``None`` when there is none."""
+def embed_in_onnx(model: Any, meta: ModelMetadata) -> None:
+    """Store ``meta`` in an ``onnx.ModelProto``'s ``metadata_props`` under
+    :data:`ONNX_METADATA_KEY`, replacing an earlier entry (the caller loads and saves the
+    model; this module does not need the ``onnx`` package)."""
+    for entry in [e for e in model.metadata_props if e.key == ONNX_METADATA_KEY]:
+        model.metadata_props.remove(entry)
+    entry = model.metadata_props.add()
+    entry.key = ONNX_METADATA_KEY
+    entry.value = meta.to_json()
+
+
+def read_sidecar(model_path: PathLike) -> Optional[ModelMetadata]:
+    """The metadata file beside ``model_path``, or ``None`` when there is none."""
     path = metadata_path(model_path)
     if not path.is_file():
         return None
     try:
-        return ModelMetadata.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise MetadataError("%s: invalid model metadata (%s); re-export the model or fix the file" % (path, exc))
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MetadataError("%s: unreadable model metadata (%s); re-export the model or fix the file" % (path, exc))
+    return ModelMetadata.from_json(text, str(path))
+
+
+def read_embedded(model_path: PathLike) -> Optional[ModelMetadata]:
+    """The metadata inside the model file (ONNX ``metadata_props``), or ``None``."""
+    if Path(model_path).suffix.lower() != ".onnx":
+        return None  # MINDIR has no field for it: the sidecar is the only copy
+    from .onnx_info import OnnxFormatError, metadata_props
+
+    try:
+        text = metadata_props(model_path).get(ONNX_METADATA_KEY)
+    except OnnxFormatError as exc:
+        raise MetadataError(str(exc))
+    if text is None:
+        return None
+    return ModelMetadata.from_json(text, "%s (embedded %s)" % (model_path, ONNX_METADATA_KEY))
+
+
+def load_for_model(model_path: PathLike) -> Optional[ModelMetadata]:
+    """The model's metadata, embedded or beside it (the embedded copy wins, with a warning
+    when the sidecar says otherwise), or ``None`` when there is neither."""
+    embedded = read_embedded(model_path)
+    sidecar = read_sidecar(model_path)
+    if embedded is not None and sidecar is not None and embedded.to_dict() != sidecar.to_dict():
+        _warn_once(
+            "%s embeds metadata that differs from %s beside it; using the embedded metadata (delete or rewrite "
+            "that file to silence this)" % (model_path, metadata_path(model_path)),
+            key=("differs", model_path),
+        )
+    return embedded if embedded is not None else sidecar
+
+
+def warn_missing(model_path: PathLike, consequence: str) -> None:
+    """One stderr line per model file and process: ``model_path`` has no metadata, so ``consequence``."""
+    _warn_once(
+        "%s has no metadata (none embedded, no %s beside it): %s. A model trained with train/ then gets the "
+        "wrong preprocessing (it expects mindspore semantics) and no class names: re-export it with "
+        "`python -m train.export`, write that JSON file (see ibnedge.metadata), or pass --preprocess"
+        % (model_path, metadata_path(model_path).name, consequence),
+        key=("missing", model_path),
+    )
+
+
+_WARNED = set()  # type: Set[Tuple[str, str]]
+
+
+def _warn_once(message: str, key: Tuple[str, PathLike]) -> None:
+    ident = (key[0], os.path.realpath(os.fspath(key[1])))
+    if ident in _WARNED:
+        return
+    _WARNED.add(ident)
+    sys.stderr.write("ibnedge: warning: %s\n" % message)
+    sys.stderr.flush()
 
 
 _IMAGENET_FILE = Path(__file__).with_name("data") / "imagenet1k_classes.tsv"

@@ -1,18 +1,21 @@
-"""The graph inputs of an ONNX file (names and dimensions), without the ``onnx`` package.
+"""The graph inputs of an ONNX file (names and dimensions) and its ``metadata_props``,
+without the ``onnx`` package.
 
 ``ibnedge convert`` needs the input's name for the converter's ``input_shape`` setting,
-on boxes where only the runtime is installed. An ONNX file is a protobuf ``ModelProto``;
+and ``ibnedge`` the model metadata embedded in the file (:mod:`ibnedge.metadata`), on
+boxes where only the runtime is installed. An ONNX file is a protobuf ``ModelProto``;
 this walks its wire format just far enough: ModelProto.graph (field 7) -> GraphProto.input
 (11) -> ValueInfoProto.name (1) / type (2) -> TypeProto.tensor_type (1) -> shape (2) ->
 dim (1) -> dim_value (1) | dim_param (2), skipping inputs that are initializers
-(GraphProto.initializer, 5 -> TensorProto.name, 8), as files of IR version < 4 list them.
+(GraphProto.initializer, 5 -> TensorProto.name, 8), as files of IR version < 4 list them;
+ModelProto.metadata_props (14) -> StringStringEntryProto.key (1) / value (2).
 Field numbers: onnx/onnx.proto (https://github.com/onnx/onnx/blob/main/onnx/onnx.proto).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator, List, Tuple, Union
+from typing import Dict, Iterator, List, Tuple, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -114,4 +117,20 @@ def graph_inputs(path: PathLike) -> List[Tuple[str, List[Union[int, str]]]]:
     return inputs
 
 
-__all__ = ["OnnxFormatError", "graph_inputs"]
+def metadata_props(path: PathLike) -> Dict[str, str]:
+    """{key: value} of the model's ``metadata_props`` (a repeated key: the last one wins)."""
+    path = Path(path)
+    props = {}  # type: Dict[str, str]
+    try:
+        for entry in _sub(memoryview(path.read_bytes()), 14):
+            pair = {n: bytes(v) for n, wire, v in _fields(entry) if wire == _BYTES}  # type: ignore[arg-type]
+            try:
+                props[pair.get(1, b"").decode("utf-8")] = pair.get(2, b"").decode("utf-8")
+            except UnicodeDecodeError:
+                raise OnnxFormatError("a metadata_props entry is not UTF-8 text")
+    except OnnxFormatError as exc:
+        raise OnnxFormatError("%s is not a readable ONNX model (%s): export it again" % (path, exc))
+    return props
+
+
+__all__ = ["OnnxFormatError", "graph_inputs", "metadata_props"]

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import pytest
 
-from ibnedge.metadata import ModelMetadata, PreprocessSpec, save_for_model
+from ibnedge.metadata import ModelMetadata, PreprocessSpec, embed_in_onnx, save_for_model
 
 REPO = Path(__file__).resolve().parents[1]
 PY37 = REPO / ".venv37" / "bin" / "python"
@@ -37,8 +37,11 @@ def make_tiny_onnx(
     seed: int = 0,
     class_names: Optional[List[str]] = None,
     semantics: str = "pil",
+    sidecar: bool = True,
+    embedded: bool = False,
 ) -> Path:
-    """A conv classifier as ONNX (dynamic batch unless ``batch``), with metadata beside it."""
+    """A conv classifier as ONNX (dynamic batch unless ``batch``), with its metadata beside
+    it (``sidecar``) and/or inside it (``embedded``, as train.export writes it)."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
@@ -61,8 +64,6 @@ def make_tiny_onnx(
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8  # readable by onnxruntime 1.14 and Lite 2.0's parser
     onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
     meta = ModelMetadata(
         arch="tiny_conv",
         num_classes=num_classes,
@@ -71,7 +72,12 @@ def make_tiny_onnx(
         input_shape=(batch or -1, 3, size, size),
         source="random-init",
     )
-    save_for_model(meta, path)
+    if embedded:
+        embed_in_onnx(model, meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    if sidecar:
+        save_for_model(meta, path)
     return path
 
 

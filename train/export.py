@@ -1,12 +1,14 @@
 """Export a MindSpore model to MINDIR, ONNX or AIR; ``python -m train.export`` (``main``) adds the metadata JSON.
 
-``export_model(net, path, fmt)`` writes exactly ``path`` (MindSpore would otherwise append
-its own suffix) and returns it. ONNX files are post-processed so that MindSpore Lite 2.0's
-converter accepts them: its ONNX parser rejects MaxPool nodes that carry a ``dilations``
-attribute ("pooling op not support dilations now"), which MindSpore's exporter always
-writes (as all ones, i.e. meaning nothing), so that attribute is removed; with a dynamic
-batch the outputs' batch dimension is made symbolic too. Layers with a fast training form
-export their portable form (``train.models.portable_ops``).
+``export_model(net, path, fmt, metadata=...)`` writes exactly ``path`` (MindSpore would
+otherwise append its own suffix) and returns it; an ONNX file carries the metadata inside
+(``ibnedge.metadata``), which ``main`` also writes beside every format. ONNX files are
+post-processed so that MindSpore Lite 2.0's converter accepts them: its ONNX parser
+rejects MaxPool nodes that carry a ``dilations`` attribute ("pooling op not support
+dilations now"), which MindSpore's exporter always writes (as all ones, i.e. meaning
+nothing), so that attribute is removed; with a dynamic batch the outputs' batch dimension
+is made symbolic too. Layers with a fast training form export their portable form
+(``train.models.portable_ops``).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import mindspore.nn as nn
 import numpy as np
 
 from ibnedge.errors import UserError, run_reporting
-from ibnedge.metadata import ModelMetadata, PreprocessSpec, imagenet_class_names, save_for_model
+from ibnedge.metadata import ModelMetadata, PreprocessSpec, embed_in_onnx, imagenet_class_names, save_for_model
 
 from .models import portable_ops
 
@@ -69,8 +71,9 @@ def _example_input(shape: Tuple[int, int, int, int], dynamic_batch: bool):
     return ms.Tensor(np.zeros(shape, dtype=np.float32))
 
 
-def fix_onnx_for_lite(onnx_path: PathLike, dynamic_batch: bool) -> None:
-    """Post-process MindSpore's ONNX file in place for the runtimes that read it.
+def fix_onnx_for_lite(onnx_path: PathLike, dynamic_batch: bool, metadata: Optional[ModelMetadata] = None) -> None:
+    """Post-process MindSpore's ONNX file in place for the runtimes that read it, and embed
+    ``metadata`` (an ``ibnedge.metadata.ModelMetadata``) when given.
 
     - Removes ``dilations`` from every MaxPool node: MindSpore Lite 2.0's converter rejects
       the attribute ("pooling op not support dilations now"). Only all-ones dilations (the
@@ -99,6 +102,8 @@ def fix_onnx_for_lite(onnx_path: PathLike, dynamic_batch: bool) -> None:
             if len(dims) > 0:
                 dims[0].ClearField("dim_value")
                 dims[0].dim_param = "batch"
+    if metadata is not None:
+        embed_in_onnx(model, metadata)
     onnx.save(model, str(onnx_path))
 
 
@@ -108,11 +113,14 @@ def export_model(
     fmt: str = "MINDIR",
     input_shape: Sequence[int] = (1, 3, 224, 224),
     dynamic_batch: bool = False,
+    metadata: Optional[ModelMetadata] = None,
 ) -> Path:
     """Export ``net`` (put in eval mode; restored afterwards) to ``path`` in ``fmt``.
 
     ``dynamic_batch`` makes the batch dimension symbolic (MINDIR: a ``None`` dim; ONNX:
     ``dynamic_axes``); H and W stay as in ``input_shape``. AIR needs an Ascend device.
+    ``metadata`` (``ibnedge.metadata.ModelMetadata``) is embedded in an ONNX file; the
+    other formats have no room for it (write the sidecar with ``save_for_model``).
     """
     import mindspore as ms
 
@@ -158,7 +166,7 @@ def export_model(
         if not produced.is_file():
             raise ExportError("MindSpore wrote no %s file for %s (expected %s)" % (fmt, type(net).__name__, produced))
         if fmt == "ONNX":
-            fix_onnx_for_lite(produced, dynamic_batch)
+            fix_onnx_for_lite(produced, dynamic_batch, metadata)
         os.replace(produced, path)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -242,7 +250,8 @@ def _export_command(cfg: argparse.Namespace) -> int:
         raise ExportError("--export-batch must be 0 (dynamic) or a positive batch size")
     class_names = _read_class_names(cfg.class_names) if cfg.class_names else None
     meta = model_metadata(info, (batch or -1, 3, size, size), class_names, cfg.semantics)
-    path = export_model(net, output, fmt, input_shape=(batch or 1, 3, size, size), dynamic_batch=batch == 0)
+    path = export_model(net, output, fmt, input_shape=(batch or 1, 3, size, size), dynamic_batch=batch == 0,
+                        metadata=meta)
     meta_path = save_for_model(meta, path)
     print("exported %s (%s) and %s" % (path, fmt, meta_path), flush=True)
     # One machine-readable line; the class names are in the metadata file, not repeated here.

@@ -1,0 +1,183 @@
+"""A model's metadata travels inside the model file where the format allows it.
+
+``train.export`` embeds the metadata JSON in an ONNX file's ``metadata_props``; ibnedge
+reads it there without the ``onnx`` package (:mod:`ibnedge.onnx_info`), ``ibnedge
+convert`` writes it beside the Lite model, and a model with no metadata at all runs on
+ImageNet defaults with ONE warning naming the fix. Real files, real runtimes and real
+``python -m ...`` processes; the end-to-end case runs both interpreters (export in the
+3.11 environment, conversion and Lite in the 3.7 one).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_helpers import PY37, PY311, have, interpreter_or_skip, make_tiny_onnx, run_py
+from ibnedge.metadata import ONNX_METADATA_KEY, MetadataError, load_for_model, metadata_path
+from ibnedge.onnx_info import OnnxFormatError, metadata_props
+from ibnedge.results import read_rows
+
+PY = Path(sys.executable)
+NAMES = ["class_%s" % c for c in "abcdefghij"]
+OTHER_NAMES = ["other_%d" % i for i in range(10)]
+
+
+def _cli(python, *args, **kw):
+    return run_py(python, ["-m", "ibnedge"] + [str(a) for a in args], **kw)
+
+
+def _ok(proc):
+    assert proc.returncode == 0, proc.stderr.decode()[-4000:]
+    return proc
+
+
+def _warnings(proc):
+    return [ln for ln in proc.stderr.decode().splitlines() if ln.startswith("ibnedge: warning:")]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, imagenet_files):
+    root = tmp_path_factory.mktemp("photos")
+    for f in imagenet_files[:5]:
+        shutil.copy(str(f), str(root / f.name))
+    return root
+
+
+# --------------------------------------------------------------------------- reading ONNX metadata_props
+
+
+def test_reader_agrees_with_onnx_and_onnx_runtime(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    path = make_tiny_onnx(tmp_path / "m.onnx", class_names=NAMES, sidecar=False, embedded=True)
+    model = onnx.load(str(path))
+    extra = model.metadata_props.add()  # a property of someone else's, after ours
+    extra.key, extra.value = "author", "Zoë"
+    onnx.save(model, str(path))
+    props = metadata_props(path)
+    assert props == {e.key: e.value for e in onnx.load(str(path)).metadata_props}
+    assert set(props) == {ONNX_METADATA_KEY, "author"} and props["author"] == "Zoë"
+    assert json.loads(props[ONNX_METADATA_KEY])["class_names"] == NAMES
+    if have("onnxruntime"):
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert session.get_modelmeta().custom_metadata_map == props
+    assert load_for_model(path).class_names == NAMES and not metadata_path(path).exists()
+    assert metadata_props(make_tiny_onnx(tmp_path / "plain.onnx", sidecar=False)) == {}
+
+
+def test_unreadable_onnx_is_a_metadata_error_naming_the_file(tmp_path):
+    path = make_tiny_onnx(tmp_path / "m.onnx", sidecar=False, embedded=True)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(data[: len(data) - 40])  # the metadata entry at the end is torn
+    with pytest.raises(OnnxFormatError, match="truncated"):
+        metadata_props(cut)
+    with pytest.raises(MetadataError, match="cut.onnx is not a readable ONNX model"):
+        load_for_model(cut)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x07" * 64)  # wire type 7 does not exist
+    with pytest.raises(MetadataError, match="garbage.onnx is not a readable ONNX model"):
+        load_for_model(garbage)
+
+
+# --------------------------------------------------------------------------- which metadata ibnedge uses
+
+
+def _tiny_for_this_interpreter(tmp_path: Path, **kw) -> Path:
+    """The tiny classifier in the format this interpreter's runtime reads: Lite where Lite is
+    (converted with ``ibnedge convert``), else ONNX for ONNX Runtime."""
+    onnx_path = make_tiny_onnx(tmp_path / "tiny.onnx", **kw)
+    if not have("mindspore_lite"):
+        if not have("onnxruntime"):
+            pytest.skip("neither mindspore_lite nor onnxruntime is installed")
+        return onnx_path
+    proc = _ok(_cli(PY, "convert", onnx_path, "--to", "lite"))
+    if not kw.get("sidecar", True) and not kw.get("embedded", False):
+        # Converting a model without metadata says so, once: the Lite model will lack it too.
+        assert len(_warnings(proc)) == 1 and str(onnx_path) in _warnings(proc)[0]
+    return tmp_path / "tiny_lite.mindir"
+
+
+def test_a_model_without_metadata_warns_once_naming_the_fix(tmp_path, photos):
+    model = _tiny_for_this_interpreter(tmp_path, sidecar=False)
+    proc = _ok(_cli(PY, "infer", photos, "--model", model, "--batch", "1", "--output", tmp_path / "r.jsonl"))
+    warnings = _warnings(proc)
+    assert len(warnings) == 1, proc.stderr.decode()  # once, not per batch (5 batches here)
+    for words in (str(model), "has no metadata", "pil preprocessing", "ImageNet class names",
+                  "python -m train.export", metadata_path(model).name):
+        assert words in warnings[0], (words, warnings[0])
+    rows = read_rows(tmp_path / "r.jsonl")
+    assert len(rows) == 5 and all(t["label"].startswith("class_") for r in rows for t in r["top"])
+
+
+def test_a_model_with_metadata_runs_without_a_warning(tmp_path, photos):
+    model = _tiny_for_this_interpreter(tmp_path, class_names=NAMES, semantics="mindspore", sidecar=False,
+                                       embedded=True)
+    proc = _ok(_cli(PY, "infer", photos, "--model", model, "--output", tmp_path / "r.jsonl"))
+    assert _warnings(proc) == [] and "mindspore preprocessing" in proc.stderr.decode()
+    assert all(t["label"] in NAMES for r in read_rows(tmp_path / "r.jsonl") for t in r["top"])
+
+
+def test_embedded_metadata_wins_over_a_differing_sidecar(tmp_path, photos):
+    pytest.importorskip("onnxruntime")
+    model = make_tiny_onnx(tmp_path / "m.onnx", class_names=NAMES, embedded=True, sidecar=False)
+    stale = make_tiny_onnx(tmp_path / "stale.onnx", class_names=OTHER_NAMES, semantics="fast")
+    os.replace(str(metadata_path(stale)), str(metadata_path(model)))  # another export's leftover
+    proc = _ok(_cli(PY, "infer", photos, "--model", model, "--backend", "onnx", "--output", tmp_path / "r.jsonl"))
+    warnings = _warnings(proc)
+    assert len(warnings) == 1 and "differs from %s" % metadata_path(model) in warnings[0]
+    assert "pil preprocessing" in proc.stderr.decode()
+    assert all(t["label"] in NAMES for r in read_rows(tmp_path / "r.jsonl") for t in r["top"])
+
+
+# --------------------------------------------------------------------------- train.export -> convert -> infer
+
+
+@pytest.mark.needs_mindspore
+@pytest.mark.needs_lite
+@pytest.mark.skipif(sys.version_info < (3, 9), reason="driven from the Python 3.11 suite (MindSpore exports)")
+def test_a_model_trained_here_keeps_mindspore_semantics_through_onnx_and_lite(tmp_path, photos):
+    """A checkpoint as ``python -m train`` writes it (mindspore semantics, its own class names)
+    exported to ONNX, its sidecar deleted, converted for Lite: both runtimes classify with
+    the embedded semantics and names, and with exactly what ``--preprocess mindspore`` gives."""
+    ms = pytest.importorskip("mindspore")
+    interpreter_or_skip(PY37, "mindspore_lite")
+    from train.checkpoint import ModelInfo, save_run_checkpoint
+    from train.models import create_model
+    from train_helpers import CLASSES, randomise_norms, run_module
+
+    ms.set_seed(5)
+    net = randomise_norms(create_model("resnet_ibn_a_tiny", num_classes=3), seed=5)
+    info = ModelInfo(arch="resnet_ibn_a_tiny", num_classes=3, class_names=list(CLASSES), image_size=64, resize=73)
+    ckpt = save_run_checkpoint(net, tmp_path / "run.ckpt", info, epoch=1, step_in_epoch=0)
+    onnx_path = tmp_path / "tiny.onnx"
+    run_module("train.export", ["--device", "CPU", "--checkpoint", ckpt, "--format", "ONNX", "--output", onnx_path])
+    metadata_path(onnx_path).unlink()  # the model file alone, as copied to an edge box
+
+    proc = _ok(_cli(PY37, "convert", onnx_path, "--to", "lite"))
+    assert _warnings(proc) == []
+    lite_path = tmp_path / "tiny_lite.mindir"
+    lite_meta = json.loads(metadata_path(lite_path).read_text())
+    assert lite_meta["preprocess"]["semantics"] == "mindspore" and lite_meta["class_names"] == list(CLASSES)
+
+    def infer(python, model, backend, name, *extra):
+        out = tmp_path / (name + ".jsonl")
+        proc = _ok(_cli(python, "infer", photos, "--model", model, "--backend", backend, "--output", out,
+                        "--topk", "3", *extra))
+        return proc, read_rows(out)
+
+    for python, model, backend in ((PY311, onnx_path, "onnx"), (PY37, lite_path, "lite")):
+        proc, rows = infer(python, model, backend, backend)
+        assert _warnings(proc) == [], proc.stderr.decode()
+        assert "backend %s, mindspore preprocessing" % backend in proc.stderr.decode()
+        assert len(rows) == 5 and all(t["label"] in CLASSES for r in rows for t in r["top"])
+        _, forced = infer(python, model, backend, backend + "_mindspore", "--preprocess", "mindspore")
+        assert rows == forced
+        _, pil = infer(python, model, backend, backend + "_pil", "--preprocess", "pil")
+        assert pil != rows  # the semantics matter for these photographs: the embedded one was used
