@@ -114,7 +114,7 @@ class Classifier(object):
                 self.backends.append(create_backend(
                     name, self.model_path, device=device, device_id=i, threads=threads, arch=arch))
                 if len(self.device_ids) > 1 and not self.backends[0].supports_multiple_devices:
-                    raise ValueError(
+                    raise BackendError(
                         "the %s backend runs on one device per process: pass one --device-id, or use --backend lite"
                         % self.backends[0].name
                     )

@@ -251,8 +251,8 @@ def _model_input(model: Path, fmk: str, meta: Optional[ModelMetadata]) -> Tuple[
 def _require_metadata(meta: Optional[ModelMetadata], model: Path, sizes: Sequence[int]) -> None:
     if meta is None and len(sizes) > 1:
         raise ConvertError(
-            "several batch sizes are recorded in the model's metadata, and %s has none beside it: export the "
-            "model with python -m train.export (it writes %s), or convert one --batch size"
+            "several batch sizes are recorded in the model's metadata, and %s has none (embedded or beside it): "
+            "export the model with python -m train.export (it writes %s), or convert one --batch size"
             % (model, metadata_path(model).name)
         )
 

@@ -37,7 +37,8 @@ import numpy as np
 
 from . import architectures
 from .architectures import DenseNetArch, Norm, ResidualBlock, ResNetArch
-from .metadata import ModelMetadata, PreprocessSpec, save_for_model
+from .errors import UserError
+from .metadata import ModelMetadata, PreprocessSpec, embed_in_onnx, save_for_model
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -48,13 +49,13 @@ OUTPUT_NAME = "logits"  # "features" for a headless checkpoint
 OFFICIAL_RESIZE = 256  # torchvision Resize(256) before the centre crop, the official evaluation
 
 
-class OnnxBuildError(ValueError):
+class OnnxBuildError(UserError, ValueError):
     """The checkpoint does not fit the architecture, or the ``onnx`` package is missing."""
 
 
 @dataclass
 class BuiltModel:
-    """What ``build_from_pth`` wrote: the ONNX file and the metadata saved beside it."""
+    """What ``build_from_pth`` wrote: the ONNX file (its metadata embedded) and the metadata saved beside it."""
 
     path: Path
     metadata_path: Path
@@ -274,7 +275,7 @@ def official_metadata(arch: str, num_classes: int, input_size: Tuple[int, int], 
 def build_from_pth(src: PathLike, output: Optional[PathLike] = None, arch: Optional[str] = None,
                    input_size: Tuple[int, int] = (224, 224)) -> BuiltModel:
     """Read the official ``.pth`` ``src`` (no PyTorch), build its ONNX graph and write it to
-    ``output`` (default: ``src`` with ``.onnx``), with its metadata JSON beside it.
+    ``output`` (default: ``src`` with ``.onnx``), with its metadata inside and beside it.
 
     ``arch`` defaults to the architecture the keys and shapes describe, as ``train.convert``
     infers it. Raises PthError (unreadable file), UnknownArchitecture or OnnxBuildError,
@@ -294,6 +295,7 @@ def build_from_pth(src: PathLike, output: Optional[PathLike] = None, arch: Optio
             raise architectures.UnknownArchitecture("%s: %s" % (src, exc)) from None
     model = build_model(arch, state_dict, input_size, source=str(src))
     meta = official_metadata(arch, architectures.num_classes_of(state_dict), input_size, src.name)
+    embed_in_onnx(model, meta)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(".%s.%d.tmp" % (output.name, os.getpid()))
     try:

@@ -71,6 +71,20 @@ def test_reader_agrees_with_onnx_and_onnx_runtime(tmp_path):
     assert metadata_props(make_tiny_onnx(tmp_path / "plain.onnx", sidecar=False)) == {}
 
 
+def test_onnx_built_from_official_weights_carries_its_metadata(tmp_path):
+    """ibnedge.onnx_builder (.pth -> ONNX on the edge box) embeds what it writes beside the file."""
+    pytest.importorskip("onnx")
+    from ibnedge.metadata import read_embedded, read_sidecar
+    from ibnedge.onnx_builder import build_from_pth
+    from pth_writer import random_state_dict, save_pth
+
+    pth = save_pth(random_state_dict("resnet_ibn_a_tiny", num_classes=7), tmp_path / "tiny-0123abcd.pth")
+    built = build_from_pth(pth, input_size=(64, 64))
+    embedded = read_embedded(built.path)
+    assert embedded is not None and embedded == read_sidecar(built.path) == built.metadata
+    assert embedded.preprocess.semantics == "pil" and embedded.source == pth.name
+
+
 def test_unreadable_onnx_is_a_metadata_error_naming_the_file(tmp_path):
     path = make_tiny_onnx(tmp_path / "m.onnx", sidecar=False, embedded=True)
     data = path.read_bytes()

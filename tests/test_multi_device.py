@@ -147,7 +147,7 @@ def test_mindspore_backend_refuses_several_devices(tmp_path):
     net = nn.SequentialCell([nn.Conv2d(3, 4, 3, has_bias=True), nn.Flatten(), nn.Dense(4 * 16 * 16, 10)])
     path = tmp_path / "net"
     ms.export(net, ms.Tensor(np.zeros((1, 3, 16, 16), np.float32)), file_name=str(path), file_format="MINDIR")
-    with pytest.raises(ValueError, match="the mindspore backend runs on one device per process"):
+    with pytest.raises(BackendError, match="the mindspore backend runs on one device per process"):
         Classifier(model=str(path) + ".mindir", backend="mindspore", device_id=[0, 1])
 
 

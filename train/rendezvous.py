@@ -31,6 +31,8 @@ import socket
 import time
 from typing import Dict, List, Optional, Tuple
 
+from ibnedge.errors import UserError
+
 HEARTBEAT_TIMEOUT_S = 30.0  # the default of --heartbeat-timeout
 BEATS_PER_TIMEOUT = 15  # a beat every 2 s by default: a few lost or late ones are no loss
 HELLO_TIMEOUT_S = 10.0
@@ -56,7 +58,7 @@ def resolve_address(host: str) -> str:
     try:
         return socket.getaddrinfo(bare, None, socket.AF_UNSPEC, socket.SOCK_STREAM)[0][4][0]
     except (OSError, IndexError) as exc:
-        raise ValueError("--master-addr %s: cannot resolve this host name (%s); give node rank 0's IP address"
+        raise RendezvousError("--master-addr %s: cannot resolve this host name (%s); give node rank 0's IP address"
                          % (host, getattr(exc, "strerror", None) or exc)) from None
 
 
@@ -70,7 +72,7 @@ def endpoint(address: str, port: int) -> str:
     return ("[%s]:%d" if ":" in address else "%s:%d") % (address, port)
 
 
-class RendezvousError(RuntimeError):
+class RendezvousError(UserError, RuntimeError):
     """The nodes could not be brought together; the message names the node and the fix."""
 
 
