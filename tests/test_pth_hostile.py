@@ -285,7 +285,7 @@ def test_convert_refuses_hostile_file_in_bounded_memory(case, tmp_path, record_p
                                                    tmp_path)
     record_property("peak_rss_mb", peak_rss >> 20)
     lines = stderr.splitlines()
-    assert status == 1 and len(lines) == 1, (status, stderr[-3000:])  # train.convert's error status
+    assert status == 2 and len(lines) == 1, (status, stderr[-3000:])  # a user error: exit 2, one line
     assert lines[0].startswith("error: %s: " % pth) and message in lines[0], lines[0]
     assert stdout == "" and not (tmp_path / "out.ckpt").exists()
     assert peak_rss < PEAK_RSS_LIMIT, "%s: peak RSS %d MB" % (case, peak_rss >> 20)
