@@ -5,8 +5,13 @@ compile per process). Every CLI runs in a fresh interpreter, as a user would run
 """
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import struct
+import sys
 from pathlib import Path
+from typing import List, Sequence
 
 import numpy as np
 import pytest
@@ -54,6 +59,13 @@ def test_config_file_errors_name_the_file_and_setting(tmp_path, capsys):
         config.resolve(config.train_parser(), ["--config", str(bad)])
     err = capsys.readouterr().err
     assert str(bad) in err and "'epoch'" in err
+
+
+def test_resume_latest_in_a_config_file_stays_latest(tmp_path):
+    """``resume: latest`` is the word, not a file named 'latest' beside the config file."""
+    (tmp_path / "run.yaml").write_text("resume: latest\npretrained: weights/w.ckpt\n")
+    cfg = config.resolve(config.train_parser(), ["--config", str(tmp_path / "run.yaml")])
+    assert cfg.resume == "latest" and cfg.pretrained == str(tmp_path / "weights" / "w.ckpt")
 
 
 def test_seed_defaults_and_schedules():
@@ -323,3 +335,132 @@ def test_fine_tune_from_converted_weights(folder, tmp_path, kind):
     changed = [k for k in source if k.startswith("layer3.") and not np.array_equal(trained[k], source[k])]
     assert changed, "the unfrozen backbone did not train"
     assert np.allclose(trained["layer4.0.conv1.weight"], source["layer4.0.conv1.weight"], atol=0.05)  # loaded, then fine-tuned
+
+
+# ----------------------------------------------------------------------------- refused before the data
+
+
+class FileOpens:
+    """Opens of anything inside ``folders`` while it watches, as the kernel reports them
+    (Linux inotify, IN_OPEN), by whichever process: no tracing, no change to the code watched."""
+
+    IN_OPEN, IN_ISDIR = 0x20, 0x40000000
+
+    def __init__(self, folders: Sequence[Path]):
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+        self.folders = {}
+        for folder in folders:
+            wd = self.libc.inotify_add_watch(self.fd, os.fsencode(str(folder)), self.IN_OPEN)
+            if wd < 0:
+                raise OSError(ctypes.get_errno(), "inotify_add_watch failed", str(folder))
+            self.folders[wd] = Path(folder)
+
+    def opened(self) -> List[str]:
+        """What was opened so far: ``folder/name`` for files, ``folder/`` for a folder listed."""
+        found, raw = [], b""
+        while True:
+            try:
+                raw += os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                break
+        at = 0
+        while at < len(raw):
+            wd, mask, _, size = struct.unpack_from("iIII", raw, at)
+            name = raw[at + 16 : at + 16 + size].rstrip(b"\0").decode()
+            at += 16 + size
+            if mask & self.IN_OPEN:
+                found.append("%s/%s" % (self.folders[wd].name, "" if mask & self.IN_ISDIR and not name else name))
+        return found
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts file opens with Linux inotify")
+@pytest.mark.parametrize("case", ["arch", "pretrained", "resume", "freeze"])
+def test_settings_are_refused_before_any_image_is_read(case, folder, tmp_path):
+    """A typo'd --arch, a missing --pretrained, a --resume with nothing to resume and a --freeze
+    that matches nothing end the run before the dataset scan, which reads every file (minutes
+    on a large set): no class folder is even listed."""
+    bad, message = {
+        "arch": (["--arch", "resnet_ibn_a_tinyy"], "unknown model 'resnet_ibn_a_tinyy': did you mean: resnet_ibn_a_tiny"),
+        "pretrained": (["--pretrained", tmp_path / "missing.pth"], "missing.pth: checkpoint not found"),
+        "resume": (["--resume", "latest"], "--resume latest: no checkpoint in %s" % (tmp_path / "run")),
+        "freeze": (["--freeze", "layer9"], "--freeze layer9 matches no parameter"),
+    }[case]
+    watch = FileOpens([folder / name for name in CLASSES])
+    try:
+        proc = run_module("train", TINY + ["--train-dir", folder, "--batch-size", "6", "--output-dir", tmp_path / "run"] + bad,
+                          check=False)
+        opened = watch.opened()
+    finally:
+        watch.close()
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode == 2 and lines[-1].startswith("error: ") and message in lines[-1], proc.stdout
+    assert opened == [], "opened before the refusal: %s" % ", ".join(opened[:10])
+    assert not (tmp_path / "run" / config.RUN_CONFIG).exists()  # a refused run leaves no config behind
+
+
+# ----------------------------------------------------------------------------- what a run leaves
+
+
+def test_config_yaml_repeats_the_run_from_any_directory(folder, tmp_path):
+    """config.yaml beside the checkpoints: the resolved settings (defaults < --config < flags),
+    paths absolute. ``--config`` with it, run from another folder, resolves to the same
+    settings (it writes the same file again) and trains the same run."""
+    import yaml
+
+    os.symlink(str(folder), str(tmp_path / "photos"))
+    (tmp_path / "recipe.yaml").write_text("epochs: 2\nbatch-size: 6\nlr: 0.02\ntrain-dir: photos\nmilestones: [1]\n")
+    first = run_module("train", TINY + ["--config", "recipe.yaml", "--val-dir", "photos", "--output-dir", "runs/x",
+                                        "--max-steps", "4", "--seed", "3"], cwd=tmp_path)
+    saved_path = tmp_path / "runs" / "x" / config.RUN_CONFIG
+    saved_text = saved_path.read_text()
+    saved = yaml.safe_load(saved_text)
+    assert saved["train_dir"] == str(tmp_path / "photos")  # from recipe.yaml: relative to that file
+    assert saved["val_dir"] == str(tmp_path / "photos") and saved["output_dir"] == str(tmp_path / "runs" / "x")
+    assert (saved["epochs"], saved["batch_size"], saved["lr"], saved["milestones"]) == (2, 6, 0.02, [1])
+    assert (saved["arch"], saved["image_size"], saved["max_steps"], saved["seed"]) == ("resnet_ibn_a_tiny", 64, 4, 3)
+    assert saved["momentum"] == 0.9 and saved["resume"] is None and "config" not in saved
+    assert list(saved) == [n for n in config.train_parser().settings if n != "config"]  # every setting, --help order
+
+    again = run_module("train", ["--config", Path("x") / config.RUN_CONFIG], cwd=tmp_path / "runs")
+    assert saved_path.read_text() == saved_text
+    reloaded = config.resolve(config.train_parser(), ["--config", str(saved_path)])
+    assert {k: getattr(reloaded, k) for k in saved} == saved
+    a, b = last_json(first.stdout), last_json(again.stdout)
+    assert b["global_step"] == a["global_step"] == 4 and b["losses"] == pytest.approx(a["losses"], abs=1e-5)
+
+
+def test_best_checkpoint_is_replaced_not_overwritten(folder, tmp_path):
+    """A better evaluation renames a new best.ckpt into place: whoever holds the old file (an
+    export reading it; here a hard link, the same inode) keeps its bytes, and a kill during
+    the copy leaves the old file whole. The temporary name is never taken for a checkpoint."""
+    out = tmp_path / "run"
+    common = TINY + ["--train-dir", folder, "--val-dir", folder, "--batch-size", "6", "--epochs", "2",
+                     "--lr", "0.02", "--output-dir", out]
+    run_module("train", common + ["--max-steps", "3"])  # epoch 1, evaluated: best.ckpt
+    held = tmp_path / "held.ckpt"
+    os.link(str(out / "best.ckpt"), str(held))
+    old = held.read_bytes()
+    score = json.loads((out / "best.json").read_text())
+    (out / "best.json").write_text(json.dumps(dict(score, top1=-1.0)))  # any evaluation beats it
+
+    resumed = last_json(run_module("train", common + ["--resume", "latest"]).stdout)
+    assert resumed["best"]["source"] == "resnet_ibn_a_tiny-e002.ckpt"
+    new = (out / "best.ckpt").read_bytes()
+    assert new == (out / "resnet_ibn_a_tiny-e002.ckpt").read_bytes() and new != old
+    assert held.read_bytes() == old, "best.ckpt was rewritten in place: its old readers saw the new bytes"
+    assert sorted(p.name for p in out.iterdir() if "partial" in p.name) == []
+
+
+def test_no_import_cycle_in_train():
+    """train.eval took setup_context from train.loop, which takes metrics from train.eval:
+    the context lives in train.context now, and no module of train/ imports itself back."""
+    from edge_helpers import REPO
+    from import_cycles import import_cycles
+
+    assert import_cycles(REPO, "train") == []

@@ -8,6 +8,7 @@ command takes exactly the groups it uses.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
@@ -15,6 +16,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 from ibnedge import cpu_isa
 from ibnedge.errors import UserError
 
+from .checkpoint import LATEST
 from .schedule import SCHEDULES
 
 DEVICES = ("CPU", "GPU", "Ascend")
@@ -84,6 +86,8 @@ class ConfigError(UserError, ValueError):
 
 _PATH_KEYS = {"config", "train_dir", "val_dir", "output_dir", "resume", "pretrained", "dump_weights",
               "summary_json", "checkpoint", "output", "class_names", "json_out"}
+# Written beside a run's checkpoints: its resolved settings, for --config.
+RUN_CONFIG = "config.yaml"
 
 
 def _int_list(text: str) -> List[int]:
@@ -115,11 +119,21 @@ def _device(text: str) -> str:
     raise argparse.ArgumentTypeError("device must be one of %s, got %r" % (", ".join(DEVICES), text))
 
 
+class SettingsParser(argparse.ArgumentParser):
+    """An ArgumentParser that lists the settings its options set (``settings``, in --help
+    order): what a run's ``config.yaml`` records."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.settings: List[str] = []
+
+
 class _Options:
     """Adds options with ``default=SUPPRESS`` so the parsed namespace holds only what was typed."""
 
-    def __init__(self, group: argparse._ArgumentGroup):
-        self.group = group
+    def __init__(self, parser: SettingsParser, title: str):
+        self.group = parser.add_argument_group(title)
+        self.settings = parser.settings
 
     def __call__(self, *flags: str, dest: str, help: str, **kw: Any) -> None:
         default = DEFAULTS[dest]
@@ -127,10 +141,11 @@ class _Options:
             shown = ",".join(map(str, default)) if isinstance(default, list) else default
             help = "%s (default: %s)" % (help, shown)
         self.group.add_argument(*flags, dest=dest, default=argparse.SUPPRESS, help=help, **kw)
+        self.settings.append(dest)
 
 
-def add_common(parser: argparse.ArgumentParser) -> None:
-    opt = _Options(parser.add_argument_group("common"))
+def add_common(parser: SettingsParser) -> None:
+    opt = _Options(parser, "common")
     opt("--config", dest="config", metavar="FILE", help="YAML or TOML file of settings; flags override it")
     opt("--debug", dest="debug", action="store_true",
         help="on an error, also print its traceback (as does IBNEDGE_DEBUG=1)")
@@ -149,15 +164,15 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         help="up-front check of every image file; failures are reported by name and skipped")
 
 
-def add_train(parser: argparse.ArgumentParser) -> None:
-    data = _Options(parser.add_argument_group("data"))
+def add_train(parser: SettingsParser) -> None:
+    data = _Options(parser, "data")
     data("--train-dir", dest="train_dir", metavar="DIR", help="ImageFolder root of the training set")
     data("--val-dir", dest="val_dir", metavar="DIR", help="ImageFolder root of the validation set")
     data("--no-augment", dest="augment", action="store_false",
          help="train on the eval transform (deterministic inputs; debugging)")
     data("--no-shuffle", dest="shuffle", action="store_false", help="read the training set in file order")
 
-    opt = _Options(parser.add_argument_group("optimisation"))
+    opt = _Options(parser, "optimisation")
     opt("--epochs", dest="epochs", type=_positive(int), help="training epochs")
     opt("--lr", dest="lr", type=_positive(float), help="peak learning rate; default base-lr x global batch / lr-base-batch")
     opt("--base-lr", dest="base_lr", type=_positive(float), help="learning rate for lr-base-batch images")
@@ -176,7 +191,7 @@ def add_train(parser: argparse.ArgumentParser) -> None:
         help="mixed precision: auto = O2 on GPU/Ascend, O0 on CPU (CPU refuses others)")
     opt("--loss-scale", dest="loss_scale", type=_positive(float), help="initial dynamic loss scale under AMP")
 
-    tl = _Options(parser.add_argument_group("transfer learning"))
+    tl = _Options(parser, "transfer learning")
     tl("--pretrained", dest="pretrained", metavar="FILE",
        help="initial weights: official .pth (converted on the fly) or MindSpore .ckpt")
     tl("--freeze", dest="freeze", type=_str_list, metavar="PART,..",
@@ -184,7 +199,7 @@ def add_train(parser: argparse.ArgumentParser) -> None:
     tl("--freeze-bn", dest="freeze_bn", action="store_true",
        help="BatchNorm uses and keeps its running statistics while training (affine still trained)")
 
-    run = _Options(parser.add_argument_group("run"))
+    run = _Options(parser, "run")
     run("--output-dir", dest="output_dir", metavar="DIR", help="checkpoints, logs and summary")
     run("--keep-checkpoints", dest="keep_checkpoints", type=_positive(int), help="latest checkpoints kept")
     run("--eval-every", dest="eval_every", type=int, help="evaluate every K epochs (0: never)")
@@ -199,15 +214,15 @@ def add_train(parser: argparse.ArgumentParser) -> None:
     run("--summary-json", dest="summary_json", metavar="FILE", help="also write the final JSON summary here")
 
 
-def add_eval(parser: argparse.ArgumentParser) -> None:
-    opt = _Options(parser.add_argument_group("evaluation"))
+def add_eval(parser: SettingsParser) -> None:
+    opt = _Options(parser, "evaluation")
     opt("--checkpoint", dest="checkpoint", metavar="CKPT", help="weights to evaluate (.ckpt or official .pth)")
     opt("--val-dir", dest="val_dir", metavar="DIR", help="ImageFolder root of the validation set")
     opt("--json-out", dest="json_out", metavar="FILE", help="also write the results here")
 
 
-def add_export(parser: argparse.ArgumentParser) -> None:
-    opt = _Options(parser.add_argument_group("export"))
+def add_export(parser: SettingsParser) -> None:
+    opt = _Options(parser, "export")
     opt("--checkpoint", dest="checkpoint", metavar="CKPT",
         help="weights to export (.ckpt from training or conversion, or official .pth)")
     opt("--format", dest="format", type=str.upper, choices=EXPORT_FORMATS, help="model file format")
@@ -270,6 +285,8 @@ def _coerce(name: str, value: Any, path: Path) -> Any:
         return _device(str(value))
     if name == "format":
         return str(value).upper()
+    if name == "resume" and value == LATEST:  # a word, not a file beside the config file
+        return value
     if name in _PATH_KEYS:
         p = Path(str(value)).expanduser()
         return str(p if p.is_absolute() else path.parent / p)
@@ -283,10 +300,8 @@ def _coerce(name: str, value: Any, path: Path) -> Any:
     return value
 
 
-def build_parser(prog: str, description: str, groups: Iterable[Callable[[argparse.ArgumentParser], None]]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def build_parser(prog: str, description: str, groups: Iterable[Callable[[SettingsParser], None]]) -> SettingsParser:
+    parser = SettingsParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(parser)
     for add in groups:
         add(parser)
@@ -315,7 +330,30 @@ def resolve(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = Non
     return argparse.Namespace(**settings)
 
 
-def train_parser() -> argparse.ArgumentParser:
+def saved_settings(cfg: argparse.Namespace, parser: SettingsParser) -> Dict[str, Any]:
+    """``cfg``'s values of the settings ``parser`` takes, in --help order, as a config file
+    must hold them to give them back: paths absolute (a file's relative paths are taken from
+    its own folder, not from where they were typed); ``config`` left out (a file cannot
+    name another)."""
+    saved: Dict[str, Any] = {}
+    for name in parser.settings:
+        value = getattr(cfg, name)
+        if name in _PATH_KEYS and value is not None and not (name == "resume" and value == LATEST):
+            value = os.path.abspath(os.path.expanduser(str(value)))
+        saved[name] = value
+    saved.pop("config", None)
+    return saved
+
+
+def config_text(values: Dict[str, Any], comment: str) -> str:
+    """``values`` as a YAML config file that ``load_config_file`` reads back, ``comment`` on top."""
+    import yaml
+
+    lines = "".join("# %s\n" % line for line in comment.splitlines())
+    return lines + yaml.safe_dump(values, sort_keys=False, default_flow_style=None, allow_unicode=True)
+
+
+def train_parser() -> SettingsParser:
     return build_parser(
         "python -m train",
         "Train an IBN-Net on an ImageFolder dataset with MindSpore (one device; see train.distributed).",
@@ -323,11 +361,11 @@ def train_parser() -> argparse.ArgumentParser:
     )
 
 
-def eval_parser() -> argparse.ArgumentParser:
+def eval_parser() -> SettingsParser:
     return build_parser("python -m train.eval", "Top-1/top-5 accuracy of a checkpoint on an ImageFolder.", [add_eval])
 
 
-def export_parser() -> argparse.ArgumentParser:
+def export_parser() -> SettingsParser:
     return build_parser(
         "python -m train.export",
         "Export a model to MINDIR, ONNX or AIR with its metadata JSON (classes, input, preprocessing).",

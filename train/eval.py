@@ -117,7 +117,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _evaluate_command(cfg: argparse.Namespace) -> int:
-    from .loop import setup_context
+    from .context import setup_context
 
     if not cfg.checkpoint or not cfg.val_dir:
         print("error: --checkpoint and --val-dir are required", file=sys.stderr)

@@ -227,7 +227,7 @@ def _export_command(cfg: argparse.Namespace) -> int:
 
     from .checkpoint import ModelInfo
     from .eval import network_from_settings, with_explicit_sizes
-    from .loop import setup_context
+    from .context import setup_context
     from .models import create_model
 
     setup_context(cfg.device, cfg.mode)
