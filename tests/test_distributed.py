@@ -69,7 +69,9 @@ def test_two_ranks_equal_a_single_process_step_on_the_combined_batch(eight_image
         assert "2 process(es), 1 steps/epoch of 8 images" in log
         assert last_json("\n".join(ln for ln in log.splitlines() if ln.startswith("{")))["rank"] == rank
         assert ("eval epoch 1: top-1" in log) == (rank == 0)  # rank 0 evaluates and checkpoints
+        assert ("settings saved to %s" % (tmp_path / "dist" / "config.yaml") in log) == (rank == 0)  # and saves them
     assert (tmp_path / "dist" / "best.ckpt").is_file()
+    assert "batch_size: 4\n" in (tmp_path / "dist" / "config.yaml").read_text()
     rank0, shard0 = load_dumped_weights(tmp_path / "dist.rank0.npz")
     rank1, shard1 = load_dumped_weights(tmp_path / "dist.rank1.npz")
     # disjoint shards that together are the whole (checked) dataset

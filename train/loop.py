@@ -77,8 +77,8 @@ def run(cfg: argparse.Namespace) -> Dict:
     say("%s, %d classes, %s on %s, %d process(es), %d steps/epoch of %d images, lr %.5f (%s), amp %s"
         % (cfg.arch, len(classes), cfg.mode, cluster.device, cluster.world, datasets.steps_per_epoch,
            lrs.global_batch, lrs.peak, cfg.lr_schedule, amp_level))
-    if cluster.is_main:
-        save_run_config(cfg)
+    if cluster.is_main:  # one writer: every rank holds the same settings
+        say("settings saved to %s" % save_run_config(cfg))
 
     train_epochs(model, datasets.train, callbacks, state, cfg, cluster)
     if cfg.dump_weights:
