@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from ibnedge.errors import run_reporting
 
 from . import config as settings
 from . import data, faults, schedule
+from .atomic_files import copy_atomic, write_text_atomic
 from .checkpoint import (
     ModelInfo,
     freeze,
@@ -469,10 +469,10 @@ def _evaluate(model, val_set, path: Path, state: RunState, say: Say) -> None:
         best = path.parent / BEST_CHECKPOINT
         # Replaced, not overwritten: an export reading the old best.ckpt keeps reading it,
         # and a kill during the copy leaves the old file whole.
-        _copy_atomic(path, best)
+        copy_atomic(path, best)
         state.best = dict(record, checkpoint=str(best), source=path.name)
         # Its score, so that a resumed run replaces it only with a better one.
-        _write_atomic(best.with_suffix(".json"), json.dumps(state.best, indent=2) + "\n")
+        write_text_atomic(best.with_suffix(".json"), json.dumps(state.best, indent=2) + "\n")
 
 
 # ----------------------------------------------------------------------------- the epochs
@@ -500,25 +500,6 @@ def train_epochs(model, train_set: data.ImageFolder, callbacks: list, state: Run
 # ----------------------------------------------------------------------------- what the run leaves
 
 
-def _partial(path: Path) -> Path:
-    """Where ``path`` is written before it is renamed into place (a reader sees the old file
-    or the new one, never part of one). Not a ``*.ckpt`` name: ``run_checkpoints``, and
-    anything else looking for checkpoints, never takes a half-written file for one."""
-    return path.with_name(path.name + ".partial")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = _partial(path)
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
-def _copy_atomic(source: Path, path: Path) -> None:
-    tmp = _partial(path)
-    shutil.copyfile(str(source), str(tmp))
-    tmp.replace(path)
-
-
 def save_run_config(cfg: argparse.Namespace) -> Path:
     """The resolved settings as ``config.yaml`` beside the checkpoints (rank 0): the same
     run again is ``python -m train --config`` that file."""
@@ -527,7 +508,7 @@ def save_run_config(cfg: argparse.Namespace) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     comment = ("The resolved settings of the run in this folder (defaults < config file < flags).\n"
                "python -m train --config %s repeats it; flags given with --config override these." % path)
-    _write_atomic(path, settings.config_text(saved, comment))
+    write_text_atomic(path, settings.config_text(saved, comment))
     return path
 
 
@@ -583,7 +564,7 @@ def write_summary(summary: Dict, cfg: argparse.Namespace, cluster: Cluster) -> N
     if cluster.is_main:
         out = Path(cfg.summary_json) if cfg.summary_json else Path(cfg.output_dir) / "summary.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(out, json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary), flush=True)
 
 

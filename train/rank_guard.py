@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from .atomic_files import write_text_atomic
+
 LAUNCHER_PID_ENV = "IBNEDGE_LAUNCHER_PID"
 SCHEDULER = "scheduler"
 _PR_SET_PDEATHSIG = 1
@@ -55,10 +57,7 @@ def read_status(status_dir: Path, name: str) -> Optional[Dict]:
 
 
 def _write_status(status_dir: Path, name: str, record: Dict) -> None:
-    path = status_path(status_dir, name)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(status_path(status_dir, name), json.dumps(record) + "\n")
 
 
 def exit_status(returncode: int) -> int:
