@@ -431,6 +431,8 @@ def test_config_yaml_repeats_the_run_from_any_directory(folder, tmp_path):
     assert saved_path.read_text() == saved_text
     reloaded = config.resolve(config.train_parser(), ["--config", str(saved_path)])
     assert {k: getattr(reloaded, k) for k in saved} == saved
+    overridden = config.resolve(config.train_parser(), ["--config", str(saved_path), "--lr", "0.05", "--milestones", "2"])
+    assert {k: getattr(overridden, k) for k in saved} == dict(saved, lr=0.05, milestones=[2])  # flags still win
     a, b = last_json(first.stdout), last_json(again.stdout)
     assert b["global_step"] == a["global_step"] == 4 and b["losses"] == pytest.approx(a["losses"], abs=1e-5)
 
