@@ -30,6 +30,7 @@ from .backends import Backend, BackendError, create_backend
 from .files import InputFile
 from .formats import PILLOW_MAX_PIXELS
 from .metadata import MetadataError, ModelMetadata, PreprocessSpec, imagenet_class_names, load_for_model, warn_missing
+from .models import resolve
 
 PathLike = Union[str, "os.PathLike[str]"]
 _POLL_S = 0.1
@@ -66,10 +67,11 @@ class Prediction:
 class Classifier(object):
     """A model, a backend and the native preprocessing that model expects.
 
-    ``model``: a ``.mindir`` / ``.onnx`` / ``.ms`` file, or a ``.ckpt`` / ``.pth`` with
-    ``arch`` (exported on the fly; needs MindSpore); None downloads and prepares the
-    official resnet50_ibn_a ImageNet weights once (see :mod:`ibnedge.hub`).
-    ``backend``: "lite", "mindspore", "onnx" or "auto". ``device_id``: one device index, or
+    ``model``: a ``.mindir`` / ``.onnx`` / ``.ms`` file, official ``.pth`` weights (made into
+    an ONNX or Lite model once, without PyTorch or MindSpore; ``arch`` is read from the
+    file unless given) or a MindSpore ``.ckpt`` (exported once; needs MindSpore); None
+    downloads the official resnet50_ibn_a ImageNet weights once and does the same (see
+    :mod:`ibnedge.models`). ``backend``: "lite", "mindspore", "onnx" or "auto". ``device_id``: one device index, or
     several (one backend per device, each fed by the same preprocessing). ``threads``: CPU
     threads for each backend and the engine (0 = their defaults). ``batch``: images per
     backend call.
@@ -99,20 +101,16 @@ class Classifier(object):
         if int(batch) < 1:
             raise ValueError("batch must be >= 1, got %r" % (batch,))
         self.device_ids = device_id_list(device_id)
-        if model is None:
-            from .hub import default_model
-
-            model = default_model(backend, progress=progress)
-        self.model_path = Path(model)
+        resolved = resolve(model, backend, arch=arch, progress=progress)
+        self.model_path = resolved.path
         self.batch = int(batch)
         self.device = device
         self.backends = []  # type: List[Backend]
         try:
             for i in self.device_ids:
                 # "auto" picks a runtime for the first device; the others get the same one.
-                name = self.backends[0].name if self.backends else backend
-                self.backends.append(create_backend(
-                    name, self.model_path, device=device, device_id=i, threads=threads, arch=arch))
+                name = self.backends[0].name if self.backends else resolved.backend
+                self.backends.append(create_backend(name, self.model_path, device=device, device_id=i, threads=threads))
                 if len(self.device_ids) > 1 and not self.backends[0].supports_multiple_devices:
                     raise BackendError(
                         "the %s backend runs on one device per process: pass one --device-id, or use --backend lite"
@@ -127,9 +125,7 @@ class Classifier(object):
         self.device_failures = []  # type: List[Tuple[int, str]]
         # Batches each device ran, by device id (how the work was dealt out).
         self.batches_per_device = dict((i, 0) for i in self.device_ids)  # type: Dict[int, int]
-        # A checkpoint is exported first; its metadata sits beside the exported file.
-        loaded = getattr(self.backend, "loaded_path", self.model_path)
-        self.metadata = load_for_model(loaded) or load_for_model(self.model_path)  # type: Optional[ModelMetadata]
+        self.metadata = load_for_model(self.model_path)  # type: Optional[ModelMetadata]
         self.spec = self._resolve_spec(preprocess)
         if self.metadata is None:
             warn_missing(self.model_path, "using %s preprocessing (resize %d, crop %dx%d, mean %s, std %s) and "

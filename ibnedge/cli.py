@@ -16,16 +16,12 @@ import time
 from collections import OrderedDict
 from typing import List, Optional, Sequence
 
-from . import cpu_isa
+from . import choices, cpu_isa
 from .errors import EXIT_USER_ERROR, UserError, add_debug_flag, debug_requested, is_user_error, one_line, report
 
 EXIT_OK = 0
 EXIT_SETUP = EXIT_USER_ERROR
 EXIT_INTERRUPTED = 130
-
-_BACKENDS = ("auto", "lite", "mindspore", "onnx")
-_DEVICES = ("cpu", "gpu", "ascend")
-_SEMANTICS = ("pil", "mindspore", "fast")
 
 
 class SetupError(UserError):
@@ -77,13 +73,13 @@ def _device_ids(text: str) -> List[int]:
     return ids
 
 
-def _name_list(choices: Sequence[str]):
+def _name_list(allowed: Sequence[str]):
     def parse(text: str) -> List[str]:
         names = list(OrderedDict.fromkeys(v.strip() for v in text.split(",") if v.strip()))  # once each
-        bad = [n for n in names if n not in choices]
+        bad = [n for n in names if n not in allowed]
         if not names or bad:
             raise argparse.ArgumentTypeError(
-                "unknown %r: give a comma-separated list of %s" % (",".join(bad) or text, ", ".join(choices))
+                "unknown %r: give a comma-separated list of %s" % (",".join(bad) or text, ", ".join(allowed))
             )
         return names
 
@@ -95,22 +91,24 @@ def _add_model_flags(p: argparse.ArgumentParser, multi_backend: bool = False) ->
     g.add_argument(
         "--model",
         metavar="FILE",
-        help="a .mindir, .onnx or .ms model, or a .ckpt/.pth with --arch (exported on the fly, needs MindSpore); "
-        "default: the official resnet50_ibn_a ImageNet weights, downloaded and converted once",
+        help="a .mindir, .onnx or .ms model; official .pth weights (made into an ONNX or Lite model once, without "
+        "PyTorch or MindSpore); or a MindSpore .ckpt (exported once, needs MindSpore); default: the official "
+        "resnet50_ibn_a ImageNet weights, downloaded and made into a model once (mirror: $IBNEDGE_WEIGHTS_URL)",
     )
-    g.add_argument("--arch", metavar="NAME", help="architecture of a .ckpt/.pth model, e.g. resnet50_ibn_a")
+    g.add_argument("--arch", metavar="NAME",
+                   help="architecture of .pth/.ckpt weights, e.g. resnet50_ibn_a (default: read from the file)")
     if multi_backend:
         g.add_argument(
-            "--backend", type=_name_list(_BACKENDS), default=["auto"], metavar="LIST",
-            help="comma-separated backends to measure (lite, mindspore, onnx; auto = every installed one that loads "
-            "the model); default: auto",
+            "--backend", type=_name_list(choices.BACKEND_CHOICES), default=[choices.AUTO], metavar="LIST",
+            help="comma-separated backends to measure (%s; auto = every installed one that loads the model); "
+            "default: auto" % ", ".join(choices.BACKENDS),
         )
     else:
         g.add_argument(
-            "--backend", choices=_BACKENDS, default="auto",
-            help="inference runtime; auto = lite, then mindspore, then onnx, the first installed that loads the model",
+            "--backend", choices=choices.BACKEND_CHOICES, default=choices.AUTO,
+            help="inference runtime; auto = %s, the first installed that loads the model" % ", then ".join(choices.BACKENDS),
         )
-    g.add_argument("--device", choices=_DEVICES, default="cpu",
+    g.add_argument("--device", choices=choices.DEVICES, default="cpu",
                    help="device to run on (default: cpu); for the mindspore backend, " + cpu_isa.HELP)
     g.add_argument(
         "--device-id", type=_device_ids, default=[0], metavar="N[,N...]",
@@ -122,7 +120,7 @@ def _add_model_flags(p: argparse.ArgumentParser, multi_backend: bool = False) ->
         help="CPU threads for the backend and the preprocessing engine (default: 0 = their defaults)",
     )
     g.add_argument(
-        "--preprocess", choices=_SEMANTICS, default=None,
+        "--preprocess", choices=choices.SEMANTICS, default=None,
         help="resize semantics (default: what the model's metadata says): pil = torchvision/PIL, "
         "mindspore = mindspore.dataset ops, fast = DCT-domain reduction (throughput)",
     )
@@ -208,15 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", choices=("lite",), required=True, help="target format (lite: Lite MINDIR)")
     p.add_argument("--output", "-o", metavar="FILE", help="output .mindir (default: MODEL's stem + _lite.mindir)")
     p.add_argument(
-        "--optimize", choices=("general", "ascend_oriented", "none"), default=None,
+        "--optimize", choices=choices.OPTIMIZE_LEVELS, default=None,
         help="general: fused for CPU/GPU; ascend_oriented: for Ascend (= --device ascend); none: portable "
         "(default: general, or ascend_oriented for --device ascend)",
     )
     p.add_argument("--fp16", action="store_true", help="store float32 weights as float16 (CPU)")
-    from .ascend_config import DEFAULT_PRECISION, DEFAULT_SOC, PRECISIONS, SOCS
+    from .ascend_config import DEFAULT_PRECISION, DEFAULT_SOC
 
     p.add_argument(
-        "--device", choices=("cpu", "ascend"), default="cpu",
+        "--device", choices=choices.CONVERT_DEVICES, default="cpu",
         help="the runtime device the model is for (default: cpu); ascend writes the chip's converter "
         "configuration beside the output (OUTPUT.ascend.ini) and converts with it",
     )
@@ -225,10 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="static batch sizes (needed for ascend: the 310 has no dynamic shapes): one (8) or profiles "
         "(1,8,32); at run time each call gets the smallest that holds it. On cpu each size is a model file",
     )
-    p.add_argument("--soc", choices=list(SOCS), default=None,
+    p.add_argument("--soc", choices=list(choices.SOCS), default=None,
                    help="the Ascend chip the model is for (default: %s)" % DEFAULT_SOC)
     p.add_argument(
-        "--precision", choices=list(PRECISIONS), default=None,
+        "--precision", choices=choices.precisions("ascend"), default=None,
         help="Ascend precision (default: %s = fp16 convolutions and BatchNorm, InstanceNorm and the head in "
         "fp32; fp16 = the converter's default, InstanceNorm overflows)" % DEFAULT_PRECISION,
     )
@@ -247,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         "its fix; exit 0 when the box can run the model (or, without --model, its device), 1 otherwise.",
     )
     p.add_argument("--model", metavar="FILE", help="a model to check (its metadata, profiles, which backends load it)")
-    p.add_argument("--device", choices=_DEVICES, default=None,
+    p.add_argument("--device", choices=choices.DEVICES, default=None,
                    help="the device to check for (default: the model's, else cpu)")
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
     p.set_defaults(func=cmd_doctor)

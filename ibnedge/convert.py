@@ -29,13 +29,12 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 from .ascend_config import DEFAULT_PRECISION, DEFAULT_SOC, PRECISIONS, AscendConfigError, AscendFiles, AscendSettings
 from .ascend_config import check_batch_sizes, write_ascend_files
 from .backends.base import captured_native_stderr, native_reason
+from .choices import CONVERT_DEVICES, FP16_WEIGHTS, FP32, OPTIMIZE_LEVELS
 from .errors import UserError
 from .metadata import Deployment, ModelMetadata, load_for_model, metadata_path, save_for_model, warn_missing
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-OPTIMIZE_LEVELS = ("general", "ascend_oriented", "none")
-CONVERT_DEVICES = ("cpu", "ascend")
 _FMK_BY_SUFFIX = {".onnx": "ONNX", ".mindir": "MINDIR"}
 
 
@@ -167,7 +166,7 @@ def _convert_static_cpu(model: Path, fmk: str, output: Path, meta: Optional[Mode
         _run_converter(model, fmk, dest, optimize, fp16, input_shape={name: [size] + list(chw)})
         if dest != output:
             files[size] = dest.name
-    deployment = Deployment(device="cpu", batch_profiles=sizes, precision="fp16-weights" if fp16 else "fp32",
+    deployment = Deployment(device="cpu", batch_profiles=sizes, precision=FP16_WEIGHTS if fp16 else FP32,
                             profile_files=files)
     _save_deployment(meta, output, chw, deployment)
     return output
@@ -355,10 +354,8 @@ def _convert_binary(model: Path, fmk: str, tmp_base: Path, optimize: str, fp16: 
 
 
 __all__ = [
-    "CONVERT_DEVICES",
     "ConvertError",
     "FinishOnBox",
-    "OPTIMIZE_LEVELS",
     "convert_to_lite",
     "converter_available",
     "default_output",

@@ -333,8 +333,32 @@ def _check_model(report: Report, model: Path, meta: Any, meta_error: str) -> Non
     if not model.is_file():
         report.add("model", PROBLEM, "%s does not exist" % model, "check the --model path")
         return
+    from .models import is_weights
+
+    if is_weights(model):
+        _check_weights(report, model)
+        return
     _check_model_metadata(report, model, meta, meta_error)
     _check_model_backends(report, model)
+
+
+def _check_weights(report: Report, weights: Path) -> None:
+    """For weights (.pth, .ckpt): for which backends ibnedge can make a model of them here."""
+    from .backends import BACKENDS
+    from .models import entry_dir, unavailable_because
+
+    reasons = dict((name, unavailable_because(name, weights)) for name in BACKENDS)
+    report.facts["model"]["backends"] = dict((name, reason or "") for name, reason in reasons.items())
+    for name, reason in reasons.items():
+        if reason is None:
+            report.add("model", OK, "%s holds weights: ibnedge makes them into a model for the %s backend once "
+                       "(cached in %s)" % (weights.name, name, entry_dir(weights)))
+        else:
+            report.add("model", NOTE, "no model for the %s backend can be made of %s here: %s"
+                       % (name, weights.name, reason))
+    if all(reasons.values()):
+        report.add("model", PROBLEM, "no installed backend can run %s here" % weights.name,
+                   "install what the notes above name (for a .pth on the box: pip install onnx mindspore-lite)")
 
 
 def _check_model_metadata(report: Report, model: Path, meta: Any, meta_error: str) -> None:

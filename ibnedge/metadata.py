@@ -20,22 +20,45 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
+from .choices import CONVERT_DEVICES, SEMANTICS, SOCS, precisions
 from .errors import UserError
-
-# Resize semantics the native engine reproduces (see shared notes, preprocessing.md):
-#   pil       torchvision/PIL antialiased bilinear, round() centre crop (official weights)
-#   mindspore mindspore.dataset Decode/Resize/CenterCrop: OpenCV INTER_LINEAR, floor offsets
-#   fast      DCT-domain reduction in the JPEG decoder, then antialiased bilinear
-SEMANTICS = ("pil", "mindspore", "fast")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The short side before a 224 centre crop: the official evaluation (torchvision Resize(256)
+# + CenterCrop(224)) and train/'s default.
+DEFAULT_RESIZE = 256
 
-METADATA_VERSION = 1
+# Version 2 added ``origin``; version 1 files (without it) still load, with origin "".
+METADATA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+
+# Where a model's weights were made, and the resize semantics that origin implies. This is
+# the one default: it is applied where the weights are made (ibnedge.onnx_builder and
+# train.convert for official weights, train's loop for trained ones, train.export for
+# random ones), and recorded; readers use what the record says.
+ORIGIN_SEMANTICS = OrderedDict([
+    # The authors' released PyTorch weights, evaluated with torchvision/PIL.
+    ("official", "pil"),
+    # Trained with train/: its data pipeline is mindspore.dataset Decode/Resize/CenterCrop.
+    ("trained", "mindspore"),
+    # train/'s own initialisation, exported untrained for benchmarks: a model made here
+    # before training, so it gets what the models trained here get.
+    ("random-init", "mindspore"),
+])  # type: Dict[str, str]
+
+
+def semantics_of(origin: str) -> str:
+    """The resize semantics of weights of ``origin`` (a key of :data:`ORIGIN_SEMANTICS`)."""
+    try:
+        return ORIGIN_SEMANTICS[origin]
+    except KeyError:
+        raise ValueError("unknown origin %r: one of %s" % (origin, ", ".join(ORIGIN_SEMANTICS))) from None
 # The ONNX metadata_props key whose value is the same JSON as the sidecar file.
 ONNX_METADATA_KEY = "ibnedge.metadata"
 
@@ -51,7 +74,9 @@ class PreprocessSpec:
     """How an image becomes the model's input tensor.
 
     ``resize``: the shorter side is scaled to this many pixels; ``crop``: centre crop
-    (height, width); mean/std on the 0..1 scale, RGB order; output is CHW float32.
+    (height, width); mean/std on the 0..1 scale, RGB order; output is CHW float32. The
+    defaults are ImageNet's, what a model without metadata gets (with a warning); a model's
+    record says its own (:meth:`ModelMetadata.describe`).
     """
 
     resize: int = 256
@@ -100,16 +125,24 @@ class PreprocessSpec:
         return d
 
 
+def _is_plain_file_name(name: str) -> bool:
+    """A name of a file in the current folder: no folder part, not absolute, not "." or ".."."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in ("/", "\\", "\0"))
+
+
 @dataclass(frozen=True)
 class Deployment:
     """How a converted model was built for its runtime: written by ``ibnedge convert``.
 
-    ``device``: the runtime device the model is for ("cpu", "ascend"); ``soc``: the chip
-    (e.g. "Ascend310"; "" for CPU); ``batch_profiles``: the batch sizes the model accepts,
-    ascending (empty: any size); ``precision``: what runs in which float type (one of
-    :data:`ibnedge.ascend_config.PRECISIONS`, or "fp32" on CPU); ``profile_files``: for
-    runtimes that hold one batch size per file (Lite on CPU), the file of each size other
-    than the model's own, relative to the model's folder.
+    ``device``: the runtime device the model is for (:data:`ibnedge.choices.CONVERT_DEVICES`);
+    ``soc``: the chip (one of :data:`ibnedge.choices.SOCS` on Ascend, "" on CPU);
+    ``batch_profiles``: the batch sizes the model accepts, ascending (empty: any size);
+    ``precision``: what runs in which float type, one of
+    :func:`ibnedge.choices.precisions` for the device ("fp32" or "fp16-weights" on CPU;
+    "mixed", "fp32" or "fp16" on Ascend); ``profile_files``: for runtimes that hold one
+    batch size per file (Lite on CPU), the file of each size other than the model's own: a
+    file name in the model's folder, never a path (a model from elsewhere must not make
+    ibnedge open other files).
     """
 
     device: str = "cpu"
@@ -119,6 +152,16 @@ class Deployment:
     profile_files: Dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.device not in CONVERT_DEVICES:
+            raise ValueError("deployment device %r is none of %s" % (self.device, ", ".join(CONVERT_DEVICES)))
+        allowed = precisions(self.device)
+        if self.precision not in allowed:
+            raise ValueError("precision %r is none of those of a %s model (%s)" % (
+                self.precision, self.device, ", ".join(allowed)))
+        if self.device == "ascend" and self.soc not in SOCS:
+            raise ValueError("soc %r is none of %s" % (self.soc, ", ".join(SOCS)))
+        if self.device != "ascend" and self.soc:
+            raise ValueError("a %s model has no soc, got %r" % (self.device, self.soc))
         sizes = tuple(int(b) for b in self.batch_profiles)
         if any(b < 1 for b in sizes) or list(sizes) != sorted(set(sizes)):
             raise ValueError("batch_profiles must be distinct positive sizes in ascending order, got %r" % (sizes,))
@@ -126,6 +169,9 @@ class Deployment:
         stray = sorted(set(files) - set(sizes))
         if stray:
             raise ValueError("profile_files names batch sizes %s that are not in batch_profiles %s" % (stray, list(sizes)))
+        for name in files.values():
+            if not _is_plain_file_name(name):
+                raise ValueError("profile_files may only name files beside the model, not %r" % (name,))
         object.__setattr__(self, "batch_profiles", sizes)
         object.__setattr__(self, "profile_files", files)
 
@@ -151,7 +197,13 @@ class Deployment:
 
 @dataclass
 class ModelMetadata:
-    """The sidecar JSON of an exported model."""
+    """The one record of a model: what its weights are and how it is fed.
+
+    Checkpoints of train/ store it (``train.model_info``), every export writes it (beside
+    the model file and, for ONNX, inside it), ``ibnedge convert`` copies it with the
+    :class:`Deployment` filled in, and ``ibnedge`` reads it. Make new records with
+    :meth:`describe`, which applies the semantics of the weights' origin.
+    """
 
     arch: str
     num_classes: int
@@ -160,7 +212,8 @@ class ModelMetadata:
     # NCHW input of the exported graph; a batch of -1 means dynamic.
     input_shape: Tuple[int, int, int, int] = (-1, 3, 224, 224)
     source: str = ""  # where the weights came from: a .pth/.ckpt name or "random-init"
-    version: int = METADATA_VERSION
+    # One of ORIGIN_SEMANTICS, or "" where the record does not say (version 1 files).
+    origin: str = ""
     # Set by `ibnedge convert` for the runtime it converted for; None in exported models
     # (and in sidecars written before it existed).
     deployment: Optional[Deployment] = None
@@ -171,6 +224,50 @@ class ModelMetadata:
                 "metadata lists %d class names for a %d-class model"
                 % (len(self.class_names), self.num_classes)
             )
+        if self.origin:
+            semantics_of(self.origin)
+        shape = tuple(int(v) for v in self.input_shape)
+        if len(shape) != 4:
+            raise ValueError("input_shape must be NCHW, got %r" % (self.input_shape,))
+        self.input_shape = shape  # type: ignore[assignment]
+
+    @classmethod
+    def describe(
+        cls,
+        arch: str,
+        num_classes: int,
+        origin: str,
+        source: str,
+        crop: Union[int, Tuple[int, int]] = 224,
+        resize: int = DEFAULT_RESIZE,
+        class_names: Optional[Sequence[str]] = None,
+        mean: Tuple[float, float, float] = IMAGENET_MEAN,
+        std: Tuple[float, float, float] = IMAGENET_STD,
+        batch: int = -1,
+    ) -> "ModelMetadata":
+        """A new record, made where the weights are made: ``origin`` (a key of
+        :data:`ORIGIN_SEMANTICS`) decides the resize semantics; ``crop`` (an int or (h, w))
+        is the model's input size; ``batch`` -1 is dynamic."""
+        spec = PreprocessSpec(resize=resize, crop=crop, mean=mean, std=std, semantics=semantics_of(origin))
+        return cls(arch=arch, num_classes=int(num_classes), preprocess=spec,
+                   class_names=list(class_names) if class_names is not None else None,
+                   input_shape=(int(batch), 3) + spec.crop, source=source, origin=origin)
+
+    def with_input(
+        self,
+        crop: Union[None, int, Tuple[int, int]] = None,
+        resize: Optional[int] = None,
+        batch: Optional[int] = None,
+        semantics: Optional[str] = None,
+    ) -> "ModelMetadata":
+        """The same model fed another way (an export at another size, a static batch, other
+        resize semantics); ``None`` keeps each."""
+        spec = self.preprocess
+        spec = PreprocessSpec(resize=spec.resize if resize is None else resize,
+                              crop=spec.crop if crop is None else crop,
+                              mean=spec.mean, std=spec.std, semantics=semantics or spec.semantics)
+        n = self.input_shape[0] if batch is None else int(batch)
+        return replace(self, preprocess=spec, input_shape=(n, 3) + spec.crop)
 
     def names(self) -> List[str]:
         """Class names for the model's outputs: its own, ImageNet's for 1000 classes, else indices."""
@@ -182,13 +279,14 @@ class ModelMetadata:
 
     def to_dict(self) -> Dict[str, Any]:
         d = {
-            "version": self.version,
+            "version": METADATA_VERSION,
             "arch": self.arch,
             "num_classes": self.num_classes,
             "class_names": self.class_names,
             "input_shape": list(self.input_shape),
             "preprocess": self.preprocess.to_dict(),
             "source": self.source,
+            "origin": self.origin,
         }  # type: Dict[str, Any]
         if self.deployment is not None:
             d["deployment"] = self.deployment.to_dict()
@@ -196,12 +294,14 @@ class ModelMetadata:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ModelMetadata":
-        version = int(d.get("version", METADATA_VERSION))
+        version = int(d.get("version", 1))
         if version > METADATA_VERSION:
             raise ValueError(
                 "model metadata version %d is newer than this ibnedge understands (%d): upgrade ibnedge"
                 % (version, METADATA_VERSION)
             )
+        if version not in READABLE_VERSIONS:
+            raise ValueError("unknown model metadata version %d" % version)
         return cls(
             arch=str(d["arch"]),
             num_classes=int(d["num_classes"]),
@@ -209,7 +309,7 @@ class ModelMetadata:
             class_names=d.get("class_names"),
             input_shape=tuple(int(v) for v in d.get("input_shape", (-1, 3, 224, 224))),
             source=str(d.get("source", "")),
-            version=version,
+            origin=str(d.get("origin", "")) if version >= 2 else "",
             deployment=Deployment.from_dict(d["deployment"]) if d.get("deployment") else None,
         )
 

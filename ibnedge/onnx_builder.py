@@ -38,7 +38,7 @@ import numpy as np
 from . import architectures
 from .architectures import DenseNetArch, Norm, ResidualBlock, ResNetArch
 from .errors import UserError
-from .metadata import ModelMetadata, PreprocessSpec, embed_in_onnx, save_for_model
+from .metadata import ModelMetadata, embed_in_onnx, save_for_model
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -46,7 +46,6 @@ OPSET = 11
 IR_VERSION = 6
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"  # "features" for a headless checkpoint
-OFFICIAL_RESIZE = 256  # torchvision Resize(256) before the centre crop, the official evaluation
 
 
 class OnnxBuildError(UserError, ValueError):
@@ -261,15 +260,10 @@ def _problems(check: architectures.StateDictCheck) -> str:
 
 
 def official_metadata(arch: str, num_classes: int, input_size: Tuple[int, int], source: str) -> ModelMetadata:
-    """Official weights are evaluated with torchvision/PIL preprocessing (``pil``) and ImageNet
-    statistics; 1000 classes are ImageNet's (``ModelMetadata.names``)."""
-    return ModelMetadata(
-        arch=arch,
-        num_classes=num_classes,
-        preprocess=PreprocessSpec(resize=OFFICIAL_RESIZE, crop=tuple(input_size), semantics="pil"),
-        input_shape=(-1, 3, int(input_size[0]), int(input_size[1])),
-        source=source,
-    )
+    """The record of official weights (origin ``official``: torchvision/PIL preprocessing,
+    ImageNet statistics; 1000 classes are ImageNet's, ``ModelMetadata.names``)."""
+    return ModelMetadata.describe(arch, num_classes, origin="official", source=source,
+                                  crop=(int(input_size[0]), int(input_size[1])))
 
 
 def build_from_pth(src: PathLike, output: Optional[PathLike] = None, arch: Optional[str] = None,

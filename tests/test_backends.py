@@ -132,12 +132,17 @@ def test_mindspore_graphcell_matches_the_network(tmp_path):
         np.testing.assert_allclose(backend.run(x), net(ms.Tensor(x)).asnumpy(), rtol=1e-5, atol=1e-5)
 
 
-@needs_ms
-def test_mindspore_checkpoint_needs_arch(tmp_path):
-    ckpt = tmp_path / "weights.ckpt"
-    ckpt.write_bytes(b"\0" * 8)
-    with pytest.raises(BackendError, match="--arch"):
-        create_backend("mindspore", ckpt)
+def test_backends_load_model_files_only(tmp_path):
+    """Weights (.pth, .ckpt) are made into a model file before a backend is chosen
+    (ibnedge.models): no backend takes them, so none needs the hub or train/."""
+    for suffix in (".ckpt", ".pth"):
+        weights = tmp_path / ("weights" + suffix)
+        weights.write_bytes(b"\0" * 8)
+        for name, cls in backends.BACKENDS.items():
+            assert suffix not in cls.suffixes, (name, suffix)
+            if cls.installed():
+                with pytest.raises(BackendError, match="cannot read weights%s" % suffix):
+                    create_backend(name, weights)
 
 
 def test_captured_native_stderr_and_reason():

@@ -199,7 +199,7 @@ def test_checkpoint_exported_on_the_fly(exported, photos, tmp_path):
     _ok(proc)
     rows = read_rows(out)
     assert sum(1 for r in rows if "top" in r) == 12
-    exports = list((home / "exports").glob("*/resnet_ibn_a_tiny.mindir"))
+    exports = list((home / "models").glob("tiny-*/tiny_mindspore.mindir"))
     assert len(exports) == 1 and (exports[0].with_suffix(".json")).is_file()
     meta = json.loads(exports[0].with_suffix(".json").read_text())
     assert meta["arch"] == "resnet_ibn_a_tiny" and meta["input_shape"][0] == -1

@@ -12,7 +12,7 @@ import pytest
 ms = pytest.importorskip("mindspore", reason="train/ needs MindSpore (Python 3.9+)")
 
 from ibnedge.metadata import ModelMetadata, imagenet_class_names, load_for_model  # noqa: E402
-from train.checkpoint import ModelInfo, read_checkpoint, save_run_checkpoint  # noqa: E402
+from train.checkpoint import read_checkpoint, save_run_checkpoint  # noqa: E402
 from train.eval import build_network  # noqa: E402
 from train.models import create_model  # noqa: E402
 from train_helpers import CLASSES as TRAIN_CLASSES  # noqa: E402
@@ -30,7 +30,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     ms.set_seed(3)
     net = randomise_norms(create_model("resnet_ibn_a_tiny", num_classes=3), seed=3)
-    info = ModelInfo(arch="resnet_ibn_a_tiny", num_classes=3, class_names=CLASSES, image_size=64, resize=73)
+    info = ModelMetadata.describe("resnet_ibn_a_tiny", 3, origin="trained", source="run", crop=64, resize=73,
+                                  class_names=CLASSES)
     ckpt = save_run_checkpoint(net, root / "run.ckpt", info, epoch=3, step_in_epoch=0)
     x = np.random.default_rng(0).normal(size=(3, 3, 64, 64)).astype(np.float32)
     ms.set_context(mode=ms.GRAPH_MODE)
@@ -45,7 +46,9 @@ def _export(ckpt: Path, out: Path, fmt: str, *extra) -> dict:
 
 def _check_metadata(path: Path, batch: int) -> ModelMetadata:
     raw = json.loads(path.with_suffix(".json").read_text())
-    assert set(raw) == {"version", "arch", "num_classes", "class_names", "input_shape", "preprocess", "source"}
+    assert set(raw) == {"version", "arch", "num_classes", "class_names", "input_shape", "preprocess", "source",
+                        "origin"}
+    assert raw["version"] == 2 and raw["origin"] == "trained"
     meta = load_for_model(path)
     assert meta.arch == "resnet_ibn_a_tiny" and meta.num_classes == 3 and meta.class_names == CLASSES
     assert list(meta.input_shape) == [batch, 3, 64, 64]
@@ -171,7 +174,9 @@ def test_converted_ckpt_describes_itself_to_eval_and_export(tmp_path):
     ckpt = tmp_path / "tiny_official.ckpt"
     run_module("train.convert", [pth, ckpt])  # architecture inferred from the keys
     info = read_checkpoint(ckpt).info
-    assert (info.arch, info.num_classes, info.semantics, info.source) == ("resnet_ibn_a_tiny", 1000, "pil", pth.name)
+    assert (info.arch, info.num_classes, info.preprocess.semantics, info.source) == ("resnet_ibn_a_tiny", 1000, "pil",
+                                                                                pth.name)
+    assert info.origin == "official"
 
     # an ImageNet-style val folder: two of the 1000 classes, by WordNet id
     photos = make_image_folder(tmp_path / "photos", per_class=2, size=72, corrupt=False)
@@ -204,6 +209,44 @@ def test_converted_ckpt_describes_itself_to_eval_and_export(tmp_path):
     assert read_checkpoint(unknown).info is None
     with pytest.raises(ValueError, match="cannot be inferred; pass --arch"):
         build_network(read_checkpoint(unknown))
+
+
+def test_an_untrained_export_is_not_labelled_as_official_weights(tmp_path):
+    """``train.export --arch`` without a checkpoint exports train/'s own initialisation: its
+    record says origin random-init and mindspore semantics, never pil (official weights)."""
+    out = tmp_path / "fresh.onnx"
+    run_module("train.export", ["--device", "CPU", "--arch", "resnet_ibn_a_tiny", "--image-size", "32",
+                                "--format", "ONNX", "--output", out])
+    meta = load_for_model(out)
+    assert (meta.origin, meta.source, meta.preprocess.semantics) == ("random-init", "random-init", "mindspore")
+    assert meta.input_shape == (-1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("semantics,origin", [("mindspore", "trained"), ("pil", "official")])
+def test_a_checkpoint_written_before_the_shared_record_still_loads_and_exports(tmp_path, semantics, origin):
+    """A .ckpt as train/ wrote it before ModelMetadata was its record (entry ``ibnedge_info``,
+    the old ModelInfo JSON, written here by hand): read, evaluated at its own sizes and
+    exported with a version 2 record whose origin follows the old semantics."""
+    from train.model_info import LEGACY_INFO_KEY
+
+    old = {"arch": "resnet_ibn_a_tiny", "num_classes": 3, "class_names": CLASSES, "image_size": 64, "resize": 73,
+           "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "semantics": semantics, "source": "old-run"}
+    ms.set_seed(4)
+    ckpt = tmp_path / "old.ckpt"
+    ms.save_checkpoint(create_model("resnet_ibn_a_tiny", num_classes=3), str(ckpt),
+                       append_dict={LEGACY_INFO_KEY: json.dumps(old), "epoch": 2, "step_in_epoch": 0})
+    read = read_checkpoint(ckpt)
+    info = read.info
+    assert (info.arch, info.num_classes, info.class_names, info.source) == ("resnet_ibn_a_tiny", 3, CLASSES, "old-run")
+    spec = info.preprocess
+    assert (spec.crop, spec.resize, spec.semantics, spec.mean, spec.std, info.origin) == (
+        (64, 64), 73, semantics, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), origin)
+    assert read.epoch == 2 and LEGACY_INFO_KEY not in read.params
+    out = tmp_path / "old.onnx"
+    _export(ckpt, out, "ONNX")
+    raw = json.loads(out.with_suffix(".json").read_text())
+    assert (raw["version"], raw["origin"], raw["input_shape"], raw["preprocess"]["semantics"]) == (
+        2, origin, [-1, 3, 64, 64], semantics)
 
 
 def test_air_is_refused_off_ascend_and_bad_input_is_one_line(trained, tmp_path):

@@ -1,17 +1,23 @@
 """The weights download against a real HTTP server on loopback (no internet in tests)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import io
 import os
 import socket
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edge_helpers import have
 from ibnedge import hub
+from ibnedge.metadata import load_for_model
+from ibnedge.results import read_rows
 
 PAYLOAD = np.random.default_rng(7).integers(0, 256, size=300_000, dtype=np.uint8).tobytes()
 PREFIX = hashlib.sha256(PAYLOAD).hexdigest()[:8]
@@ -47,14 +53,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-@pytest.fixture(scope="module")
-def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+@contextlib.contextmanager
+def _serving(handler):
+    """A real HTTP server on a free loopback port, in a thread; yields its base URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield "http://127.0.0.1:%d" % httpd.server_address[1]
-    httpd.shutdown()
-    httpd.server_close()
+    try:
+        yield "http://127.0.0.1:%d" % httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    with _serving(_Handler) as url:
+        yield url
 
 
 def _closed_port_url(name):
@@ -115,73 +130,94 @@ def test_cache_dir_follows_environment(monkeypatch, tmp_path):
 
 
 def test_default_model_offline_says_pass_model(monkeypatch, tmp_path):
+    from ibnedge.models import ModelUnavailable, resolve
+
     monkeypatch.setenv("IBNEDGE_HOME", str(tmp_path))
-    monkeypatch.setattr(hub, "DEFAULT_WEIGHTS_URL", _closed_port_url("resnet50_ibn_a-d9d0bb7b.pth"))
-    with pytest.raises(hub.ModelUnavailable, match="--model"):
-        hub.default_model("auto", progress=False)
+    monkeypatch.setenv(hub.WEIGHTS_URL_ENV, _closed_port_url("resnet50_ibn_a-d9d0bb7b.pth"))
+    with pytest.raises(ModelUnavailable, match="--model"):
+        resolve(None, progress=False)
     assert not (tmp_path / "weights" / "resnet50_ibn_a-d9d0bb7b.pth").exists()
-    assert not list((tmp_path / "models").glob("**/*.onnx")) if (tmp_path / "models").exists() else True
+    assert not (tmp_path / "models").exists()
 
 
-def _torch_pth(tmp_path, arch):
-    """A real PyTorch checkpoint of the reference ``arch`` (random weights, real statistics)."""
-    torch = pytest.importorskip("torch")
-    import torch_reference
-
-    model = torch_reference.build(arch, num_classes=1000)
-    raw = tmp_path / "raw.pth"
-    torch.save(model.state_dict(), str(raw))
-    data = raw.read_bytes()
-    return model, data, hashlib.sha256(data).hexdigest()[:8]
+def test_weights_url_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv(hub.WEIGHTS_URL_ENV, raising=False)
+    assert hub.default_weights_url() == hub.DEFAULT_WEIGHTS_URL
+    assert hub.DEFAULT_WEIGHTS_URL.endswith("/resnet50_ibn_a-d9d0bb7b.pth")
+    monkeypatch.setenv(hub.WEIGHTS_URL_ENV, "http://127.0.0.1:9/mirror/resnet50_ibn_a-d9d0bb7b.pth")
+    assert hub.default_weights_url() == "http://127.0.0.1:9/mirror/resnet50_ibn_a-d9d0bb7b.pth"
 
 
-def test_default_model_downloads_converts_exports_once(monkeypatch, tmp_path, imagenet_files):
-    """The whole first-use flow on loopback: download, verify, convert the .pth (train.convert),
-    export (train.export) once, reuse; logits equal to the PyTorch model's."""
-    pytest.importorskip("mindspore")
-    pytest.importorskip("train.checkpoint")
+class _OneFile(http.server.BaseHTTPRequestHandler):
+    """Serves ``body`` at any path; ``hits`` lists the paths asked for."""
+
+    body = b""
+    hits = []  # type: list
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        type(self).hits.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+
+@pytest.fixture
+def weights_server():
+    """A real HTTP server on loopback serving one file (``_OneFile.body``)."""
+    _OneFile.hits = []
+    with _serving(_OneFile) as url:
+        yield url
+
+
+def test_default_model_flow_end_to_end_over_loopback(weights_server, tmp_path, imagenet_files):
+    """``ibnedge infer photos/`` without --model, in a child process of this interpreter (the
+    Python 3.7 box has only ibnedge, onnx and Lite): the weights are downloaded once from
+    $IBNEDGE_WEIGHTS_URL, sha256-verified, built into ONNX (ibnedge.onnx_builder), made into
+    the model of the first backend that can run it, cached, and reused by the second run.
+    The classes agree with ONNX Runtime on the graph built from the same file."""
+    pytest.importorskip("onnx")
+    from edge_helpers import run_py
+    from pth_writer import random_state_dict, save_pth
+
     arch = "resnet_ibn_a_tiny"
-    model, data, prefix = _torch_pth(tmp_path, arch)
-    name = "%s-%s.pth" % (arch, prefix)
+    raw = save_pth(random_state_dict(arch, seed=11), tmp_path / "raw.pth")
+    _OneFile.body = raw.read_bytes()
+    name = "%s-%s.pth" % (arch, hashlib.sha256(_OneFile.body).hexdigest()[:8])
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for f in imagenet_files[:4]:
+        (photos / f.name).write_bytes(f.read_bytes())
+    home = tmp_path / "home"
+    env = {"IBNEDGE_HOME": str(home), hub.WEIGHTS_URL_ENV: "%s/mirror/%s" % (weights_server, name)}
 
-    class Serve(http.server.BaseHTTPRequestHandler):
-        hits = []
+    runs = []
+    for i in range(2):
+        out = tmp_path / ("run%d.jsonl" % i)
+        proc = run_py(Path(sys.executable), ["-m", "ibnedge", "infer", str(photos), "--output", str(out),
+                                             "--topk", "5"], env=env)
+        assert proc.returncode == 0, proc.stderr.decode()
+        runs.append(read_rows(out))
+    assert _OneFile.hits == ["/mirror/" + name]  # downloaded once, reused after
+    assert (home / "weights" / name).read_bytes() == _OneFile.body
+    assert runs[0] == runs[1] and len(runs[0]) == 4 and all(len(r["top"]) == 5 for r in runs[0])
 
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            type(self).hits.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Serve)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setenv("IBNEDGE_HOME", str(tmp_path / "home"))
-        monkeypatch.setattr(hub, "DEFAULT_ARCH", arch)
-        monkeypatch.setattr(hub, "DEFAULT_WEIGHTS_URL", "http://127.0.0.1:%d/%s" % (httpd.server_address[1], name))
-        path = hub.default_model("mindspore", progress=False)
-        assert path == tmp_path / "home" / "models" / name[:-4] / (arch + ".mindir")
-        assert (tmp_path / "home" / "weights" / name).read_bytes() == data
-        assert hub.default_model("mindspore", progress=False) == path  # reused
-        assert len(Serve.hits) == 1
-
+    entries = list((home / "models").glob(name[:-4] + "-*"))
+    assert len(entries) == 1, entries
+    made = [f for f in entries[0].iterdir() if f.suffix in (".onnx", ".mindir")]
+    assert made, list(entries[0].iterdir())
+    for model in made:
+        meta = load_for_model(model)
+        assert (meta.arch, meta.origin, meta.preprocess.semantics) == (arch, "official", "pil"), model
+    if have("onnxruntime"):
         from ibnedge.classifier import Classifier
+        from ibnedge.onnx_builder import build_from_pth
 
-        clf = Classifier(model=None, backend="mindspore", batch=2)
-        assert clf.model_path == path and clf.spec.semantics == "pil"
-        tensor = clf.preprocessor.run([str(f) for f in imagenet_files[:2]]).tensor
-        import torch
-
-        with torch.no_grad():
-            expected = model(torch.from_numpy(tensor)).numpy()
-        got = clf.logits(tensor)
-        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * float(np.abs(expected).max()))
-        preds = clf.predict(imagenet_files[:2], topk=3)
-        assert [p.indices[0] for p in preds] == [int(i) for i in expected.argmax(axis=1)]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+        built = tmp_path / "reference.onnx"
+        build_from_pth(home / "weights" / name, built)
+        reference = Classifier(model=built, backend="onnx").predict(sorted(photos.iterdir()), topk=5)
+        by_file = dict((Path(r["path"]).name, [t["index"] for t in r["top"]]) for r in runs[0])
+        assert by_file == dict((Path(p.source).name, p.indices) for p in reference)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from edge_helpers import PY37, PY311, have, interpreter_or_skip, make_tiny_onnx, run_py
-from ibnedge.metadata import ONNX_METADATA_KEY, MetadataError, load_for_model, metadata_path
+from ibnedge.metadata import ONNX_METADATA_KEY, MetadataError, ModelMetadata, load_for_model, metadata_path
 from ibnedge.onnx_info import OnnxFormatError, metadata_props
 from ibnedge.results import read_rows
 
@@ -83,6 +83,52 @@ def test_onnx_built_from_official_weights_carries_its_metadata(tmp_path):
     embedded = read_embedded(built.path)
     assert embedded is not None and embedded == read_sidecar(built.path) == built.metadata
     assert embedded.preprocess.semantics == "pil" and embedded.source == pth.name
+    assert embedded.origin == "official" and json.loads(embedded.to_json())["version"] == 2
+
+
+# A sidecar as ibnedge wrote it before the record was versioned 2 (no "origin"), byte for byte.
+_VERSION_1_SIDECAR = {
+    "version": 1, "arch": "tiny_conv", "num_classes": 10, "class_names": None, "input_shape": [-1, 3, 32, 32],
+    "preprocess": {"resize": 36, "crop": [32, 32], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                   "semantics": "mindspore"},
+    "source": "run.ckpt",
+}
+
+
+def test_a_version_1_sidecar_still_loads_and_is_written_back_as_version_2(tmp_path, photos):
+    """Models exported before version 2 keep working: their sidecar and their embedded
+    record load (origin unknown, semantics as written), and ibnedge classifies with them."""
+    from ibnedge.metadata import METADATA_VERSION, ModelMetadata
+
+    model = make_tiny_onnx(tmp_path / "old.onnx", sidecar=False)
+    metadata_path(model).write_text(json.dumps(_VERSION_1_SIDECAR))
+    meta = load_for_model(model)
+    assert (meta.arch, meta.origin, meta.preprocess.semantics, meta.preprocess.crop) == (
+        "tiny_conv", "", "mindspore", (32, 32))
+    assert json.loads(meta.to_json())["version"] == METADATA_VERSION == 2
+    assert ModelMetadata.from_json(meta.to_json(), "round trip") == meta
+    if have("onnxruntime"):
+        proc = _ok(_cli(PY, "infer", photos, "--model", model, "--backend", "onnx", "--output", tmp_path / "r.jsonl"))
+        assert _warnings(proc) == [] and "mindspore preprocessing" in proc.stderr.decode()
+    newer = dict(_VERSION_1_SIDECAR, version=3)
+    metadata_path(model).write_text(json.dumps(newer))
+    with pytest.raises(MetadataError, match="version 3 is newer than this ibnedge understands"):
+        load_for_model(model)
+
+
+def test_the_origin_decides_the_semantics_once():
+    from ibnedge.metadata import ORIGIN_SEMANTICS, ModelMetadata
+
+    assert dict(ORIGIN_SEMANTICS) == {"official": "pil", "trained": "mindspore", "random-init": "mindspore"}
+    for origin, semantics in ORIGIN_SEMANTICS.items():
+        meta = ModelMetadata.describe("resnet50_ibn_a", 1000, origin=origin, source="x")
+        assert (meta.origin, meta.preprocess.semantics, meta.input_shape) == (origin, semantics, (-1, 3, 224, 224))
+    with pytest.raises(ValueError, match="unknown origin 'torchvision'"):
+        ModelMetadata.describe("resnet50_ibn_a", 1000, origin="torchvision", source="x")
+    moved = ModelMetadata.describe("resnet50_ibn_a", 1000, origin="official", source="x").with_input(
+        crop=(256, 128), batch=8)
+    assert (moved.input_shape, moved.preprocess.crop, moved.preprocess.semantics) == ((8, 3, 256, 128), (256, 128),
+                                                                                      "pil")
 
 
 def test_unreadable_onnx_is_a_metadata_error_naming_the_file(tmp_path):
@@ -162,13 +208,14 @@ def test_a_model_trained_here_keeps_mindspore_semantics_through_onnx_and_lite(tm
     the embedded semantics and names, and with exactly what ``--preprocess mindspore`` gives."""
     ms = pytest.importorskip("mindspore")
     interpreter_or_skip(PY37, "mindspore_lite")
-    from train.checkpoint import ModelInfo, save_run_checkpoint
+    from train.checkpoint import save_run_checkpoint
     from train.models import create_model
     from train_helpers import CLASSES, randomise_norms, run_module
 
     ms.set_seed(5)
     net = randomise_norms(create_model("resnet_ibn_a_tiny", num_classes=3), seed=5)
-    info = ModelInfo(arch="resnet_ibn_a_tiny", num_classes=3, class_names=list(CLASSES), image_size=64, resize=73)
+    info = ModelMetadata.describe("resnet_ibn_a_tiny", 3, origin="trained", source="run", crop=64, resize=73,
+                                  class_names=list(CLASSES))
     ckpt = save_run_checkpoint(net, tmp_path / "run.ckpt", info, epoch=1, step_in_epoch=0)
     onnx_path = tmp_path / "tiny.onnx"
     run_module("train.export", ["--device", "CPU", "--checkpoint", ckpt, "--format", "ONNX", "--output", onnx_path])

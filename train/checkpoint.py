@@ -4,8 +4,9 @@ A run checkpoint is the training network saved by ``mindspore.save_checkpoint``:
 model's parameters under their own names (``conv1.weight``, ...), the optimizer's
 (``moments.*``, ``global_step``, ``learning_rate``), and appended entries
 ``epoch`` (completed epochs), ``step_in_epoch`` (steps done in the current epoch, 0 at
-an epoch end) and ``ibnedge_info``: a JSON string with the architecture, class names and
-preprocessing, so evaluation and export need nothing but the file.
+an epoch end) and the model record (``ibnedge.metadata.ModelMetadata`` as JSON, see
+``train.model_info``): architecture, class names, preprocessing, origin, so evaluation and
+export need nothing but the file.
 
 Initial weights (``--pretrained``, ``train.eval --checkpoint``, ``train.export --checkpoint``)
 may also be an official PyTorch ``.pth``: it is converted in memory by ``train.convert``.
@@ -20,8 +21,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ibnedge.errors import UserError
+from ibnedge.metadata import ModelMetadata
 
-from .model_info import INFO_KEY, ModelInfo
+from .model_info import INFO_KEY, checkpoint_entry, read_entry
 
 _PROGRESS_KEYS = ("epoch", "step_in_epoch")
 # Top-level names of classifier cells across the model families: parameters under these
@@ -37,11 +39,11 @@ class CheckpointError(UserError, ValueError):
 
 @dataclass
 class Checkpoint:
-    """Parameters (numpy), progress and model info read from a .ckpt or .pth file."""
+    """Parameters (numpy), progress and the model record read from a .ckpt or .pth file."""
 
     path: Path
     params: Dict[str, np.ndarray]
-    info: Optional[ModelInfo] = None
+    info: Optional[ModelMetadata] = None
     epoch: int = 0
     step_in_epoch: int = 0
     extra: Dict[str, object] = field(default_factory=dict)
@@ -51,10 +53,9 @@ def read_checkpoint(path: Path, arch: Optional[str] = None) -> Checkpoint:
     """Read a MindSpore ``.ckpt`` or convert an official PyTorch ``.pth``.
 
     ``arch`` (the user's ``--arch``) must agree with what the file says it holds. A bare
-    ``.ckpt`` without model info (written by other tools, or by ``train.convert`` before it
-    stored one) is described from ``arch`` or, failing that, from its parameter names and
-    shapes, as converted official weights (``pil`` preprocessing); ``info`` stays None only
-    when neither works.
+    ``.ckpt`` without a model record (written by other tools, or by ``train.convert`` before
+    it stored one) is described from ``arch`` or, failing that, from its parameter names and
+    shapes, as converted official weights; ``info`` stays None only when neither works.
     """
     path = Path(path)
     if not path.is_file():
@@ -82,18 +83,16 @@ def _read_ckpt(path: Path) -> Checkpoint:
     info = None
     progress = {k: 0 for k in _PROGRESS_KEYS}
     for name, value in raw.items():
-        if name == INFO_KEY:
-            info = ModelInfo.from_json(str(value))
+        if isinstance(value, str):
+            info = read_entry(name, value, str(path)) or info
         elif name in _PROGRESS_KEYS:
             progress[name] = int(np.asarray(value.asnumpy()).reshape(()))
-        elif isinstance(value, str):
-            continue
         else:
             params[name] = value.asnumpy()
     return Checkpoint(path, params, info, progress["epoch"], progress["step_in_epoch"])
 
 
-def _describe_bare(params: Dict[str, np.ndarray], path: Path, arch: Optional[str]) -> Optional[ModelInfo]:
+def _describe_bare(params: Dict[str, np.ndarray], path: Path, arch: Optional[str]) -> Optional[ModelMetadata]:
     from .convert import ConversionError, infer_arch, num_classes_of, torch_key_for
 
     as_torch = {torch_key_for(name): value for name, value in params.items()}
@@ -102,17 +101,18 @@ def _describe_bare(params: Dict[str, np.ndarray], path: Path, arch: Optional[str
             arch = infer_arch(as_torch)
         except ConversionError:
             return None
-    return ModelInfo.of_converted(arch, num_classes_of(as_torch), path.name)
+    return ModelMetadata.describe(arch, num_classes_of(as_torch), origin="official", source=path.name)
 
 
 def _read_pth(path: Path, arch: Optional[str]) -> Checkpoint:
     from .convert import convert_pth
 
     params, report = convert_pth(path, arch=arch, strict=True)
-    return Checkpoint(path, dict(params), ModelInfo.of_converted(report.arch, report.num_classes, path.name))
+    info = ModelMetadata.describe(report.arch, report.num_classes, origin="official", source=path.name)
+    return Checkpoint(path, dict(params), info)
 
 
-def save_run_checkpoint(train_network, path: Path, info: ModelInfo, epoch: int, step_in_epoch: int) -> Path:
+def save_run_checkpoint(train_network, path: Path, info: ModelMetadata, epoch: int, step_in_epoch: int) -> Path:
     import mindspore as ms
 
     path = Path(path)
@@ -122,7 +122,7 @@ def save_run_checkpoint(train_network, path: Path, info: ModelInfo, epoch: int, 
     ms.save_checkpoint(
         train_network,
         str(tmp),
-        append_dict={"epoch": int(epoch), "step_in_epoch": int(step_in_epoch), INFO_KEY: info.to_json()},
+        append_dict=dict(checkpoint_entry(info), epoch=int(epoch), step_in_epoch=int(step_in_epoch)),
     )
     tmp.replace(path)
     return path

@@ -48,6 +48,7 @@ import numpy as np
 from ibnedge import architectures
 from ibnedge.architectures import Tensor, UnknownArchitecture
 from ibnedge.errors import UserError, add_debug_flag, run_reporting
+from ibnedge.metadata import ModelMetadata
 from ibnedge.pth_reader import PathLike, load_state_dict, source_dtype
 
 MS_TO_TORCH_LEAF = {
@@ -160,14 +161,14 @@ def convert_state_dict(
     return params, report
 
 
-def save_params(params: Mapping[str, np.ndarray], path: PathLike, info=None) -> None:
-    """Write ``{ms_name: array}`` as a MindSpore ``.ckpt``, with ``info`` (a
-    ``train.model_info.ModelInfo``) stored the way run checkpoints store it."""
+def save_params(params: Mapping[str, np.ndarray], path: PathLike, info: Optional[ModelMetadata] = None) -> None:
+    """Write ``{ms_name: array}`` as a MindSpore ``.ckpt``, with the model record ``info``
+    stored the way run checkpoints store it."""
     import mindspore as ms
 
-    from .model_info import INFO_KEY
+    from .model_info import checkpoint_entry
 
-    extra = {INFO_KEY: info.to_json()} if info is not None else None
+    extra = checkpoint_entry(info) if info is not None else None
     ms.save_checkpoint([{"name": name, "data": ms.Tensor(value)} for name, value in params.items()], str(path),
                        append_dict=extra)
 
@@ -202,11 +203,10 @@ def convert_file(
     The ``.ckpt`` says what it holds (architecture, classes, ``pil`` preprocessing), so
     ``train.eval`` and ``train.export`` need no ``--arch`` for it.
     """
-    from .model_info import ModelInfo
-
     params, report = convert_pth(src, arch, strict, num_classes)
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    save_params(params, dst, ModelInfo.of_converted(report.arch, report.num_classes, Path(src).name))
+    record = ModelMetadata.describe(report.arch, report.num_classes, origin="official", source=Path(src).name)
+    save_params(params, dst, record)
     return report
 
 

@@ -9,7 +9,6 @@ by position).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -21,6 +20,7 @@ import numpy as np
 from mindspore.train import Metric
 
 from ibnedge.errors import run_reporting
+from ibnedge.metadata import ModelMetadata
 
 from . import config as settings
 from . import data
@@ -95,10 +95,12 @@ def build_network(ckpt, num_classes: Optional[int] = None):
     return net
 
 
-def with_explicit_sizes(info, cfg):
-    """``info`` with the --image-size / --resize the user typed (ModelInfo is what the
+def with_explicit_sizes(info: ModelMetadata, cfg) -> ModelMetadata:
+    """``info`` with the --image-size / --resize the user typed (the record says what the
     model was trained with; the command line may evaluate or export it at another size)."""
-    return dataclasses.replace(info, **{k: getattr(cfg, k) for k in ("image_size", "resize") if k in cfg.explicit})
+    explicit = cfg.explicit
+    return info.with_input(crop=cfg.image_size if "image_size" in explicit else None,
+                           resize=cfg.resize if "resize" in explicit else None)
 
 
 def network_from_settings(cfg):
@@ -132,8 +134,9 @@ def _evaluate_command(cfg: argparse.Namespace) -> int:
         classes = [w for w, _ in imagenet_classes()] if count == 1000 else ["%d" % i for i in range(count)]
     folder = data.scan_image_folder(Path(cfg.val_dir), classes=classes, check=cfg.check_images, workers=cfg.workers)
     print(data.describe(folder), flush=True)
-    dataset = data.eval_dataset(folder, cfg.batch_size, info.image_size, info.resize, cfg.workers,
-                                mean=info.mean, std=info.std)
+    spec = info.preprocess
+    dataset = data.eval_dataset(folder, cfg.batch_size, spec.crop, spec.resize, cfg.workers,
+                                mean=spec.mean, std=spec.std)
     start = time.perf_counter()
     result = evaluate(net, dataset)
     seconds = time.perf_counter() - start
@@ -142,8 +145,8 @@ def _evaluate_command(cfg: argparse.Namespace) -> int:
         arch=info.arch,
         images=len(folder),
         skipped=[str(b) for b in folder.bad],
-        image_size=info.image_size,
-        resize=info.resize,
+        image_size=spec.crop[0] if spec.crop[0] == spec.crop[1] else list(spec.crop),
+        resize=spec.resize,
         seconds=round(seconds, 3),
     )
     print("top-1 %.4f  top-5 %.4f  (%d images, %.1f s)" % (result["top1"], result["top5"], len(folder), seconds))

@@ -13,6 +13,7 @@ is made symbolic too. Layers with a fast training form export their portable for
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -23,7 +24,7 @@ import mindspore.nn as nn
 import numpy as np
 
 from ibnedge.errors import UserError, run_reporting
-from ibnedge.metadata import ModelMetadata, PreprocessSpec, embed_in_onnx, imagenet_class_names, save_for_model
+from ibnedge.metadata import ModelMetadata, embed_in_onnx, imagenet_class_names, save_for_model
 
 from .models import portable_ops
 
@@ -179,33 +180,22 @@ def export_model(
 # beside it, so ibnedge preprocesses exactly as the model was trained or evaluated.
 
 
-def model_metadata(info, input_shape: Sequence[int], class_names: Optional[Sequence[str]] = None,
-                   semantics: Optional[str] = None):
-    """The ModelMetadata of a model described by ``info`` (train.checkpoint.ModelInfo).
+def model_metadata(info: ModelMetadata, input_shape: Sequence[int], class_names: Optional[Sequence[str]] = None,
+                   semantics: Optional[str] = None) -> ModelMetadata:
+    """The record of the model exported from weights described by ``info`` (the
+    checkpoint's record), at ``input_shape`` (NCHW; batch -1 = dynamic).
 
     Class names: ``class_names`` if given, else the checkpoint's (training folder names),
     else ImageNet's 1000 names for a 1000-class model, else none (ibnedge shows indices).
-    Resize semantics: ``semantics`` if given, else the checkpoint's (``mindspore`` for
-    models trained here, ``pil`` for converted official weights).
+    Resize semantics: ``semantics`` if given, else the record's, which its origin decided
+    where the weights were made (``ibnedge.metadata.ORIGIN_SEMANTICS``).
     """
     names = list(class_names) if class_names is not None else info.class_names
     if names is None and info.num_classes == 1000:
         names = imagenet_class_names()
-    spec = PreprocessSpec(
-        resize=int(info.resize),
-        crop=(int(input_shape[2]), int(input_shape[3])),
-        mean=tuple(info.mean),
-        std=tuple(info.std),
-        semantics=semantics or info.semantics,
-    )
-    return ModelMetadata(
-        arch=info.arch,
-        num_classes=int(info.num_classes),
-        preprocess=spec,
-        class_names=names,
-        input_shape=tuple(int(v) for v in input_shape),
-        source=info.source,
-    )
+    meta = info.with_input(crop=(int(input_shape[2]), int(input_shape[3])), batch=int(input_shape[0]),
+                           semantics=semantics)
+    return dataclasses.replace(meta, class_names=names)
 
 
 def _read_class_names(path: PathLike) -> List[str]:
@@ -225,7 +215,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _export_command(cfg: argparse.Namespace) -> int:
     import json
 
-    from .checkpoint import ModelInfo
     from .eval import network_from_settings, with_explicit_sizes
     from .context import setup_context
     from .models import create_model
@@ -240,17 +229,19 @@ def _export_command(cfg: argparse.Namespace) -> int:
 
         ms.set_seed(cfg.seed)
         num_classes = cfg.num_classes or 1000
-        info = with_explicit_sizes(ModelInfo.of_converted(cfg.arch, num_classes, "random-init"), cfg)
+        # Untrained weights are train/'s own initialisation: never labelled as official ones.
+        info = with_explicit_sizes(ModelMetadata.describe(cfg.arch, num_classes, origin="random-init",
+                                                          source="random-init"), cfg)
         net = create_model(cfg.arch, num_classes=num_classes)
-    size = info.image_size
+    size = info.preprocess.crop
     fmt = cfg.format.upper()
     output = Path(cfg.output) if cfg.output else Path("runs/export") / (info.arch + SUFFIXES[fmt])
     batch = int(cfg.export_batch)
     if batch < 0:
         raise ExportError("--export-batch must be 0 (dynamic) or a positive batch size")
     class_names = _read_class_names(cfg.class_names) if cfg.class_names else None
-    meta = model_metadata(info, (batch or -1, 3, size, size), class_names, cfg.semantics)
-    path = export_model(net, output, fmt, input_shape=(batch or 1, 3, size, size), dynamic_batch=batch == 0,
+    meta = model_metadata(info, (batch or -1, 3) + size, class_names, cfg.semantics)
+    path = export_model(net, output, fmt, input_shape=(batch or 1, 3) + size, dynamic_batch=batch == 0,
                         metadata=meta)
     meta_path = save_for_model(meta, path)
     print("exported %s (%s) and %s" % (path, fmt, meta_path), flush=True)

@@ -27,12 +27,12 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ibnedge.errors import run_reporting
+from ibnedge.metadata import ModelMetadata
 
 from . import config as settings
 from . import data, faults, schedule
 from .atomic_files import copy_atomic, write_text_atomic
 from .checkpoint import (
-    ModelInfo,
     freeze,
     freeze_batch_norm,
     load_into,
@@ -163,10 +163,11 @@ def create_network(cfg: argparse.Namespace, num_classes: int, say: Say) -> Tuple
     return net, source
 
 
-def run_model_info(cfg: argparse.Namespace, classes: List[str], source: str) -> ModelInfo:
-    """What this run's checkpoints say they hold (``train.checkpoint`` stores it in each)."""
-    return ModelInfo(arch=cfg.arch, num_classes=len(classes), class_names=list(classes),
-                     image_size=cfg.image_size, resize=cfg.resize, semantics="mindspore", source=source)
+def run_model_info(cfg: argparse.Namespace, classes: List[str], source: str) -> ModelMetadata:
+    """What this run's checkpoints say they hold (``train.checkpoint`` stores it in each):
+    weights trained here, hence ``mindspore`` semantics (ibnedge.metadata.ORIGIN_SEMANTICS)."""
+    return ModelMetadata.describe(cfg.arch, len(classes), origin="trained", source=source, crop=cfg.image_size,
+                                  resize=cfg.resize, class_names=list(classes))
 
 
 # ----------------------------------------------------------------------------- data and schedule
@@ -351,7 +352,7 @@ def _restore_run_records(state: RunState, output_dir: Path, arch: str, say: Say)
 # ----------------------------------------------------------------------------- callbacks
 
 
-def make_callbacks(model, datasets: Datasets, lrs: LearningRates, info: ModelInfo, state: RunState,
+def make_callbacks(model, datasets: Datasets, lrs: LearningRates, info: ModelMetadata, state: RunState,
                    cfg: argparse.Namespace, cluster: Cluster, say: Say) -> list:
     val_set = None
     if datasets.val is not None and cluster.is_main:  # rank 0 evaluates
@@ -407,7 +408,7 @@ def _progress_monitor(state: RunState, lrs: np.ndarray, cfg: argparse.Namespace,
     return ProgressMonitor()
 
 
-def _checkpoint_eval(model, val_set, info: ModelInfo, state: RunState, cfg: argparse.Namespace, cluster: Cluster,
+def _checkpoint_eval(model, val_set, info: ModelMetadata, state: RunState, cfg: argparse.Namespace, cluster: Cluster,
                      say: Say):
     import mindspore as ms
 
@@ -437,7 +438,7 @@ def _checkpoint_eval(model, val_set, info: ModelInfo, state: RunState, cfg: argp
     return CheckpointEval()
 
 
-def _save_checkpoint(model, info: ModelInfo, state: RunState, cfg: argparse.Namespace, say: Say) -> Path:
+def _save_checkpoint(model, info: ModelMetadata, state: RunState, cfg: argparse.Namespace, say: Say) -> Path:
     """The run checkpoint at the current step; the oldest beyond --keep-checkpoints deleted."""
     name = run_checkpoint_name(cfg.arch, state.epoch, state.step_in_epoch)
     path = save_run_checkpoint(model.train_network, Path(cfg.output_dir) / name, info, state.epoch,

@@ -1,4 +1,10 @@
-"""What a checkpoint's weights are (``ModelInfo``) and the entry that stores it (``INFO_KEY``).
+"""How a checkpoint says what its weights are: the model record (``ibnedge.metadata.ModelMetadata``)
+as a string entry appended to the ``.ckpt``.
+
+``INFO_KEY`` holds the record's JSON, the same text an exported model carries. Checkpoints
+written before the record was shared stored an older description under
+``LEGACY_INFO_KEY`` (``arch``, ``num_classes``, ``class_names``, ``image_size``, ``resize``,
+``mean``, ``std``, ``semantics``, ``source``); :func:`read_entry` reads both.
 
 Its own module because both ``train.checkpoint`` (which reads checkpoints, converting an
 official ``.pth`` through ``train.convert``) and ``train.convert`` (which writes ``.ckpt``
@@ -7,47 +13,45 @@ files that say what they hold) need it, and neither may import the other both wa
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
-from typing import List, Optional, Tuple
+from typing import Dict, Optional
 
-from ibnedge.metadata import IMAGENET_MEAN, IMAGENET_STD
+from ibnedge.metadata import IMAGENET_MEAN, IMAGENET_STD, ONNX_METADATA_KEY, MetadataError, ModelMetadata
 
-# The appended checkpoint entry holding ``ModelInfo.to_json()``.
-INFO_KEY = "ibnedge_info"
+# The appended checkpoint entry holding ``ModelMetadata.to_json()``: the key an ONNX file
+# stores the same JSON under.
+INFO_KEY = ONNX_METADATA_KEY
+LEGACY_INFO_KEY = "ibnedge_info"
+# The older description's semantics told its origin exactly: only train.convert wrote
+# "pil" (converted official weights) and only the training loop wrote "mindspore".
+_LEGACY_ORIGIN = {"pil": "official", "mindspore": "trained"}
 
 
-@dataclass
-class ModelInfo:
-    """What a checkpoint's weights are: enough to rebuild, evaluate and export the model."""
+def checkpoint_entry(meta: ModelMetadata) -> Dict[str, str]:
+    """The ``append_dict`` entry that stores ``meta`` in a checkpoint."""
+    return {INFO_KEY: meta.to_json()}
 
-    arch: str
-    num_classes: int
-    class_names: Optional[List[str]] = None
-    image_size: int = 224
-    resize: int = 256
-    mean: Tuple[float, float, float] = IMAGENET_MEAN
-    std: Tuple[float, float, float] = IMAGENET_STD
-    # "mindspore" for models trained here (mindspore.dataset Decode/Resize/CenterCrop),
-    # "pil" for converted official weights (torchvision/PIL evaluation).
-    semantics: str = "mindspore"
-    source: str = ""
 
-    def to_json(self) -> str:
-        d = asdict(self)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
-        return json.dumps(d, ensure_ascii=False)
+def read_entry(name: str, value: str, where: str) -> Optional[ModelMetadata]:
+    """The record in checkpoint entry ``name`` (``value`` its string), or None when ``name``
+    is no record; ``where`` names the checkpoint in errors."""
+    if name == INFO_KEY:
+        return ModelMetadata.from_json(value, "%s (entry %s)" % (where, INFO_KEY))
+    if name == LEGACY_INFO_KEY:
+        return _from_legacy(value, "%s (entry %s)" % (where, LEGACY_INFO_KEY))
+    return None
 
-    @classmethod
-    def of_converted(cls, arch: str, num_classes: int, source: str) -> "ModelInfo":
-        """Official PyTorch weights: ImageNet statistics and torchvision/PIL preprocessing."""
-        return cls(arch=arch, num_classes=num_classes, semantics="pil", source=source)
 
-    @classmethod
-    def from_json(cls, text: str) -> "ModelInfo":
+def _from_legacy(text: str, where: str) -> ModelMetadata:
+    try:
         d = json.loads(text)
-        known = set(cls.__dataclass_fields__)
-        d = {k: v for k, v in d.items() if k in known}
-        for key in ("mean", "std"):
-            if key in d:
-                d[key] = tuple(float(v) for v in d[key])
-        return cls(**d)
+        semantics = str(d.get("semantics", "mindspore"))
+        size = int(d.get("image_size", 224))
+        meta = ModelMetadata.describe(
+            str(d["arch"]), int(d["num_classes"]), origin=_LEGACY_ORIGIN.get(semantics, "trained"),
+            source=str(d.get("source", "")), crop=size, resize=int(d.get("resize", 256)),
+            class_names=d.get("class_names"), mean=tuple(d.get("mean", IMAGENET_MEAN)),
+            std=tuple(d.get("std", IMAGENET_STD)),
+        )
+        return meta.with_input(semantics=semantics)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise MetadataError("%s: invalid model record (%s); convert or train the checkpoint again" % (where, exc))

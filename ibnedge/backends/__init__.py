@@ -1,7 +1,7 @@
 """Inference runtimes behind one small interface (see :mod:`ibnedge.backends.base`).
 
-Importing this package registers every backend but imports no runtime: each one imports
-its library inside ``load``.
+Importing this package registers every backend (:data:`ibnedge.choices.BACKENDS`) but
+imports no runtime: each one imports its library inside ``load``.
 """
 from __future__ import annotations
 

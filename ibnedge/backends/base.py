@@ -3,7 +3,9 @@
 One module per runtime (``lite``, ``mindspore``, ``onnx``), each importing its library
 lazily inside :meth:`Backend.load`, so ``import ibnedge`` never pays for (or needs) a
 runtime it does not use. ``auto`` picks the first backend, in :data:`AUTO_ORDER`, whose
-runtime is installed and which loads the model.
+runtime is installed and which loads the model. A backend loads a model file and nothing
+else: weights (``.pth``, ``.ckpt``) and the default model are made into model files
+before a backend is chosen (:mod:`ibnedge.models`).
 """
 from __future__ import annotations
 
@@ -18,13 +20,13 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 
+from ..choices import AUTO, BACKEND_CHOICES, BACKENDS as BACKEND_NAMES, DEVICES
 from ..errors import UserError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-DEVICES = ("cpu", "gpu", "ascend")
-# Lite first (the edge runtime this project targets), then MindSpore, then ONNX Runtime.
-AUTO_ORDER = ("lite", "mindspore", "onnx")
+# The order in which ``auto`` tries the backends.
+AUTO_ORDER = BACKEND_NAMES
 
 
 class BackendError(UserError, RuntimeError):
@@ -51,7 +53,6 @@ class Backend(abc.ABC):
         device: str = "cpu",
         device_id: int = 0,
         threads: int = 0,
-        arch: Optional[str] = None,
     ) -> None:
         if device not in DEVICES:
             raise ValueError("unknown device %r: choose one of %s" % (device, ", ".join(DEVICES)))
@@ -63,7 +64,6 @@ class Backend(abc.ABC):
         self.device = device
         self.device_id = int(device_id)
         self.threads = int(threads)
-        self.arch = arch
         # NCHW; -1 marks a dimension the model leaves dynamic.
         self.input_shape = (-1, 3, -1, -1)  # type: Tuple[int, int, int, int]
         # Batch sizes the model was built for (batch profiles, ascending), when it says more
@@ -178,9 +178,10 @@ BACKENDS = {}  # type: Dict[str, Type[Backend]]
 
 
 def register(cls: Type[Backend]) -> Type[Backend]:
-    """Class decorator adding a backend to the registry under ``cls.name``."""
-    if not cls.name:
-        raise ValueError("%s has no name" % cls.__name__)
+    """Class decorator adding a backend to the registry under ``cls.name``, one of
+    :data:`ibnedge.choices.BACKENDS` (the list ``--backend`` offers)."""
+    if cls.name not in BACKEND_NAMES:
+        raise ValueError("%s's name %r is none of ibnedge.choices.BACKENDS %s" % (cls.__name__, cls.name, BACKEND_NAMES))
     if cls.name in BACKENDS:
         raise ValueError("backend %r is registered twice" % cls.name)
     BACKENDS[cls.name] = cls
@@ -189,7 +190,7 @@ def register(cls: Type[Backend]) -> Type[Backend]:
 
 def backend_names() -> List[str]:
     """Valid values for ``--backend``."""
-    return list(BACKENDS) + ["auto"]
+    return list(BACKEND_CHOICES)
 
 
 def get_backend_class(name: str) -> Type[Backend]:
@@ -209,7 +210,6 @@ def create_backend(
     device: str = "cpu",
     device_id: int = 0,
     threads: int = 0,
-    arch: Optional[str] = None,
 ) -> Backend:
     """A loaded backend; ``name="auto"`` tries :data:`AUTO_ORDER` and keeps the first that loads.
 
@@ -218,10 +218,10 @@ def create_backend(
     model_path = Path(model_path)
     if not model_path.is_file():
         raise BackendError("model file not found: %s (check the --model path)" % model_path)
-    if name != "auto":
+    if name != AUTO:
         cls = get_backend_class(name)
         _check_usable(cls, model_path)
-        return cls(model_path, device=device, device_id=device_id, threads=threads, arch=arch).load()
+        return cls(model_path, device=device, device_id=device_id, threads=threads).load()
 
     reasons = []
     for candidate in AUTO_ORDER:
@@ -233,7 +233,7 @@ def create_backend(
             reasons.append("%s: does not read %s files" % (candidate, model_path.suffix or "suffix-less"))
             continue
         try:
-            return cls(model_path, device=device, device_id=device_id, threads=threads, arch=arch).load()
+            return cls(model_path, device=device, device_id=device_id, threads=threads).load()
         except BackendError as exc:
             reasons.append("%s: %s" % (candidate, exc))
     raise BackendError("no installed backend can run %s (%s)" % (model_path, "; ".join(reasons)))

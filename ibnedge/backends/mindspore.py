@@ -1,9 +1,7 @@
 """MindSpore itself (``mindspore.load`` + ``nn.GraphCell``): runs MINDIR files exported by
-the same MindSpore, and checkpoints (``.ckpt`` / official ``.pth`` plus ``--arch``) after
-exporting them on the fly through ``train`` (imported lazily: only where MindSpore is)."""
+the same MindSpore (``python -m train.export``). Checkpoints (``.ckpt``, official ``.pth``)
+are exported to such a file before a backend is chosen (:mod:`ibnedge.models`)."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 
@@ -11,7 +9,6 @@ from ..cpu_isa import apply_default_cpu_isa_cap
 from .base import Backend, BackendError, register
 
 _TARGETS = {"cpu": "CPU", "gpu": "GPU", "ascend": "Ascend"}
-CHECKPOINT_SUFFIXES = (".ckpt", ".pth")
 
 
 @register
@@ -19,7 +16,7 @@ class MindSporeBackend(Backend):
     name = "mindspore"
     runtime_module = "mindspore"
     install_hint = "pip install mindspore (Python 3.9+; the ibnedge[train] extra)"
-    suffixes = (".mindir",) + CHECKPOINT_SUFFIXES
+    suffixes = (".mindir",)
     # MindSpore selects its device once per process (set_device).
     supports_multiple_devices = False
 
@@ -35,22 +32,12 @@ class MindSporeBackend(Backend):
             raise BackendError("cannot import mindspore (%s): %s" % (exc, self.install_hint))
 
         _set_device(ms, _TARGETS[self.device], self.device_id, self.threads)
-        mindir = self.model_path
-        if mindir.suffix.lower() in CHECKPOINT_SUFFIXES:
-            if not self.arch:
-                raise BackendError(
-                    "%s holds weights only: pass --arch NAME (e.g. resnet50_ibn_a) so it can be exported" % mindir
-                )
-            from ..hub import export_checkpoint  # runs python -m train.export in a child process
-
-            mindir = export_checkpoint(mindir, self.arch, fmt="mindir")
         try:
-            graph = ms.load(str(mindir))
+            graph = ms.load(str(self.model_path))
             self._cell = nn.GraphCell(graph)
         except (RuntimeError, ValueError, TypeError) as exc:
-            raise BackendError("MindSpore cannot load %s: %s" % (mindir, str(exc).splitlines()[0]))
+            raise BackendError("MindSpore cannot load %s: %s" % (self.model_path, str(exc).splitlines()[0]))
         self._ms = ms
-        self.loaded_path = Path(mindir)
         # GraphCell accepts any batch size (it recompiles per new shape), whatever the export used.
         self.input_shape = (-1, 3, -1, -1)
         return self

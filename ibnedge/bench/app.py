@@ -16,7 +16,9 @@
 Backend-alone and end-to-end runs are interleaved repeat by repeat, so machine noise hits
 both alike; figures are medians over ``--repeat``. One ``--model`` serves every backend
 through its siblings: ``net.onnx`` (onnx), ``net_lite.mindir`` (lite), ``net.mindir``
-(mindspore), as ``train.export`` and ``ibnedge convert`` name them.
+(mindspore), as ``train.export`` and ``ibnedge convert`` name them; weights (``.pth``,
+``.ckpt``) and the default model are made into a model for each backend
+(:mod:`ibnedge.models`).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -72,8 +74,31 @@ def bench_files(corpus_dir: Optional[str], count: int) -> List[Path]:
     return [files[i % len(files)] for i in range(count)]
 
 
-def model_candidates(model: Path) -> Dict[str, List[Path]]:
-    """For each backend, the files to try: ``model`` itself if it reads it, then siblings."""
+def model_candidates(model: Optional[str], names: Sequence[str], arch: Optional[str]
+                     ) -> Tuple[Dict[str, List[Path]], Dict[str, str]]:
+    """For each of the backends ``names``, the files to try, and why a backend has none: for
+    weights (or no model: the default weights), the model made of them for that backend;
+    for a model file, itself if the backend reads it, then its siblings."""
+    from ..models import ModelUnavailable, is_weights, made_from, weights_file
+
+    if model is not None and not is_weights(model):
+        if not Path(model).is_file():
+            raise BenchSetupError("model file not found: %s (check the --model path)" % model)
+        return _siblings(Path(model)), {}
+    try:
+        weights = weights_file(model)
+    except ModelUnavailable as exc:
+        raise BenchSetupError(str(exc))
+    out, reasons = OrderedDict(), OrderedDict()  # type: Dict[str, List[Path]], Dict[str, str]
+    for name in names:
+        try:
+            out[name] = [made_from(weights, name, arch=arch).path]
+        except ModelUnavailable as exc:
+            out[name], reasons[name] = [], str(exc)
+    return out, reasons
+
+
+def _siblings(model: Path) -> Dict[str, List[Path]]:
     from ..backends import BACKENDS
 
     stem = model.stem[:-5] if model.stem.endswith("_lite") else model.stem
@@ -349,18 +374,8 @@ def run_bench(args: Any) -> int:
     device_ids = list(args.device_id) if isinstance(args.device_id, (list, tuple)) else [args.device_id]
     if "auto" in names:
         names = [n for n in AUTO_ORDER if get_backend_class(n).installed()]
-    if args.model is None:
-        from ..hub import ModelUnavailable, default_model
-
-        try:
-            model = default_model(names[0] if len(names) == 1 else "auto")
-        except ModelUnavailable as exc:
-            raise BenchSetupError(str(exc))
-    else:
-        model = Path(args.model)
-        if not model.is_file():
-            raise BenchSetupError("model file not found: %s (check the --model path)" % model)
-    candidates = model_candidates(Path(model))
+    installed = [n for n in names if get_backend_class(n).installed()]
+    candidates, unmade = model_candidates(args.model, installed, args.arch)
 
     # Load every backend first: a model nothing can run fails before minutes of timing.
     classifiers = []  # type: List[Any]
@@ -373,13 +388,13 @@ def run_bench(args: Any) -> int:
         for path in candidates.get(name, []):
             try:
                 clf = Classifier(model=path, backend=name, device=args.device, device_id=device_ids[0],
-                                 threads=args.threads, batch=max(args.batch), preprocess=args.preprocess, arch=args.arch,
+                                 threads=args.threads, batch=max(args.batch), preprocess=args.preprocess,
                                  accept_damaged=args.accept_damaged, max_pixels=args.max_pixels)
                 break
             except (BackendError, ValueError) as exc:
                 reasons.append(str(exc).splitlines()[0])
         if clf is None:
-            skipped[name] = "; ".join(reasons) or "no model file it reads beside %s" % model
+            skipped[name] = "; ".join(reasons) or unmade.get(name) or "no model file it reads beside %s" % args.model
         else:
             classifiers.append(clf)
     if not classifiers:
@@ -406,8 +421,7 @@ def run_bench(args: Any) -> int:
         for clf in classifiers:
             def make(ids, clf=clf):
                 return Classifier(model=clf.model_path, backend=clf.backend.name, device=args.device, device_id=ids,
-                                  threads=args.threads, batch=max(args.batch), preprocess=args.preprocess,
-                                  arch=args.arch)
+                                  threads=args.threads, batch=max(args.batch), preprocess=args.preprocess)
 
             _log("timing %s on devices %s..." % (clf.backend.name, ",".join(str(i) for i in device_ids)))
             result["devices"] += device_table(make, clf.backend.name, device_ids, files, max(args.batch), args.repeat)

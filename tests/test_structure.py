@@ -1,0 +1,139 @@
+"""How ibnedge is put together: no import cycle among its modules, and a command line whose
+choices come from the registries that define them without importing NumPy."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Set
+
+from edge_helpers import REPO, subprocess_env
+
+PACKAGE = REPO / "ibnedge"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, modules: Set[str]) -> Set[str]:
+    """The ibnedge modules ``path`` imports anywhere (top level or inside a function: a
+    lazy import closes a cycle as surely as an eager one)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()  # type: Set[str]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[:len(anchor) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            # ``from pkg import mod`` imports the module pkg.mod where there is one.
+            targets = [base + "." + a.name if base + "." + a.name in modules else base for a in node.names]
+        else:
+            continue
+        found.update(t for t in targets if t in modules and t != name)
+    return found
+
+
+def import_graph() -> Dict[str, Set[str]]:
+    files = sorted(PACKAGE.rglob("*.py"))
+    modules = set(_module_name(f) for f in files)
+    return dict((_module_name(f), _imports(f, modules)) for f in files)
+
+
+def cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, out = {}, {}, [], set(), []  # type: ignore[var-annotated]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_cycle_finder_finds_a_lazy_import_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_in_ibnedge():
+    graph = import_graph()
+    assert "ibnedge.backends.mindspore" in graph and "ibnedge.models" in graph
+    assert cycles(graph) == []
+
+
+def test_no_backend_imports_the_hub_or_the_model_maker():
+    graph = import_graph()
+    for name, imported in graph.items():
+        if name.startswith("ibnedge.backends"):
+            assert not imported & {"ibnedge.hub", "ibnedge.models", "ibnedge.onnx_builder"}, (name, imported)
+
+
+_HELP_PROBE = r"""
+import contextlib, io, json, runpy, sys
+seen = {}
+for sub in ([], ["infer"], ["convert"], ["bench"], ["doctor"]):
+    sys.argv = ["ibnedge"] + sub + ["--help"]
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        try:
+            runpy.run_module("ibnedge", run_name="__main__", alter_sys=False)
+        except SystemExit:
+            pass
+    seen[" ".join(sub) or "-"] = text.getvalue()
+heavy = sorted(m for m in ("numpy", "onnx", "mindspore", "mindspore_lite", "onnxruntime", "ibnedge._native",
+                           "ibnedge.backends", "ibnedge.metadata") if m in sys.modules)
+print(json.dumps({"heavy": heavy, "help": seen}))
+"""
+
+
+def test_help_imports_no_numpy_and_lists_the_registries_choices():
+    """``ibnedge --help`` (and each command's) stays fast: no NumPy, no runtime, not even the
+    backend registry; the choices it shows are the registries' own (ibnedge.choices)."""
+    import json
+
+    from ibnedge import backends, choices
+    from ibnedge.ascend_config import PRECISIONS, SOCS
+    from ibnedge.metadata import PreprocessSpec
+
+    proc = subprocess.run([sys.executable, "-c", _HELP_PROBE], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=subprocess_env(), cwd="/")
+    assert proc.returncode == 0, proc.stderr.decode()
+    result = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    assert result["heavy"] == []
+    assert tuple(backends.BACKENDS) == choices.BACKENDS and backends.backend_names() == list(choices.BACKEND_CHOICES)
+    assert set(choices.SOCS) == set(SOCS) and set(choices.precisions("ascend")) == set(PRECISIONS)
+    infer = " ".join(result["help"]["infer"].split())
+    assert "{%s}" % ",".join(choices.BACKEND_CHOICES) in infer
+    assert "{%s}" % ",".join(choices.DEVICES) in infer and "{%s}" % ",".join(choices.SEMANTICS) in infer
+    assert "{%s}" % ",".join(choices.OPTIMIZE_LEVELS) in " ".join(result["help"]["convert"].split())
+    for semantics in choices.SEMANTICS:  # every choice offered is one the engine's spec takes
+        PreprocessSpec(semantics=semantics)
