@@ -179,7 +179,8 @@ def test_training_lowers_the_loss_and_eval_matches_a_manual_computation(folder, 
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ckpt = read_checkpoint(out / "best.ckpt")
-    assert ckpt.info.class_names == sorted(CLASSES) and ckpt.info.semantics == "mindspore"
+    assert ckpt.info.class_names == sorted(CLASSES) and ckpt.info.preprocess.semantics == "mindspore"
+    assert ckpt.info.origin == "trained"  # recorded where the weights were made
     net = build_network(ckpt)
     val = data.scan_image_folder(folder, classes=ckpt.info.class_names, report=lambda m: None)
     logits, labels = [], []
