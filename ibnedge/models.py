@@ -113,9 +113,9 @@ def made_from(weights: Path, backend: str = AUTO, arch: Optional[str] = None,
     can be made here), made now unless the cache has it."""
     entry = entry_dir(weights, arch)
     wanted = list(AUTO_ORDER) if backend == AUTO else [backend]
-    for name in wanted:  # made before: no runtime needs to be asked
+    for name in wanted:  # made before (here, or by another environment sharing the cache)
         made = entry / (_MADE_FOR[name] % weights.stem)
-        if made.is_file():
+        if made.is_file() and (backend != AUTO or get_backend_class(name).installed()):
             return ResolvedModel(made, name)
     reasons = []  # type: List[str]
     for name in wanted:

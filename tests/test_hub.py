@@ -221,3 +221,27 @@ def test_default_model_flow_end_to_end_over_loopback(weights_server, tmp_path, i
         reference = Classifier(model=built, backend="onnx").predict(sorted(photos.iterdir()), topk=5)
         by_file = dict((Path(r["path"]).name, [t["index"] for t in r["top"]]) for r in runs[0])
         assert by_file == dict((Path(p.source).name, p.indices) for p in reference)
+
+
+def test_a_cache_shared_with_another_environment_gives_a_model_for_a_runtime_installed_here(monkeypatch, tmp_path):
+    """The 3.7 box environment and the 3.11 one may share $IBNEDGE_HOME: a model another one
+    made (here: a file in its place, for each runtime not installed here) is not handed to
+    a backend this interpreter cannot load; auto makes one that it can."""
+    pytest.importorskip("onnx")
+    from ibnedge.backends import BACKENDS
+    from ibnedge.models import entry_dir, resolve
+    from pth_writer import random_state_dict, save_pth
+
+    monkeypatch.setenv("IBNEDGE_HOME", str(tmp_path / "home"))
+    weights = save_pth(random_state_dict("resnet_ibn_a_tiny", seed=5), tmp_path / "tiny-0a1b2c3d.pth")
+    absent = [name for name, cls in BACKENDS.items() if not cls.installed()]
+    if not absent:
+        pytest.skip("every runtime is installed here")
+    entry = entry_dir(weights)
+    entry.mkdir(parents=True)
+    planted = {"lite": "_lite.mindir", "mindspore": "_mindspore.mindir", "onnx": ".onnx"}
+    for name in absent:
+        (entry / (weights.stem + planted[name])).write_bytes(b"made elsewhere")
+    resolved = resolve(weights, progress=False)
+    assert resolved.backend not in absent and BACKENDS[resolved.backend].installed(), resolved
+    assert resolved.path.read_bytes() != b"made elsewhere"
