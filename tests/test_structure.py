@@ -137,3 +137,29 @@ def test_help_imports_no_numpy_and_lists_the_registries_choices():
     assert "{%s}" % ",".join(choices.OPTIMIZE_LEVELS) in " ".join(result["help"]["convert"].split())
     for semantics in choices.SEMANTICS:  # every choice offered is one the engine's spec takes
         PreprocessSpec(semantics=semantics)
+
+
+def _expand(pattern: str) -> List[str]:
+    """``resnet{18,34}_ibn_{a,b}`` -> the names it stands for (shell brace expansion)."""
+    import re
+
+    match = re.search(r"\{([^{}]*)\}", pattern)
+    if match is None:
+        return [pattern]
+    return [name for option in match.group(1).split(",")
+            for name in _expand(pattern[:match.start()] + option + pattern[match.end():])]
+
+
+def test_readme_names_exactly_the_variants_with_official_weights():
+    import re
+
+    from ibnedge import architectures
+
+    text = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    claim = re.search(r"Official ImageNet weights \(the authors' v1\.0 release\) exist for exactly these (\w+): ([^;]*);",
+                      text)
+    assert claim is not None, "README no longer says which variants have official weights"
+    listed = [name for pattern in re.findall(r"`([^`]+)`", claim.group(2)) for name in _expand(pattern)]
+    released = sorted(n for n in architectures.names() if architectures.get(n).weights_url)
+    assert sorted(listed) == released
+    assert claim.group(1) == {12: "twelve"}.get(len(released), str(len(released)))
