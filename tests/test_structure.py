@@ -163,3 +163,17 @@ def test_readme_names_exactly_the_variants_with_official_weights():
     released = sorted(n for n in architectures.names() if architectures.get(n).weights_url)
     assert sorted(listed) == released
     assert claim.group(1) == {12: "twelve"}.get(len(released), str(len(released)))
+
+
+def test_train_export_offers_the_semantics_the_engine_has():
+    import argparse
+
+    import pytest
+
+    pytest.importorskip("mindspore", reason="train/ needs MindSpore (Python 3.9+)")
+    from ibnedge import choices
+    from train import config
+
+    parser = config.export_parser()
+    semantics = next(a for a in parser._actions if isinstance(a, argparse.Action) and a.dest == "semantics")
+    assert tuple(semantics.choices) == choices.SEMANTICS

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from ibnedge import cpu_isa
+from ibnedge.choices import SEMANTICS
 from ibnedge.errors import UserError
 
 from .checkpoint import LATEST
@@ -230,7 +231,7 @@ def add_export(parser: SettingsParser) -> None:
     opt("--export-batch", dest="export_batch", type=int, help="fixed batch size of the exported input (0: dynamic)")
     opt("--class-names", dest="class_names", metavar="FILE",
         help="text file, one class name per line (default: from the checkpoint, or ImageNet's for 1000 classes)")
-    opt("--semantics", dest="semantics", choices=("pil", "mindspore", "fast"),
+    opt("--semantics", dest="semantics", choices=SEMANTICS,
         help="resize semantics in the metadata (default: mindspore for models trained here, pil for converted weights)")
 
 
