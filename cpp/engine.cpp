@@ -19,6 +19,7 @@
 #include "jpeg_probe.h"
 #include "orientation.h"
 #include "resize_plan.h"
+#include "workspace.h"
 
 namespace ibnedge {
 namespace {
@@ -131,25 +132,26 @@ PixelRect source_window(const ResizePlan& plan, bool restrict_window) {
     return window;
 }
 
-// `plan` (for the whole upright image) re-based onto the window `upright` of it.
-ResizePlan window_plan(const ResizePlan& plan, const PixelRect& upright) {
-    ResizePlan shifted = plan;
-    shifted.source_width = upright.width();
-    shifted.source_height = upright.height();
-    for (AxisTaps* taps : {&shifted.horizontal, &shifted.vertical}) {
-        const int offset = taps == &shifted.horizontal ? upright.x0 : upright.y0;
+// `plan` (for the whole upright image) re-based onto the window `upright` of it, into `shifted`.
+void rebase_plan(const ResizePlan& plan, const PixelRect& upright, ResizePlan* shifted) {
+    *shifted = plan;
+    shifted->source_width = upright.width();
+    shifted->source_height = upright.height();
+    for (AxisTaps* taps : {&shifted->horizontal, &shifted->vertical}) {
+        const int offset = taps == &shifted->horizontal ? upright.x0 : upright.y0;
         for (int& first : taps->first) first -= offset;
         taps->source_begin -= offset;
         taps->source_end -= offset;
     }
-    return shifted;
 }
 
 // An EXIF-rotated or mirrored image: decodes only the stored rectangle holding the upright
 // rows and columns the crop reads, then resamples an upright view of it. The window, with
 // the input and libjpeg's buffers, must fit the item's memory budget.
-ItemStatus decode_oriented(JpegDecoder& decoder, int orientation, const ResizePlan& plan, bool restrict_window,
-                           uint64_t held_bytes, const DecodeOptions& options, const Normalization& norm, float* out) {
+ItemStatus decode_oriented(Workspace& ws, int orientation, bool restrict_window, uint64_t held_bytes,
+                           const DecodeOptions& options, const Normalization& norm, float* out) {
+    JpegDecoder& decoder = ws.decoder;
+    const ResizePlan& plan = ws.plan;
     const int width = decoder.output_width(), height = decoder.output_height();
     const PixelRect upright = source_window(plan, restrict_window);
     const PixelRect stored = stored_rect(upright, orientation, width, height);
@@ -169,8 +171,10 @@ ItemStatus decode_oriented(JpegDecoder& decoder, int orientation, const ResizePl
                                      " bytes (4 bytes per pixel of max_pixels); " + kRaiseMaxPixels);
     status = decoder.skip_rows(stored.y0);
     if (!status.ok()) return status;
-    std::vector<uint8_t> window(static_cast<size_t>(window_bytes));
-    std::vector<uint8_t*> rows(static_cast<size_t>(stored.height()));
+    std::vector<uint8_t>& window = ws.window;
+    std::vector<uint8_t*>& rows = ws.window_rows;
+    window.resize(static_cast<size_t>(window_bytes));  // every byte is decoded before it is read
+    rows.resize(static_cast<size_t>(stored.height()));
     for (int y = 0; y < stored.height(); ++y) rows[size_t(y)] = &window[stride * size_t(y)];
     int got = 0;
     status = decoder.read_rows(rows.data(), stored.height(), &got);
@@ -185,20 +189,22 @@ ItemStatus decode_oriented(JpegDecoder& decoder, int orientation, const ResizePl
     view.channels = 4;
     view.row_stride = ptrdiff_t(stride);
     view.pixel_stride = 4;
-    resample_pixels(oriented_view(view, orientation), window_plan(plan, upright), norm, out);
+    rebase_plan(plan, upright, &ws.window_plan);
+    resample_pixels(oriented_view(view, orientation), ws.window_plan, norm, ws.resampler, out);
     return ItemStatus{};
 }
 
 ItemStatus decode_jpeg(const uint8_t* data, size_t size, const TensorSpec& spec, const DecodeOptions& options,
-                       const Normalization& norm, float* out) {
+                       const Normalization& norm, Workspace& ws, float* out) {
     ItemStatus status = check_input_size(size, options);
     if (!status.ok()) return status;
     const JpegProbe probe = probe_jpeg(data, size);
     status = check_frame(probe, options);
     if (!status.ok()) return status;
 
-    JpegDecoder decoder(data, size, options.accept_damaged, options.memory_budget() - size);
-    status = decoder.read_header();
+    JpegDecoder& decoder = ws.decoder;
+    const JpegItemScope item(decoder);
+    status = decoder.open(data, size, options.accept_damaged, options.memory_budget() - size);
     if (!status.ok()) return status;
     const int width = decoder.image_width(), height = decoder.image_height();
     if (uint64_t(width) * uint64_t(height) > options.max_pixels) return too_large(kHeaderClaims, width, height, options.max_pixels);
@@ -215,14 +221,12 @@ ItemStatus decode_jpeg(const uint8_t* data, size_t size, const TensorSpec& spec,
     const int decoded_width = decoder.output_width(), decoded_height = decoder.output_height();
     const FilterKind kind = filter_for(spec.semantics);
 
-    if (orientation != 1) {
-        const ResizePlan plan = make_resize_plan(kind, swap ? decoded_height : decoded_width,
-                                                 swap ? decoded_width : decoded_height, geometry);
-        return decode_oriented(decoder, orientation, plan, options.restrict_window, size, options, norm, out);
-    }
+    make_resize_plan(kind, swap ? decoded_height : decoded_width, swap ? decoded_width : decoded_height, geometry,
+                     &ws.plan);
+    if (orientation != 1) return decode_oriented(ws, orientation, options.restrict_window, size, options, norm, out);
 
-    const ResizePlan plan = make_resize_plan(kind, decoded_width, decoded_height, geometry);
-    Resampler resampler(plan, norm, out);
+    const ResizePlan& plan = ws.plan;
+    Resampler resampler(plan, norm, ws.resampler, out);
     const PixelRect window = source_window(plan, options.restrict_window);
     const int y1 = window.y1;
     int first_column = 0, columns = decoded_width;
@@ -232,7 +236,8 @@ ItemStatus decode_jpeg(const uint8_t* data, size_t size, const TensorSpec& spec,
     if (!status.ok()) return status;
 
     const size_t stride = (size_t(columns) + row_padding_pixels(plan)) * 4;
-    std::vector<uint8_t> strip(stride * kStripRows, 0);
+    std::vector<uint8_t>& strip = ws.strip;
+    strip.assign(stride * kStripRows, 0);
     uint8_t* rows[kStripRows];
     for (int r = 0; r < kStripRows; ++r) rows[r] = &strip[stride * size_t(r)];
     while (decoder.next_row() < y1) {
@@ -248,7 +253,7 @@ ItemStatus decode_jpeg(const uint8_t* data, size_t size, const TensorSpec& spec,
 }
 
 ItemStatus process(const ImageSource& item, const TensorSpec& spec, const DecodeOptions& options,
-                   const Normalization& norm, float* out) {
+                   const Normalization& norm, Workspace& ws, float* out) {
     switch (item.type) {
         case ImageSource::Type::kNone:
             return ItemStatus::error(ErrorKind::kSkipped, "skipped");
@@ -261,26 +266,25 @@ ItemStatus process(const ImageSource& item, const TensorSpec& spec, const Decode
             if (uint64_t(p.width) * uint64_t(p.height) > options.max_pixels)
                 return too_large("pixel array of", p.width, p.height, options.max_pixels);
             const ResizeGeometry geometry = resize_geometry(spec.semantics, p.width, p.height, spec);
-            const ResizePlan plan = make_resize_plan(filter_for(spec.semantics), p.width, p.height, geometry);
-            resample_pixels(p, plan, norm, out);
+            make_resize_plan(filter_for(spec.semantics), p.width, p.height, geometry, &ws.plan);
+            resample_pixels(p, ws.plan, norm, ws.resampler, out);
             return ItemStatus{};
         }
         case ImageSource::Type::kEncoded:
         case ImageSource::Type::kPath:
             break;
     }
-    std::vector<uint8_t> file_bytes;
     const uint8_t* data = item.data;
     size_t size = item.size;
     if (item.type == ImageSource::Type::kPath) {
-        ItemStatus status = read_jpeg_file(item.path, options, &file_bytes);
+        ItemStatus status = read_jpeg_file(item.path, options, &ws.file_bytes);
         if (!status.ok()) return status;
-        data = file_bytes.data();
-        size = file_bytes.size();
+        data = ws.file_bytes.data();
+        size = ws.file_bytes.size();
     }
     if (size == 0) return ItemStatus::error(ErrorKind::kEmpty, "empty (0 bytes)");
     if (!has_jpeg_magic(data, size)) return ItemStatus::error(ErrorKind::kNotJpeg, "not a JPEG");
-    return decode_jpeg(data, size, spec, options, norm, out);
+    return decode_jpeg(data, size, spec, options, norm, ws, out);
 }
 
 }  // namespace
@@ -308,10 +312,10 @@ ImageSource ImageSource::decoded(const PixelView& pixels) {
 }
 
 ItemStatus preprocess_item(const ImageSource& item, const TensorSpec& spec, const DecodeOptions& options,
-                           const Normalization& norm, float* out) {
+                           const Normalization& norm, Workspace& workspace, float* out) {
     ItemStatus status;
     try {
-        status = process(item, spec, options, norm, out);
+        status = process(item, spec, options, norm, workspace, out);
     } catch (const ResizeTooLarge& e) {
         status = ItemStatus::error(ErrorKind::kTooLarge, e.what());
     } catch (const std::bad_alloc&) {
@@ -319,26 +323,62 @@ ItemStatus preprocess_item(const ImageSource& item, const TensorSpec& spec, cons
     } catch (const std::exception& e) {
         status = ItemStatus::error(ErrorKind::kCorrupt, std::string("internal error: ") + e.what());
     }
+    workspace.trim();
     if (!status.ok()) std::fill(out, out + spec.item_floats(), 0.0f);
     return status;
 }
 
-Engine::Engine(int threads) {
+Engine::Engine(int threads) : caller_workspace_(new Workspace) {
     if (threads < 0) throw std::invalid_argument("threads must be >= 0 (0 = one per core), got " + std::to_string(threads));
     if (threads == 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
     threads_ = threads;
-    if (threads_ > 1) pool_.reset(new ThreadPool(threads_ - 1));
+    if (threads_ > 1) pool_.store(new ThreadPool(threads_ - 1));
+}
+
+Engine::~Engine() {
+    delete pool_.load();  // in a forked child, a pool of the parent's lets its state go untouched
+    // A run of the parent's that held the caller workspace when this child was forked left
+    // it mid-item (libjpeg's memory lists perhaps mid-update): let it go untouched too.
+    if (caller_busy_.load()) caller_workspace_.release();
 }
 
 ThreadPool* Engine::pool() {
-    std::lock_guard<std::mutex> lock(pool_mutex_);
-    // Only a forked child ever replaces the pool, and no run of that process can hold the
-    // old one: every run takes it from here.
-    if (pool_ && !pool_->started_in_this_process()) pool_.reset(new ThreadPool(threads_ - 1));
-    return pool_.get();
+    for (;;) {
+        ThreadPool* current = pool_.load();
+        if (!current || current->started_in_this_process()) return current;
+        // A forked child (fork copies no workers): a pool of its own, installed without a
+        // lock (the child may have been forked while another thread held one). The old pool
+        // is left as it is: another thread of this child may still be reading it here.
+        std::unique_ptr<ThreadPool> fresh(new ThreadPool(threads_ - 1));
+        if (pool_.compare_exchange_strong(current, fresh.get())) return fresh.release();
+    }
 }
 
 namespace {
+
+// The caller workspace for one run(), or a spare one while another run() (on another
+// thread, or in the parent at the moment this child was forked) holds it.
+class CallerWorkspace {
+public:
+    CallerWorkspace(std::atomic<bool>& busy, Workspace& shared) : busy_(busy) {
+        bool expected = false;
+        held_ = busy_.compare_exchange_strong(expected, true);
+        if (!held_) spare_.reset(new Workspace);
+        workspace_ = held_ ? &shared : spare_.get();
+    }
+    ~CallerWorkspace() {
+        if (held_) busy_.store(false);
+    }
+    CallerWorkspace(const CallerWorkspace&) = delete;
+    CallerWorkspace& operator=(const CallerWorkspace&) = delete;
+    Workspace& get() { return *workspace_; }
+
+private:
+    std::atomic<bool>& busy_;
+    bool held_ = false;
+    std::unique_ptr<Workspace> spare_;
+    Workspace* workspace_ = nullptr;
+};
 
 // The shared state of one run(): helpers that start after the batch is over see `next`
 // past the end and leave without touching anything else.
@@ -355,11 +395,12 @@ struct Batch {
     std::condition_variable all_done;
     size_t done = 0;
 
-    void drain() {
+    void drain(Workspace& workspace) {
         for (;;) {
             const size_t i = next.fetch_add(1);
             if (i >= count) return;
-            (*statuses)[i] = preprocess_item((*items)[i], *spec, *options, *norm, out + i * spec->item_floats());
+            (*statuses)[i] =
+                preprocess_item((*items)[i], *spec, *options, *norm, workspace, out + i * spec->item_floats());
             std::lock_guard<std::mutex> lock(mutex);
             if (++done == count) all_done.notify_all();
         }
@@ -374,10 +415,11 @@ void Engine::run(const std::vector<ImageSource>& items, const TensorSpec& spec, 
     statuses->assign(items.size(), ItemStatus{});
     const Normalization norm(spec);
     const size_t count = items.size();
+    CallerWorkspace caller(caller_busy_, *caller_workspace_);
     ThreadPool* pool = count > 1 ? this->pool() : nullptr;
     if (!pool) {
         for (size_t i = 0; i < count; ++i)
-            (*statuses)[i] = preprocess_item(items[i], spec, options, norm, out + i * spec.item_floats());
+            (*statuses)[i] = preprocess_item(items[i], spec, options, norm, caller.get(), out + i * spec.item_floats());
         return;
     }
     auto batch = std::make_shared<Batch>();
@@ -389,8 +431,8 @@ void Engine::run(const std::vector<ImageSource>& items, const TensorSpec& spec, 
     batch->statuses = statuses;
     batch->count = count;
     const size_t helpers = std::min(size_t(threads_ - 1), count - 1);
-    for (size_t h = 0; h < helpers; ++h) pool->submit([batch] { batch->drain(); });
-    batch->drain();
+    for (size_t h = 0; h < helpers; ++h) pool->submit([batch](Workspace& workspace) { batch->drain(workspace); });
+    batch->drain(caller.get());
     std::unique_lock<std::mutex> lock(batch->mutex);
     batch->all_done.wait(lock, [&] { return batch->done == batch->count; });
 }

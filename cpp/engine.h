@@ -3,10 +3,10 @@
 // other items.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -35,16 +35,22 @@ struct ImageSource {
     static ImageSource decoded(const PixelView& pixels);
 };
 
+struct Workspace;
+
 // Preprocesses one item on the calling thread into `out` (3 x crop_height x crop_width
-// floats, zero-filled on failure). Never throws for bad image data.
+// floats, zero-filled on failure), in `workspace` (workspace.h; the result never depends on
+// what it did before). Never throws for bad image data.
 ItemStatus preprocess_item(const ImageSource& item, const TensorSpec& spec, const DecodeOptions& options,
-                           const Normalization& norm, float* out);
+                           const Normalization& norm, Workspace& workspace, float* out);
 
 class Engine {
 public:
     // threads: total parallelism of a run (the calling thread counts as one);
     // 0 means one per hardware thread.
     explicit Engine(int threads);
+    ~Engine();
+    Engine(const Engine&) = delete;
+    Engine& operator=(const Engine&) = delete;
     int threads() const { return threads_; }
 
     // Fills out[i * spec.item_floats() ...] for every item; statuses[i] says how each went.
@@ -58,8 +64,13 @@ private:
     ThreadPool* pool();
 
     int threads_;
-    std::mutex pool_mutex_;  // guards pool_ for that restart; held only to read or replace it
-    std::unique_ptr<ThreadPool> pool_;  // threads_ - 1 workers; null when single-threaded
+    // Owned; threads_ - 1 workers, null when single-threaded. Replaced (never under a lock:
+    // a child can be forked while another thread holds any lock) only in a forked child.
+    std::atomic<ThreadPool*> pool_{nullptr};
+    // The workspace of the thread that calls run(), reused by one run() at a time
+    // (caller_busy_); concurrent runs make their own.
+    std::unique_ptr<Workspace> caller_workspace_;
+    std::atomic<bool> caller_busy_{false};
 };
 
 }  // namespace ibnedge

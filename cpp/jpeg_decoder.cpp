@@ -41,23 +41,50 @@ ErrorKind damage_of(int msg_code) {
     }
 }
 
+// The mark of a table slot no DQT/DHT marker of the current item has written: an all-zero
+// quantisation table (latched as such, so a scan that uses it shows), and a Huffman table
+// whose code counts add up to more than 256, which jpeg_make_d_derived_tbl refuses
+// (JERR_BAD_HUFF_TABLE) and get_dht never stores (it refuses such counts itself).
+void mark_undefined(JQUANT_TBL* table) {
+    std::memset(table->quantval, 0, sizeof(table->quantval));
+    table->sent_table = FALSE;
+}
+
+bool is_undefined(const JQUANT_TBL& table) {
+    for (UINT16 q : table.quantval)
+        if (q != 0) return false;
+    return true;
+}
+
+void mark_undefined(JHUFF_TBL* table) {
+    std::memset(table->bits, 0, sizeof(table->bits));
+    std::memset(table->huffval, 0, sizeof(table->huffval));
+    table->bits[1] = 255;
+    table->bits[2] = 255;
+    table->sent_table = FALSE;
+}
+
+bool is_undefined(const JHUFF_TBL& table) { return table.bits[1] == 255 && table.bits[2] == 255; }
+
 }  // namespace
 
-JpegDecoder::JpegDecoder(const uint8_t* data, size_t size, bool accept_damaged, uint64_t memory_limit)
-    : data_(data), size_(size), memory_limit_(memory_limit) {
+JpegDecoder::JpegDecoder() {
     std::memset(&cinfo_, 0, sizeof(cinfo_));
     std::memset(&err_, 0, sizeof(err_));
     std::memset(&progress_, 0, sizeof(progress_));
     cinfo_.err = jpeg_std_error(&err_.pub);
     err_.pub.error_exit = &JpegDecoder::on_error;
     err_.pub.emit_message = &JpegDecoder::on_message;
-    err_.accept_damaged = accept_damaged;
     err_.max_scans = kMaxScans;
     progress_.pub.progress_monitor = &JpegDecoder::on_progress;
 }
 
-JpegDecoder::~JpegDecoder() {
-    if (created_) jpeg_destroy_decompress(&cinfo_);  // frees everything libjpeg allocated, in any state
+JpegDecoder::~JpegDecoder() { destroy(); }
+
+void JpegDecoder::destroy() {
+    // Frees everything libjpeg allocated, in any state; never calls the error manager.
+    if (created_) jpeg_destroy_decompress(&cinfo_);
+    created_ = false;
 }
 
 void JpegDecoder::on_error(j_common_ptr cinfo) {
@@ -135,21 +162,95 @@ ItemStatus JpegDecoder::failure() const {
     }
 }
 
-ItemStatus JpegDecoder::read_header() {
-    if (setjmp(err_.jump)) return failure();
-    jpeg_create_decompress(&cinfo_);
-    created_ = true;
-    cinfo_.progress = &progress_.pub;
+ItemStatus JpegDecoder::open(const uint8_t* data, size_t size, bool accept_damaged, uint64_t memory_limit) {
+    close();
+    data_ = data;
+    size_ = size;
+    memory_limit_ = memory_limit;
+    err_.accept_damaged = accept_damaged;
+    open_ = true;
+    return begin_item(true);
+}
+
+ItemStatus JpegDecoder::begin_item(bool mark_tables) {
+    err_.message[0] = '\0';
+    err_.accepted_damage[0] = '\0';
+    err_.code = 0;
+    err_.pub.num_warnings = 0;
+    started_ = multi_scan_ = finished_ = cmyk_ = adobe_ = false;
+    header_components_ = 0;
+    if (setjmp(err_.jump)) {
+        if (creating_) destroy();  // out of memory inside jpeg_create_decompress: not a usable struct
+        creating_ = false;
+        return failure();
+    }
+    if (!created_) {
+        created_ = creating_ = true;  // jpeg_destroy_decompress is safe on a half-made struct
+        jpeg_create_decompress(&cinfo_);
+        creating_ = false;
+        cinfo_.progress = &progress_.pub;
+    }
+    // Marked right after the struct is created, the tables take the same place in every
+    // reused struct's permanent memory whatever items it has seen (libjpeg's memory limit
+    // counts that memory too, so the limit bites the same for every struct).
+    tables_marked_ = mark_tables;
+    if (mark_tables) mark_tables_undefined();
     // libjpeg reads 0 as "no limit"; its small allocations never consult the limit.
     const uint64_t most = uint64_t(std::numeric_limits<long>::max());
     cinfo_.mem->max_memory_to_use = long(std::max<uint64_t>(1, std::min(memory_limit_, most)));
     jpeg_mem_src(&cinfo_, data_, static_cast<unsigned long>(size_));
     if (jpeg_read_header(&cinfo_, TRUE) != JPEG_HEADER_OK)
         return ItemStatus::error(ErrorKind::kCorrupt, "JPEG holds only tables, no image");
+    header_components_ = cinfo_.num_components;
     return ItemStatus{};
 }
 
+// Allocates a table for every empty slot (once per struct) and marks every slot undefined.
+void JpegDecoder::mark_tables_undefined() {
+    j_common_ptr common = reinterpret_cast<j_common_ptr>(&cinfo_);
+    for (JQUANT_TBL*& table : cinfo_.quant_tbl_ptrs) {
+        if (!table) table = jpeg_alloc_quant_table(common);
+        mark_undefined(table);
+    }
+    for (int i = 0; i < NUM_HUFF_TBLS; ++i) {
+        for (JHUFF_TBL** table : {&cinfo_.dc_huff_tbl_ptrs[i], &cinfo_.ac_huff_tbl_ptrs[i]}) {
+            if (!*table) *table = jpeg_alloc_huff_table(common);
+            mark_undefined(*table);
+        }
+    }
+}
+
+bool JpegDecoder::used_undefined_table() const {
+    if (!tables_marked_) return false;
+    // Quantisation tables are latched (copied into comp_info) when a component's first scan
+    // starts, which for every file is inside jpeg_start_decompress. The header's component
+    // count, not num_components: a second SOF marker overwrites that before libjpeg refuses it.
+    if (cinfo_.comp_info) {
+        for (int c = 0; c < header_components_; ++c) {
+            const JQUANT_TBL* latched = cinfo_.comp_info[c].quant_table;
+            if (latched && is_undefined(*latched)) return true;
+        }
+    }
+    if (err_.code != JERR_BAD_HUFF_TABLE) return false;
+    for (int i = 0; i < NUM_HUFF_TBLS; ++i) {
+        if (is_undefined(*cinfo_.dc_huff_tbl_ptrs[i]) || is_undefined(*cinfo_.ac_huff_tbl_ptrs[i])) return true;
+    }
+    return false;
+}
+
 ItemStatus JpegDecoder::start(int scale_eighths, CmykConvention cmyk) {
+    scale_eighths_ = scale_eighths;
+    cmyk_convention_ = cmyk;
+    const ItemStatus status = start_decompress();
+    if (!used_undefined_table()) return status;
+    // This image relies on a table it does not define: decode it as a fresh struct would,
+    // with empty slots (a struct close() does not keep).
+    destroy();
+    const ItemStatus header = begin_item(false);
+    return header.ok() ? start_decompress() : header;
+}
+
+ItemStatus JpegDecoder::start_decompress() {
     switch (cinfo_.jpeg_color_space) {
         case JCS_GRAYSCALE:
         case JCS_YCbCr:
@@ -168,8 +269,7 @@ ItemStatus JpegDecoder::start(int scale_eighths, CmykConvention cmyk) {
                                          std::to_string(cinfo_.num_components) + " components)");
     }
     adobe_ = cinfo_.saw_Adobe_marker;
-    cmyk_convention_ = cmyk;
-    cinfo_.scale_num = static_cast<unsigned>(scale_eighths);
+    cinfo_.scale_num = static_cast<unsigned>(scale_eighths_);
     cinfo_.scale_denom = 8;
     cinfo_.dct_method = JDCT_ISLOW;  // what Pillow, OpenCV and MindSpore decode with
     cinfo_.do_fancy_upsampling = TRUE;
@@ -182,6 +282,20 @@ ItemStatus JpegDecoder::start(int scale_eighths, CmykConvention cmyk) {
                                                               std::to_string(cinfo_.output_components) +
                                                               " components)");
     return ItemStatus{};
+}
+
+void JpegDecoder::close() {
+    if (!open_) return;
+    open_ = false;
+    // The struct of an item decoded again on a fresh struct (see start) is not kept: the next
+    // item's gets its tables marked right after it is created.
+    if (!tables_marked_) destroy();
+    if (!created_) return;
+    if (setjmp(err_.jump)) {  // jpeg_abort frees pools and never errors; if it ever did, start over
+        destroy();
+        return;
+    }
+    jpeg_abort_decompress(&cinfo_);
 }
 
 ItemStatus JpegDecoder::crop_columns(int x0, int x1, int* first_column, int* width) {

@@ -1,8 +1,20 @@
-// libjpeg-turbo (libjpeg API) decoder of one in-memory JPEG, row by row, into RGBX.
+// libjpeg-turbo (libjpeg API) decoder of in-memory JPEGs, row by row, into RGBX: one
+// decompress struct, created on the first item and reused for every later one (each item
+// ends with jpeg_abort_decompress, which frees libjpeg's per-image memory and keeps the
+// struct), destroyed with the decoder.
 //
 // Every libjpeg call runs inside a short member function that calls setjmp first and owns
 // no C++ object with a destructor, so the error manager's longjmp never skips a
 // destructor; the decompress struct itself is owned (and destroyed) by this RAII object.
+//
+// Reuse gives each item exactly what a fresh struct gives it. libjpeg keeps quantisation
+// and Huffman tables across images (JPEG's abbreviated datastreams): a file lacking a
+// table would be decoded with the previous item's. So before each item every table slot
+// is set to a marked "undefined" table; a file's DQT/DHT markers overwrite theirs in
+// place. An image that uses a slot still marked undefined (libjpeg latches the marked
+// quantisation table, or refuses the marked Huffman table as impossible) is decoded again
+// on a freshly created struct, where the slot is empty as libjpeg expects: an error for a
+// missing quantisation table, the standard tables for missing Huffman ones (Motion-JPEG).
 //
 // Damage policy: libjpeg only warns when the data ends early or when it cannot decode
 // the entropy-coded data, and fills in what it could not decode (grey, or zeros for a bad
@@ -43,15 +55,16 @@ enum class CmykConvention {
 
 class JpegDecoder {
 public:
-    // `data` must outlive the decoder. accept_damaged: see the damage policy above.
-    // memory_limit: the bytes libjpeg may allocate; whole-image buffers (progressive and
-    // other multi-scan files) beyond it fail with kTooLarge instead of being allocated.
-    JpegDecoder(const uint8_t* data, size_t size, bool accept_damaged, uint64_t memory_limit);
+    JpegDecoder();
     ~JpegDecoder();
     JpegDecoder(const JpegDecoder&) = delete;
     JpegDecoder& operator=(const JpegDecoder&) = delete;
 
-    ItemStatus read_header();
+    // Begins an item and reads its header. `data` must stay valid until close().
+    // accept_damaged: see the damage policy above. memory_limit: the bytes libjpeg may
+    // allocate; whole-image buffers (progressive and other multi-scan files) beyond it fail
+    // with kTooLarge instead of being allocated.
+    ItemStatus open(const uint8_t* data, size_t size, bool accept_damaged, uint64_t memory_limit);
     int image_width() const { return int(cinfo_.image_width); }
     int image_height() const { return int(cinfo_.image_height); }
 
@@ -74,6 +87,9 @@ public:
     // (without the IDCT for whole iMCU rows) and the data is read up to its end-of-image
     // marker, so that damage below the crop is found as a full decode finds it.
     ItemStatus finish();
+    // Ends the item, whatever state it is in (after an error too): libjpeg's per-image
+    // memory is freed, the struct kept for the next open(). Idempotent.
+    void close();
 
     int next_row() const { return int(cinfo_.output_scanline); }
 
@@ -95,23 +111,45 @@ private:
     static void on_progress(j_common_ptr cinfo);
 
     ItemStatus failure() const;
+    ItemStatus begin_item(bool mark_tables);  // creates the struct if needed, reads the header
+    ItemStatus start_decompress();
     ItemStatus end_decode(bool rows_left);
+    void destroy();
+    void mark_tables_undefined();
+    bool used_undefined_table() const;
     void convert_cmyk(uint8_t* const* rows, int count) const;
 
-    const uint8_t* data_;
-    size_t size_;
-    uint64_t memory_limit_;
+    const uint8_t* data_ = nullptr;
+    size_t size_ = 0;
+    uint64_t memory_limit_ = 0;
+    int scale_eighths_ = 8;
+    int header_components_ = 0;  // the frame's components (comp_info entries) as the header gave them
     jpeg_decompress_struct cinfo_;
     ErrorManager err_;
     ScanLimit progress_;
     std::vector<uint8_t> scratch_row_;  // the last row, which finish() reads to complete the data
     bool created_ = false;
+    bool creating_ = false;       // inside jpeg_create_decompress
+    bool tables_marked_ = false;  // this item's table slots started out marked undefined
+    bool open_ = false;           // an item is open: close() has work to do
     bool started_ = false;
     bool multi_scan_ = false;  // libjpeg holds whole-image coefficient buffers
     bool finished_ = false;
     bool cmyk_ = false;
     bool adobe_ = false;
     CmykConvention cmyk_convention_ = CmykConvention::kPillow;
+};
+
+// Closes the decoder's item on every path out of the scope that opened it.
+class JpegItemScope {
+public:
+    explicit JpegItemScope(JpegDecoder& decoder) : decoder_(decoder) {}
+    ~JpegItemScope() { decoder_.close(); }
+    JpegItemScope(const JpegItemScope&) = delete;
+    JpegItemScope& operator=(const JpegItemScope&) = delete;
+
+private:
+    JpegDecoder& decoder_;
 };
 
 }  // namespace ibnedge

@@ -1,6 +1,7 @@
 #include "resize_kernel.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -88,13 +89,13 @@ void vertical_opencv_scalar(const int32_t* s0, const int32_t* s1, int32_t b0, in
 // output as one int16 pair (w0, w1), so one 32-bit lane multiplies both taps (madd on x86,
 // a lane of vmull/vmlal on NEON). A one-tap output has w1 == 0: its second pixel (inside
 // row_padding_pixels) adds nothing.
-std::vector<int16_t> opencv_weight_pairs(const AxisTaps& h) {
-    std::vector<int16_t> pairs(size_t(h.outputs) * 2);
+void opencv_weight_pairs(const AxisTaps& h, std::vector<int16_t>* out) {
+    std::vector<int16_t>& pairs = *out;
+    pairs.assign(size_t(h.outputs) * 2, 0);
     for (int i = 0; i < h.outputs; ++i) {
         pairs[2 * size_t(i)] = int16_t(h.weights[size_t(i) * h.stride]);
         pairs[2 * size_t(i) + 1] = int16_t(h.weights[size_t(i) * h.stride + 1]);
     }
-    return pairs;
 }
 
 // ---------------------------------------------------------------- AVX2 passes
@@ -172,10 +173,11 @@ __attribute__((target("avx2"))) void horizontal_antialias_avx2(const uint8_t* sr
 // group, four vectors of 16 int16 (taps 0-1 hi, taps 2-3 hi, taps 0-1 lo, taps 2-3 lo); in
 // each, lanes 0..7 belong to the pair's first output and 8..15 to the second, and within a
 // lane the two taps alternate (R, G, B, X pairs).
-std::vector<int16_t> split_antialias_weights(const AxisTaps& h) {
+void split_antialias_weights(const AxisTaps& h, std::vector<int16_t>* out) {
     const int groups = h.stride / 4;
     const int pairs = (h.outputs + 1) / 2;
-    std::vector<int16_t> split(size_t(pairs) * groups * 64, 0);
+    std::vector<int16_t>& split = *out;
+    split.assign(size_t(pairs) * groups * 64, 0);
     for (int p = 0; p < pairs; ++p) {
         for (int half = 0; half < 2; ++half) {
             const int i = std::min(2 * p + half, h.outputs - 1);
@@ -192,15 +194,15 @@ std::vector<int16_t> split_antialias_weights(const AxisTaps& h) {
             }
         }
     }
-    return split;
 }
 
 // The same split for the vertical pass, which takes taps two at a time: per output row, per
 // tap pair (t, t+1), the int32 lanes (hi_t | hi_t+1 << 16) and (lo_t | lo_t+1 << 16); an odd
 // last tap pairs with a zero weight. `v.stride` is even, so every row has stride / 2 pairs.
-std::vector<int32_t> split_vertical_pairs(const AxisTaps& v) {
+void split_vertical_pairs(const AxisTaps& v, std::vector<int32_t>* out) {
     const int pairs = v.stride / 2;
-    std::vector<int32_t> split(size_t(v.outputs) * pairs * 2, 0);
+    std::vector<int32_t>& split = *out;
+    split.assign(size_t(v.outputs) * pairs * 2, 0);
     for (int j = 0; j < v.outputs; ++j) {
         const int32_t* w = &v.weights[size_t(j) * v.stride];
         for (int p = 0; p < pairs; ++p) {
@@ -210,7 +212,6 @@ std::vector<int32_t> split_vertical_pairs(const AxisTaps& v) {
             dst[1] = int32_t(uint32_t(uint16_t(w0 & 2047)) | (uint32_t(uint16_t(w1 & 2047)) << 16));
         }
     }
-    return split;
 }
 
 // Two source rows per step, their pixels interleaved as int16 (a0 b0 a1 b1 ..) so that one
@@ -351,8 +352,9 @@ __attribute__((target("avx2"))) int store_planes_avx2(const uint8_t* rgbx, int w
 // multiply-accumulate (no second widening to int32). `split` holds per output, per 4-tap
 // group, [hi0 hi1 hi2 hi3 lo0 lo1 lo2 lo3]. Two outputs per step; every output runs the
 // table's full group count (zero weights past its taps), as on x86.
-std::vector<int16_t> split_antialias_weights_neon(const AxisTaps& h) {
-    std::vector<int16_t> split(size_t(h.outputs) * h.stride * 2);
+void split_antialias_weights_neon(const AxisTaps& h, std::vector<int16_t>* out) {
+    std::vector<int16_t>& split = *out;
+    split.assign(size_t(h.outputs) * h.stride * 2, 0);
     for (int i = 0; i < h.outputs; ++i) {
         for (int t = 0; t < h.stride; ++t) {
             const int32_t w = h.weights[size_t(i) * h.stride + t];
@@ -361,7 +363,6 @@ std::vector<int16_t> split_antialias_weights_neon(const AxisTaps& h) {
             group[4 + (t & 3)] = int16_t(w & 2047);
         }
     }
-    return split;
 }
 
 // One output's RGBX, saturated to 0..65535 (clip8_22 then ends with a saturating narrow):
@@ -528,8 +529,15 @@ size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 }  // namespace
 
 KernelSimd kernel_simd() {
-    static const KernelSimd simd = detect_simd();
-    return simd;
+    // Constant-initialised, so no initialisation guard exists that a child forked in the
+    // middle of the first call could inherit taken; detecting twice gives the same answer.
+    static std::atomic<int> detected{-1};
+    int simd = detected.load(std::memory_order_relaxed);
+    if (simd < 0) {
+        simd = int(detect_simd());
+        detected.store(simd, std::memory_order_relaxed);
+    }
+    return KernelSimd(simd);
 }
 
 const char* kernel_simd_name(KernelSimd simd) {
@@ -557,9 +565,10 @@ int row_padding_pixels(const ResizePlan& plan) {
     return plan.horizontal.stride + 4;
 }
 
-Resampler::Resampler(const ResizePlan& plan, const Normalization& norm, float* out)
+Resampler::Resampler(const ResizePlan& plan, const Normalization& norm, ResamplerScratch& scratch, float* out)
     : plan_(plan),
       norm_(norm),
+      s_(scratch),
       out_(out),
       simd_(kernel_simd()),
       ring_rows_(std::max(plan.vertical.max_count, 1)),
@@ -570,32 +579,32 @@ Resampler::Resampler(const ResizePlan& plan, const Normalization& norm, float* o
     const size_t bytes_per_pixel = plan_.kind == FilterKind::kOpenCvLinear ? 16 : 4;  // int32 x4 or uint8 x4
     // Rounded up so the vector loops may run over whole 16-pixel blocks.
     ring_stride_ = round_up(size_t(width) * bytes_per_pixel + 64, 64);
-    ring_.assign(ring_stride_ * ring_rows_, 0);
-    row_pointers_.assign(size_t(ring_rows_) + 1, nullptr);  // + 1: vertical_antialias_avx2's pairs
-    row_out_.assign(round_up(size_t(width) * 4 + 64, 64), 0);
+    s_.ring.assign(ring_stride_ * ring_rows_, 0);
+    s_.row_pointers.assign(size_t(ring_rows_) + 1, nullptr);  // + 1: vertical_antialias_avx2's pairs
+    s_.row_out.assign(round_up(size_t(width) * 4 + 64, 64), 0);
 
     const AxisTaps& v = plan_.vertical;
-    wanted_.assign(size_t(std::max(v.source_end - v.source_begin, 0)), 0);
+    s_.wanted.assign(size_t(std::max(v.source_end - v.source_begin, 0)), 0);
     for (int j = 0; j < v.outputs; ++j)
-        for (int t = 0; t < v.count[j]; ++t) wanted_[size_t(v.first[j] + t - v.source_begin)] = 1;
+        for (int t = 0; t < v.count[j]; ++t) s_.wanted[size_t(v.first[j] + t - v.source_begin)] = 1;
 
 #if IBNEDGE_X86
     if (simd_ == KernelSimd::kAvx2 && plan_.kind == FilterKind::kAntialiasBilinear) {
-        split_weights_ = split_antialias_weights(plan_.horizontal);
-        vertical_pairs_ = split_vertical_pairs(plan_.vertical);
+        split_antialias_weights(plan_.horizontal, &s_.split_weights);
+        split_vertical_pairs(plan_.vertical, &s_.vertical_pairs);
     }
 #endif
 #if IBNEDGE_NEON
     if (simd_ == KernelSimd::kNeon && plan_.kind == FilterKind::kAntialiasBilinear)
-        split_weights_ = split_antialias_weights_neon(plan_.horizontal);
+        split_antialias_weights_neon(plan_.horizontal, &s_.split_weights);
 #endif
     if (simd_ != KernelSimd::kNone && plan_.kind == FilterKind::kOpenCvLinear)
-        pair_weights_ = opencv_weight_pairs(plan_.horizontal);
+        opencv_weight_pairs(plan_.horizontal, &s_.pair_weights);
 }
 
 bool Resampler::wants_row(int y) const {
     const int i = y - plan_.vertical.source_begin;
-    return i >= 0 && size_t(i) < wanted_.size() && wanted_[size_t(i)];
+    return i >= 0 && size_t(i) < s_.wanted.size() && s_.wanted[size_t(i)];
 }
 
 void Resampler::set_column_origin(int x_origin) {
@@ -603,9 +612,9 @@ void Resampler::set_column_origin(int x_origin) {
         throw std::logic_error("source row starts after the first column the filter reads");
     x_origin_ = x_origin;
     const AxisTaps& h = plan_.horizontal;
-    relative_first_.assign(size_t(h.outputs), 0);
+    s_.relative_first.assign(size_t(h.outputs), 0);
     for (int i = 0; i < h.outputs; ++i)
-        relative_first_[size_t(i)] = h.count[i] > 0 ? h.first[i] - x_origin : 0;
+        s_.relative_first[size_t(i)] = h.count[i] > 0 ? h.first[i] - x_origin : 0;
 }
 
 void Resampler::push_row(int y, const uint8_t* rgbx, int x_origin) {
@@ -616,7 +625,7 @@ void Resampler::push_row(int y, const uint8_t* rgbx, int x_origin) {
         return;
     }
     if (x_origin != x_origin_) set_column_origin(x_origin);
-    uint8_t* slot = &ring_[ring_stride_ * size_t(y % ring_rows_)];
+    uint8_t* slot = &s_.ring[ring_stride_ * size_t(y % ring_rows_)];
     if (plan_.kind == FilterKind::kAntialiasBilinear)
         filter_antialias_row(rgbx, slot);
     else
@@ -626,15 +635,15 @@ void Resampler::push_row(int y, const uint8_t* rgbx, int x_origin) {
 
 void Resampler::filter_antialias_row(const uint8_t* rgbx, uint8_t* dst) const {
     const AxisTaps& h = plan_.horizontal;
-    const int* first = relative_first_.data();
+    const int* first = s_.relative_first.data();
     switch (simd_) {
 #if IBNEDGE_X86
         case KernelSimd::kAvx2:
-            return horizontal_antialias_avx2(rgbx, h, first, split_weights_.data(), dst);
+            return horizontal_antialias_avx2(rgbx, h, first, s_.split_weights.data(), dst);
 #endif
 #if IBNEDGE_NEON
         case KernelSimd::kNeon:
-            return horizontal_antialias_neon(rgbx, h, first, split_weights_.data(), dst);
+            return horizontal_antialias_neon(rgbx, h, first, s_.split_weights.data(), dst);
 #endif
         default:
             return horizontal_antialias_scalar(rgbx, h, first, dst);
@@ -643,15 +652,15 @@ void Resampler::filter_antialias_row(const uint8_t* rgbx, uint8_t* dst) const {
 
 void Resampler::filter_opencv_row(const uint8_t* rgbx, int32_t* dst) const {
     const AxisTaps& h = plan_.horizontal;
-    const int* first = relative_first_.data();
+    const int* first = s_.relative_first.data();
     switch (simd_) {
 #if IBNEDGE_X86
         case KernelSimd::kAvx2:
-            return horizontal_opencv_avx2(rgbx, h, first, pair_weights_.data(), dst);
+            return horizontal_opencv_avx2(rgbx, h, first, s_.pair_weights.data(), dst);
 #endif
 #if IBNEDGE_NEON
         case KernelSimd::kNeon:
-            return horizontal_opencv_neon(rgbx, h, first, pair_weights_.data(), dst);
+            return horizontal_opencv_neon(rgbx, h, first, s_.pair_weights.data(), dst);
 #endif
         default:
             return horizontal_opencv_scalar(rgbx, h, first, 0, dst);
@@ -672,20 +681,20 @@ void Resampler::finish() {
 void Resampler::emit_row(int j) {
     const AxisTaps& v = plan_.vertical;
     const int n = plan_.horizontal.outputs * 4;
-    uint8_t* row = row_out_.data();
+    uint8_t* row = s_.row_out.data();
     if (v.count[j] == 0 || v.last(j) > last_row_) {
         // Zero padding (or rows the source never delivered: the caller reports that item as failed).
         std::memset(row, 0, size_t(n));
     } else if (plan_.kind == FilterKind::kAntialiasBilinear) {
-        const uint8_t** rows = row_pointers_.data();
+        const uint8_t** rows = s_.row_pointers.data();
         const int taps = v.count[j];
-        for (int t = 0; t < taps; ++t) rows[t] = &ring_[ring_stride_ * size_t((v.first[j] + t) % ring_rows_)];
+        for (int t = 0; t < taps; ++t) rows[t] = &s_.ring[ring_stride_ * size_t((v.first[j] + t) % ring_rows_)];
         rows[taps] = rows[taps - 1];  // the zero-weight partner of an odd last tap
         const int32_t* w = &v.weights[size_t(j) * v.stride];
         switch (simd_) {
 #if IBNEDGE_X86
             case KernelSimd::kAvx2:
-                vertical_antialias_avx2(rows, w, &vertical_pairs_[size_t(j) * v.stride], taps, n, row);
+                vertical_antialias_avx2(rows, w, &s_.vertical_pairs[size_t(j) * v.stride], taps, n, row);
                 break;
 #endif
 #if IBNEDGE_NEON
@@ -697,8 +706,8 @@ void Resampler::emit_row(int j) {
                 vertical_antialias_scalar(rows, w, taps, 0, n, row);
         }
     } else {
-        const int32_t* s0 = reinterpret_cast<const int32_t*>(&ring_[ring_stride_ * size_t(v.first[j] % ring_rows_)]);
-        const int32_t* s1 = reinterpret_cast<const int32_t*>(&ring_[ring_stride_ * size_t(v.last(j) % ring_rows_)]);
+        const int32_t* s0 = reinterpret_cast<const int32_t*>(&s_.ring[ring_stride_ * size_t(v.first[j] % ring_rows_)]);
+        const int32_t* s1 = reinterpret_cast<const int32_t*>(&s_.ring[ring_stride_ * size_t(v.last(j) % ring_rows_)]);
         const int32_t* w = &v.weights[size_t(j) * v.stride];
         switch (simd_) {
 #if IBNEDGE_X86
@@ -738,14 +747,16 @@ void Resampler::store_row(int j, const uint8_t* rgbx) {
     }
 }
 
-void resample_pixels(const PixelView& pixels, const ResizePlan& plan, const Normalization& norm, float* out) {
+void resample_pixels(const PixelView& pixels, const ResizePlan& plan, const Normalization& norm,
+                     ResamplerScratch& scratch, float* out) {
     if (pixels.width != plan.source_width || pixels.height != plan.source_height)
         throw std::logic_error("pixel view does not match the resize plan");
     if (pixels.channels < 3) throw std::invalid_argument("pixels need at least 3 channels");
-    Resampler resampler(plan, norm, out);
+    Resampler resampler(plan, norm, scratch, out);
     const int x0 = resampler.column_begin();
     const int x1 = std::max(resampler.column_end(), x0);
-    std::vector<uint8_t> row(size_t(x1 - x0 + row_padding_pixels(plan)) * 4, 0);
+    std::vector<uint8_t>& row = scratch.source_row;
+    row.assign(size_t(x1 - x0 + row_padding_pixels(plan)) * 4, 0);
     for (int y = resampler.row_begin(); y < resampler.row_end(); ++y) {
         if (!resampler.wants_row(y)) continue;
         const uint8_t* src = pixels.data + pixels.row_stride * y + pixels.pixel_stride * x0;

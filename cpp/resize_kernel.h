@@ -45,10 +45,27 @@ struct PixelView {
     ptrdiff_t pixel_stride = 0;  // bytes between pixels of a row (may be negative)
 };
 
+// The memory a Resampler works in, kept by its owner (a Workspace) from item to item so
+// that resampling an image allocates nothing once the buffers have grown to fit: the ring of
+// horizontally filtered rows and the per-plan tables the vector passes read.
+struct ResamplerScratch {
+    std::vector<uint8_t> ring;
+    std::vector<uint8_t> wanted;
+    std::vector<int> relative_first;   // horizontal taps' first column relative to x_origin
+    std::vector<int16_t> split_weights;  // horizontal antialias weights, split for AVX2 or NEON
+    std::vector<int32_t> vertical_pairs;  // AVX2 layout of the vertical antialias weights
+    std::vector<int16_t> pair_weights;    // (w0, w1) per output of the OpenCV horizontal pass (SIMD)
+    std::vector<uint8_t> row_out;         // one finished uint8 RGBX output row
+    std::vector<const uint8_t*> row_pointers;  // the ring rows of one output row's taps
+    std::vector<uint8_t> source_row;      // resample_pixels: one RGBX row of the pixel array
+};
+
 class Resampler {
 public:
-    // `plan` and `norm` must outlive the resampler; `out` receives 3 x crop_height x crop_width floats.
-    Resampler(const ResizePlan& plan, const Normalization& norm, float* out);
+    // `plan`, `norm` and `scratch` must outlive the resampler (which fills `scratch` for
+    // `plan`; one resampler at a time per scratch); `out` receives 3 x crop_height x
+    // crop_width floats.
+    Resampler(const ResizePlan& plan, const Normalization& norm, ResamplerScratch& scratch, float* out);
 
     // The source rows and columns the filter reads.
     int row_begin() const { return plan_.vertical.source_begin; }
@@ -75,24 +92,18 @@ private:
 
     const ResizePlan& plan_;
     const Normalization& norm_;
+    ResamplerScratch& s_;
     float* out_;
     KernelSimd simd_;
     int ring_rows_;
     size_t ring_stride_;  // bytes per ring row
-    std::vector<uint8_t> ring_;
-    std::vector<uint8_t> wanted_;
-    std::vector<int> relative_first_;  // horizontal taps' first column relative to x_origin
     int x_origin_;
     int next_output_;
     int last_row_;
-    std::vector<int16_t> split_weights_;  // horizontal antialias weights, split for AVX2 or NEON
-    std::vector<int32_t> vertical_pairs_;  // AVX2 layout of the vertical antialias weights
-    std::vector<int16_t> pair_weights_;    // (w0, w1) per output of the OpenCV horizontal pass (SIMD)
-    std::vector<uint8_t> row_out_;        // one finished uint8 RGBX output row
-    std::vector<const uint8_t*> row_pointers_;  // the ring rows of one output row's taps
 };
 
 // Resamples a decoded image (all of it in memory) through `plan`.
-void resample_pixels(const PixelView& pixels, const ResizePlan& plan, const Normalization& norm, float* out);
+void resample_pixels(const PixelView& pixels, const ResizePlan& plan, const Normalization& norm,
+                     ResamplerScratch& scratch, float* out);
 
 }  // namespace ibnedge

@@ -67,66 +67,64 @@ void finish_axis(AxisTaps* axis) {
     axis->max_count = max_count;
 }
 
-// An axis of `outputs` outputs with room for `stride` taps each, all zero (padding).
-AxisTaps empty_axis(int outputs, int stride) {
-    AxisTaps axis;
-    axis.outputs = outputs;
-    axis.stride = stride;
-    axis.first.assign(outputs, 0);
-    axis.count.assign(outputs, 0);
-    axis.weights.assign(size_t(outputs) * stride, 0);
-    return axis;
+// `axis` reset to `outputs` outputs with room for `stride` taps each, all zero (padding),
+// reusing its vectors' memory.
+void reset_axis(AxisTaps* axis, int outputs, int stride) {
+    axis->outputs = outputs;
+    axis->stride = stride;
+    axis->first.assign(size_t(outputs), 0);
+    axis->count.assign(size_t(outputs), 0);
+    axis->weights.assign(size_t(outputs) * size_t(stride), 0);
 }
 
 // Port of Pillow's precompute_coeffs + normalize_coeffs_8bpc (libImaging/Resample.c) for
 // the outputs [out_origin, out_origin + outputs) of an in_size -> out_size resize, same
 // double arithmetic in the same order, so the fixed-point weights are bit-identical.
-AxisTaps antialias_axis(int in_size, int out_size, int out_origin, int outputs) {
+// The taps of every output come first, so the table's stride is that of the taps outputs
+// really have (Pillow's bound is up to one tap more; the vector passes run every output
+// over `stride` taps); each weight is then computed twice (for the sum, then to normalise),
+// the same double expression both times, instead of being kept in a buffer.
+void antialias_axis(int in_size, int out_size, int out_origin, int outputs, AxisTaps* axis) {
     const double scale = double(float(in_size) - 0.0f) / out_size;
     const double filterscale = scale < 1.0 ? 1.0 : scale;
     const double support = 1.0 * filterscale;  // the bilinear filter's support is 1
     const int max_taps = int(std::ceil(support)) * 2 + 1;
+    const double ss = 1.0 / filterscale;
+    auto center_of = [scale](int xx) { return 0.0 + (xx + 0.5) * scale; };
 
-    AxisTaps axis = empty_axis(outputs, round_up4(max_taps));
-    std::vector<double> k(max_taps + 1);
+    reset_axis(axis, outputs, 0);
     for (int i = 0; i < outputs; ++i) {
         const int xx = out_origin + i;
         if (xx < 0 || xx >= out_size) continue;  // zero padding outside the resized image
-        const double center = 0.0 + (xx + 0.5) * scale;
-        const double ss = 1.0 / filterscale;
+        const double center = center_of(xx);
         int xmin = int(center - support + 0.5);
         if (xmin < 0) xmin = 0;
         int xmax = int(center + support + 0.5);
         if (xmax > in_size) xmax = in_size;
         xmax -= xmin;
         xmax = std::min(xmax, max_taps);
+        axis->first[size_t(i)] = xmin;
+        axis->count[size_t(i)] = std::max(xmax, 0);
+    }
+    finish_axis(axis);
+    axis->stride = round_up4(std::max(axis->max_count, 1));
+    axis->weights.assign(size_t(outputs) * size_t(axis->stride), 0);
+    for (int i = 0; i < outputs; ++i) {
+        const int taps = axis->count[size_t(i)];
+        if (taps == 0) continue;
+        const double center = center_of(out_origin + i);
+        const int xmin = axis->first[size_t(i)];
+        auto weight = [&](int x) { return pillow_bilinear((x + xmin - center + 0.5) * ss); };
         double ww = 0.0;
-        for (int x = 0; x < xmax; ++x) {
-            const double w = pillow_bilinear((x + xmin - center + 0.5) * ss);
-            k[x] = w;
-            ww += w;
+        for (int x = 0; x < taps; ++x) ww += weight(x);
+        int32_t* out = &axis->weights[size_t(i) * size_t(axis->stride)];
+        for (int x = 0; x < taps; ++x) {
+            double k = weight(x);
+            if (ww != 0.0) k /= ww;
+            const double scaled = k * (1 << AxisTaps::kWeightBits22);
+            out[x] = k < 0 ? int(-0.5 + scaled) : int(0.5 + scaled);
         }
-        int32_t* out = &axis.weights[size_t(i) * axis.stride];
-        for (int x = 0; x < xmax; ++x) {
-            if (ww != 0.0) k[x] /= ww;
-            const double scaled = k[x] * (1 << AxisTaps::kWeightBits22);
-            out[x] = k[x] < 0 ? int(-0.5 + scaled) : int(0.5 + scaled);
-        }
-        axis.first[i] = xmin;
-        axis.count[i] = std::max(xmax, 0);
     }
-    finish_axis(&axis);
-    // Repack to the taps outputs really have (Pillow's bound above is up to one tap more):
-    // the vector passes run every output over `stride` taps.
-    const int stride = round_up4(std::max(axis.max_count, 1));
-    if (stride < axis.stride) {
-        std::vector<int32_t> packed(size_t(outputs) * stride, 0);
-        for (int i = 0; i < outputs; ++i)
-            std::copy_n(&axis.weights[size_t(i) * axis.stride], stride, &packed[size_t(i) * stride]);
-        axis.weights.swap(packed);
-        axis.stride = stride;
-    }
-    return axis;
 }
 
 // OpenCV resize (imgproc/src/resize.cpp, INTER_LINEAR, 8U): scale = 1 / (dst / src);
@@ -150,9 +148,10 @@ CvTap opencv_tap(int d, double scale) {
 }
 
 // Columns: out of range taps are clamped to the border with weights (2048, 0), i.e. one tap.
-AxisTaps opencv_horizontal(int in_size, int out_size, int out_origin, int outputs) {
+void opencv_horizontal(int in_size, int out_size, int out_origin, int outputs, AxisTaps* taps) {
     const double scale = 1.0 / (double(out_size) / in_size);
-    AxisTaps axis = empty_axis(outputs, 4);
+    reset_axis(taps, outputs, 4);
+    AxisTaps& axis = *taps;
     for (int i = 0; i < outputs; ++i) {
         const int d = out_origin + i;
         if (d < 0 || d >= out_size) continue;
@@ -170,14 +169,14 @@ AxisTaps opencv_horizontal(int in_size, int out_size, int out_origin, int output
         }
     }
     finish_axis(&axis);
-    return axis;
 }
 
 // Rows: both source rows are clamped into the image but keep their unclamped weights
 // (resizeGeneric_Invoker); count 1 means both taps read the same row.
-AxisTaps opencv_vertical(int in_size, int out_size, int out_origin, int outputs) {
+void opencv_vertical(int in_size, int out_size, int out_origin, int outputs, AxisTaps* taps) {
     const double scale = 1.0 / (double(out_size) / in_size);
-    AxisTaps axis = empty_axis(outputs, 4);
+    reset_axis(taps, outputs, 4);
+    AxisTaps& axis = *taps;
     for (int i = 0; i < outputs; ++i) {
         const int d = out_origin + i;
         if (d < 0 || d >= out_size) continue;
@@ -191,7 +190,6 @@ AxisTaps opencv_vertical(int in_size, int out_size, int out_origin, int outputs)
         w[1] = tap.w1;
     }
     finish_axis(&axis);
-    return axis;
 }
 
 }  // namespace
@@ -232,22 +230,20 @@ ResizeGeometry resize_geometry(Semantics semantics, int width, int height, const
     return g;
 }
 
-ResizePlan make_resize_plan(FilterKind kind, int source_width, int source_height, const ResizeGeometry& g) {
+void make_resize_plan(FilterKind kind, int source_width, int source_height, const ResizeGeometry& g, ResizePlan* plan) {
     if (source_width < 1 || source_height < 1) throw std::invalid_argument("source size must be positive");
-    ResizePlan plan;
-    plan.kind = kind;
-    plan.source_width = source_width;
-    plan.source_height = source_height;
+    plan->kind = kind;
+    plan->source_width = source_width;
+    plan->source_height = source_height;
     if (kind == FilterKind::kAntialiasBilinear) {
         check_shrink("columns", source_width, g.resized_width);
         check_shrink("rows", source_height, g.resized_height);
-        plan.horizontal = antialias_axis(source_width, g.resized_width, g.crop_left, g.crop_width);
-        plan.vertical = antialias_axis(source_height, g.resized_height, g.crop_top, g.crop_height);
+        antialias_axis(source_width, g.resized_width, g.crop_left, g.crop_width, &plan->horizontal);
+        antialias_axis(source_height, g.resized_height, g.crop_top, g.crop_height, &plan->vertical);
     } else {
-        plan.horizontal = opencv_horizontal(source_width, g.resized_width, g.crop_left, g.crop_width);
-        plan.vertical = opencv_vertical(source_height, g.resized_height, g.crop_top, g.crop_height);
+        opencv_horizontal(source_width, g.resized_width, g.crop_left, g.crop_width, &plan->horizontal);
+        opencv_vertical(source_height, g.resized_height, g.crop_top, g.crop_height, &plan->vertical);
     }
-    return plan;
 }
 
 }  // namespace ibnedge

@@ -75,11 +75,13 @@ struct ResizePlan {
     AxisTaps vertical;
 };
 
-// Filter tables mapping a source_width x source_height image onto the resized size of
-// `geometry`, restricted to its crop. In fast mode the source is the DCT-reduced image
-// while `geometry` comes from the original size. Throws ResizeTooLarge when the
-// antialiasing filter would shrink an axis by more than kMaxAntialiasShrink.
-ResizePlan make_resize_plan(FilterKind kind, int source_width, int source_height, const ResizeGeometry& geometry);
+// Fills `plan` (reusing the memory of its tables) with the filter tables mapping a
+// source_width x source_height image onto the resized size of `geometry`, restricted to
+// its crop. In fast mode the source is the DCT-reduced image while `geometry` comes from
+// the original size. Throws ResizeTooLarge when the antialiasing filter would shrink an
+// axis by more than kMaxAntialiasShrink.
+void make_resize_plan(FilterKind kind, int source_width, int source_height, const ResizeGeometry& geometry,
+                      ResizePlan* plan);
 
 FilterKind filter_for(Semantics semantics);
 

@@ -8,12 +8,14 @@
 #include <thread>
 #include <vector>
 
+#include "workspace.h"
+
 namespace ibnedge {
 
 struct ThreadPool::Shared {
     std::mutex mutex;
     std::condition_variable wake;
-    std::deque<std::function<void()>> queue;
+    std::deque<Task> queue;
     bool stopping = false;
     std::vector<std::thread> threads;
 };
@@ -44,7 +46,7 @@ ThreadPool::~ThreadPool() {
 
 bool ThreadPool::started_in_this_process() const { return ::getpid() == owner_; }
 
-void ThreadPool::submit(std::function<void()> task) {
+void ThreadPool::submit(Task task) {
     {
         std::lock_guard<std::mutex> lock(shared_->mutex);
         shared_->queue.push_back(std::move(task));
@@ -53,8 +55,9 @@ void ThreadPool::submit(std::function<void()> task) {
 }
 
 void ThreadPool::work(Shared* shared) {
+    Workspace workspace;  // this worker's, until it ends
     for (;;) {
-        std::function<void()> task;
+        Task task;
         {
             std::unique_lock<std::mutex> lock(shared->mutex);
             shared->wake.wait(lock, [shared] { return shared->stopping || !shared->queue.empty(); });
@@ -62,7 +65,7 @@ void ThreadPool::work(Shared* shared) {
             task = std::move(shared->queue.front());
             shared->queue.pop_front();
         }
-        task();
+        task(workspace);
     }
 }
 

@@ -1,4 +1,6 @@
 // A fixed set of worker threads fed from one queue; the engine's only long-lived state.
+// Each worker owns a Workspace for its whole life (created when it starts, destroyed when
+// it ends) and hands it to every task it runs.
 #pragma once
 
 #include <sys/types.h>
@@ -7,6 +9,8 @@
 #include <memory>
 
 namespace ibnedge {
+
+struct Workspace;
 
 class ThreadPool {
 public:
@@ -17,7 +21,8 @@ public:
     ThreadPool(const ThreadPool&) = delete;
     ThreadPool& operator=(const ThreadPool&) = delete;
 
-    void submit(std::function<void()> task);
+    using Task = std::function<void(Workspace&)>;
+    void submit(Task task);
     int size() const { return workers_; }
     // False in a child forked after the pool started: fork() copies only the calling thread,
     // so nothing would ever run what this pool is given there.

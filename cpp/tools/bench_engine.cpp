@@ -21,6 +21,7 @@
 
 #include "engine.h"
 #include "preprocess_types.h"
+#include "workspace.h"
 
 using namespace ibnedge;
 
@@ -141,6 +142,7 @@ int main(int argc, char** argv) {
         norms.emplace_back(specs[m]);
     }
     DecodeOptions options;
+    Workspace workspace;  // reused from item to item, as an engine thread does
     for (int r = 0; r <= repeats; ++r) {  // r == 0 is the warm-up
         for (size_t i = 0; i < n; ++i) {
             for (int k = 0; k < 5; ++k) {
@@ -151,7 +153,7 @@ int main(int argc, char** argv) {
                 } else if (k == 1) {
                     ok = decode_floor(files[i], base.resize, &image);
                 } else {
-                    ok = preprocess_item(items[i], specs[k - 2], options, norms[k - 2], out.data()).ok();
+                    ok = preprocess_item(items[i], specs[k - 2], options, norms[k - 2], workspace, out.data()).ok();
                 }
                 double s = seconds_since(t0);
                 if (!ok) {
