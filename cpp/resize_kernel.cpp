@@ -108,49 +108,72 @@ bool cpu_has_avx2() {
 
 // Pillow's 22-bit weights do not fit madd's int16, so each weight is split as
 // hi * 2048 + lo (hi <= 2048, lo < 2048) and the two sums are recombined exactly:
-// sum(p * w) = (sum(p * hi) << 11) + sum(p * lo). Two outputs per step, one per 128-bit
+// sum(p * w) = (sum(p * hi) << 11) + sum(p * lo). Two outputs per vector, one per 128-bit
 // lane; four taps per step: pixels [R0 G0 B0 X0 .. R3 G3 B3 X3] are shuffled to channel
 // pairs [R0 R1 G0 G1 ..] so madd yields per-channel partial sums with no reduction.
 // `split` holds, per output pair and 4-tap group, the vectors (taps 0-1 hi, taps 2-3 hi,
 // taps 0-1 lo, taps 2-3 lo), output A in the low lane, B in the high lane.
+// Every output runs the table's full group count (zero weights past its taps): a
+// per-output count would make the loop exit unpredictable, which costs more.
 // kGroups > 0: the group count known at compile time (the loop vanishes for the common 4-
-// and 8-tap tables); 0: `groups`.
+// and 8-tap tables); 0: `groups`. Returns the pair's RGBX sums >> 22 as int32 (A | B).
+template <int kGroups>
+__attribute__((target("avx2"))) inline __m256i antialias_pair_avx2(const uint8_t* pa, const uint8_t* pb,
+                                                                   const int16_t* w, int groups) {
+    if (kGroups > 0) groups = kGroups;
+    const __m256i pairs = _mm256_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15,  //
+                                           0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
+    const __m256i zero = _mm256_setzero_si256();
+    __m256i acc_hi = zero, acc_lo = zero;
+    for (int g = 0; g < groups; ++g, w += 64) {
+        __m256i px = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pa + 16 * g))),
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + 16 * g)), 1);
+        px = _mm256_shuffle_epi8(px, pairs);
+        const __m256i t01 = _mm256_unpacklo_epi8(px, zero);
+        const __m256i t23 = _mm256_unpackhi_epi8(px, zero);
+        const __m256i* wv = reinterpret_cast<const __m256i*>(w);
+        acc_hi = _mm256_add_epi32(acc_hi, _mm256_add_epi32(_mm256_madd_epi16(t01, _mm256_loadu_si256(wv)),
+                                                           _mm256_madd_epi16(t23, _mm256_loadu_si256(wv + 1))));
+        acc_lo = _mm256_add_epi32(acc_lo, _mm256_add_epi32(_mm256_madd_epi16(t01, _mm256_loadu_si256(wv + 2)),
+                                                           _mm256_madd_epi16(t23, _mm256_loadu_si256(wv + 3))));
+    }
+    const __m256i sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(acc_hi, 11), acc_lo),
+                                         _mm256_set1_epi32(1 << (kBits22 - 1)));
+    return _mm256_srai_epi32(sum, kBits22);
+}
+
+// Four outputs per step (two pairs: one saturating pack for the four), then the last one
+// to three two at a time (an odd last output pairs with itself, as split_antialias_weights
+// lays it out).
 template <int kGroups>
 __attribute__((target("avx2"))) void horizontal_antialias_avx2_groups(const uint8_t* src, int outputs, int groups,
                                                                        const int* first, const int16_t* split,
                                                                        uint8_t* dst) {
     if (kGroups > 0) groups = kGroups;
-    const __m256i pairs = _mm256_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15,  //
-                                           0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
-    const __m256i zero = _mm256_setzero_si256();
-    const __m256i bias = _mm256_set1_epi32(1 << (kBits22 - 1));
-    const __m256i gather_pixels = _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0);
-    const int16_t* w = split;
-    for (int i = 0; i < outputs; i += 2) {
-        const int b = i + 1 < outputs ? i + 1 : i;  // an odd last output pairs with itself
-        const uint8_t* pa = src + size_t(first[i]) * 4;
-        const uint8_t* pb = src + size_t(first[b]) * 4;
-        // Every output runs the table's full group count (zero weights past its taps): a
-        // per-output count would make the loop exit unpredictable, which costs more.
-        __m256i acc_hi = zero, acc_lo = zero;
-        for (int g = 0; g < groups; ++g, w += 64) {
-            __m256i px = _mm256_inserti128_si256(
-                _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pa + 16 * g))),
-                _mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + 16 * g)), 1);
-            px = _mm256_shuffle_epi8(px, pairs);
-            const __m256i t01 = _mm256_unpacklo_epi8(px, zero);
-            const __m256i t23 = _mm256_unpackhi_epi8(px, zero);
-            const __m256i* wv = reinterpret_cast<const __m256i*>(w);
-            acc_hi = _mm256_add_epi32(acc_hi, _mm256_add_epi32(_mm256_madd_epi16(t01, _mm256_loadu_si256(wv)),
-                                                               _mm256_madd_epi16(t23, _mm256_loadu_si256(wv + 1))));
-            acc_lo = _mm256_add_epi32(acc_lo, _mm256_add_epi32(_mm256_madd_epi16(t01, _mm256_loadu_si256(wv + 2)),
-                                                               _mm256_madd_epi16(t23, _mm256_loadu_si256(wv + 3))));
-        }
-        __m256i sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(acc_hi, 11), acc_lo), bias);
-        sum = _mm256_srai_epi32(sum, kBits22);
-        sum = _mm256_packs_epi32(sum, sum);
-        sum = _mm256_packus_epi16(sum, sum);  // lane k: bytes 0..3 = output k's RGBX
-        const __m128i two = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(sum, gather_pixels));
+    const size_t pair_stride = size_t(groups) * 64;
+    const __m256i four_pixels = _mm256_setr_epi32(0, 4, 1, 5, 0, 0, 0, 0);  // A B C D, see below
+    int i = 0;
+    for (; i + 4 <= outputs; i += 4) {
+        const int16_t* w = split + size_t(i / 2) * pair_stride;
+        const __m256i ab = antialias_pair_avx2<kGroups>(src + size_t(first[i]) * 4, src + size_t(first[i + 1]) * 4,
+                                                        w, groups);
+        const __m256i cd = antialias_pair_avx2<kGroups>(src + size_t(first[i + 2]) * 4,
+                                                        src + size_t(first[i + 3]) * 4, w + pair_stride, groups);
+        // packs per lane: [A C | B D] as int16; packus: lane dwords [A C A C | B D B D].
+        __m256i px = _mm256_packs_epi32(ab, cd);
+        px = _mm256_packus_epi16(px, px);
+        px = _mm256_permutevar8x32_epi32(px, four_pixels);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 4 * i), _mm256_castsi256_si128(px));
+    }
+    const __m256i two_pixels = _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0);
+    for (; i < outputs; i += 2) {
+        const int b = i + 1 < outputs ? i + 1 : i;
+        __m256i px = antialias_pair_avx2<kGroups>(src + size_t(first[i]) * 4, src + size_t(first[b]) * 4,
+                                                  split + size_t(i / 2) * pair_stride, groups);
+        px = _mm256_packs_epi32(px, px);
+        px = _mm256_packus_epi16(px, px);  // lane k: bytes 0..3 = output k's RGBX
+        const __m128i two = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(px, two_pixels));
         if (b != i) {
             _mm_storel_epi64(reinterpret_cast<__m128i*>(dst + 4 * i), two);
         } else {
