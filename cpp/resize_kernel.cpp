@@ -785,7 +785,7 @@ void resample_pixels(const PixelView& pixels, const ResizePlan& plan, const Norm
         const uint8_t* src = pixels.data + pixels.row_stride * y + pixels.pixel_stride * x0;
         uint8_t* dst = row.data();
         const int n = x1 - x0;
-        if (pixels.pixel_stride == 4) {
+        if (pixels.pixel_stride == 4 && pixels.channels == 4) {  // RGBX: the 4th byte is the pixel's own
             std::memcpy(dst, src, size_t(n) * 4);
         } else if (pixels.pixel_stride == 3) {  // packed RGB arrays: a constant stride the compiler unrolls
             for (int x = 0; x < n; ++x) std::memcpy(dst + 4 * x, src + 3 * x, 3);

@@ -367,3 +367,48 @@ def test_an_exif_rotated_window_counts_towards_the_memory_budget():
     assert Preprocessor(spec=pixel_spec("pil"), threads=1, max_pixels=cap).run([data]).errors == [None]
     roomy = Preprocessor(spec=pixel_spec("pil"), threads=1, max_pixels=2 * cap, exif_orientation=True).run([data])
     assert roomy.errors == [None]
+
+
+# --------------------------------------------------------------------------- reads stay inside the array
+
+# Run in a subprocess: the read past the array faults. An RGBA array ending exactly at a
+# page made inaccessible (mprotect), viewed as its last three channels ([:, :, 1:4]: 4 bytes
+# between pixels, 3 channels): the bytes after the view's last pixel are the guard page.
+_GUARDED_VIEW = r"""
+import ctypes, mmap, sys
+import numpy as np
+from ibnedge.metadata import PreprocessSpec
+from ibnedge.preprocess import Preprocessor
+height, width = 64, 64  # square: the crop reads every row and column
+size = height * width * 4
+assert size % mmap.PAGESIZE == 0
+memory = mmap.mmap(-1, size + mmap.PAGESIZE)
+address = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.mprotect(ctypes.c_void_p(address + size), ctypes.c_size_t(mmap.PAGESIZE), 0) != 0:
+    sys.exit("mprotect failed: errno %d" % ctypes.get_errno())
+rgba = np.frombuffer(memory, np.uint8, count=size).reshape(height, width, 4)
+rgba[...] = np.random.RandomState(0).randint(0, 256, rgba.shape)
+view = rgba[:, :, 1:4]
+spec = PreprocessSpec(semantics=sys.argv[1], resize=32, crop=32)
+got = Preprocessor(spec=spec, threads=1).run([view])
+want = Preprocessor(spec=spec, threads=1).run([np.ascontiguousarray(view)])
+if got.errors != [None] or not np.array_equal(got.tensor, want.tensor):
+    sys.exit("the view gave %r, another tensor than its copy" % got.errors)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("semantics", MODES)
+def test_a_strided_view_is_read_only_inside_its_pixels(semantics):
+    """A 3-channel view with 4 bytes between pixels (an RGBA array's [:, :, 1:4]) whose last
+    pixel ends where the memory does: the engine reads its 3 channels, not a 4th byte past
+    the end (the copy of each row read 4 bytes a pixel, one beyond the array's last byte)."""
+    from edge_helpers import subprocess_env
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _GUARDED_VIEW, semantics], capture_output=True, text=True,
+                          timeout=120, env=subprocess_env())
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (
+        "exit status %d (negative: killed by that signal)\n%s" % (done.returncode, done.stderr[-2000:]))
