@@ -5,7 +5,8 @@
 # 1. C++: a plain CMake build of the core (IBNEDGE_CORE_ONLY, IBNEDGE_TOOLS, IBNEDGE_SANITIZE)
 #    and the driver cpp/tools/memcheck_driver.cpp running the batch API over the good and bad
 #    corpora (ibnedge.corpus) in all three semantics, at several thread counts, from paths,
-#    bytes and pixel arrays, with leak detection.
+#    bytes and pixel arrays, with leak detection; then cpp/tools/fork_check.cpp: children
+#    forked while other threads are inside Engine::run must run batches and exit.
 # 2. Python: the pybind11 module built with the same sanitizers, loaded (LD_PRELOAD of
 #    libasan) in place of the installed one, running the parity, bad-input and thread tests
 #    (bindings, GIL release, OpenCV fallback, per-item errors), every semantics included. Only
@@ -38,7 +39,7 @@ mkdir -p "$BUILD"
 cmake -S . -B "$BUILD" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DIBNEDGE_CORE_ONLY=ON -DIBNEDGE_TOOLS=ON -DIBNEDGE_SANITIZE=ON >"$BUILD/configure.log" 2>&1 \
   || { cat "$BUILD/configure.log" >&2; fail "cmake configure (log above)"; }
-cmake --build "$BUILD" --target memcheck_driver -j "$JOBS" || fail "build of memcheck_driver"
+cmake --build "$BUILD" --target memcheck_driver fork_check -j "$JOBS" || fail "build of memcheck_driver and fork_check"
 
 # The corpora: paths one per line, with the outcome each must have (ok / error / any).
 list="$BUILD/corpus.txt"
@@ -57,6 +58,14 @@ if grep -qE "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:" "$log"; the
   fail "sanitizer report in $log"
 fi
 [ "$status" -eq 0 ] || fail "memcheck_driver exited with status $status (log: $log)"
+# Leak detection off: the children _exit() on purpose, and a forked child deliberately
+# abandons the parent's pool (its threads do not exist there).
+set +e
+ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:exitcode=86" "$BUILD/fork_check" 200 2>&1 | tee "$BUILD/fork_check.log"
+status=${PIPESTATUS[0]}
+set -e
+grep -qE "ERROR: AddressSanitizer|runtime error:" "$BUILD/fork_check.log" && fail "sanitizer report in $BUILD/fork_check.log"
+[ "$status" -eq 0 ] || fail "fork_check exited with status $status (a forked child hung or failed: $BUILD/fork_check.log)"
 echo "memcheck: C++ stage clean"
 
 if [ "${MEMCHECK_PYTHON:-1}" != "0" ]; then
