@@ -119,6 +119,10 @@ void JpegDecoder::on_progress(j_common_ptr cinfo) {
     }
 }
 
+ItemStatus JpegDecoder::stalled(const char* call) {
+    return ItemStatus::error(ErrorKind::kCorrupt, std::string("JPEG decoder stopped early (") + call + " did less than asked)");
+}
+
 ItemStatus JpegDecoder::failure() const {
     const std::string detail = err_.message;
     switch (damage_of(err_.code)) {  // a damage warning stopped the decode (never when accepted)
@@ -274,7 +278,8 @@ ItemStatus JpegDecoder::start_decompress() {
     cinfo_.dct_method = JDCT_ISLOW;  // what Pillow, OpenCV and MindSpore decode with
     cinfo_.do_fancy_upsampling = TRUE;
     if (setjmp(err_.jump)) return failure();
-    jpeg_start_decompress(&cinfo_);
+    // FALSE only when a data source suspends, which the memory source never does.
+    if (!jpeg_start_decompress(&cinfo_)) return stalled("jpeg_start_decompress");
     started_ = true;
     multi_scan_ = jpeg_has_multiple_scans(&cinfo_);
     if (cinfo_.output_components != 4)
@@ -319,7 +324,8 @@ ItemStatus JpegDecoder::crop_columns(int x0, int x1, int* first_column, int* wid
 ItemStatus JpegDecoder::skip_rows(int rows) {
     if (rows <= 0) return ItemStatus{};
     if (setjmp(err_.jump)) return failure();
-    jpeg_skip_scanlines(&cinfo_, static_cast<JDIMENSION>(rows));
+    if (jpeg_skip_scanlines(&cinfo_, static_cast<JDIMENSION>(rows)) != static_cast<JDIMENSION>(rows))
+        return stalled("jpeg_skip_scanlines");
     return ItemStatus{};
 }
 
@@ -388,13 +394,15 @@ ItemStatus JpegDecoder::end_decode(bool rows_left) {
         // Skipping whole iMCU rows only entropy-decodes them. Skipping the last row too would
         // end the decode without reading the data (jpeg_skip_scanlines then marks the input
         // complete), so that row is read.
-        jpeg_skip_scanlines(&cinfo_, cinfo_.output_height - 1 - cinfo_.output_scanline);
+        const JDIMENSION to_skip = cinfo_.output_height - 1 - cinfo_.output_scanline;
+        if (jpeg_skip_scanlines(&cinfo_, to_skip) != to_skip) return stalled("jpeg_skip_scanlines");
         JSAMPROW row = scratch_row_.data();
         while (cinfo_.output_scanline < cinfo_.output_height) {
             if (jpeg_read_scanlines(&cinfo_, &row, 1) == 0) break;  // no suspension with a memory source
         }
     }
-    jpeg_finish_decompress(&cinfo_);  // reads up to the EOI: damage or a bad marker after the scan shows here
+    // Reads up to the EOI: damage or a bad marker after the scan shows here.
+    if (!jpeg_finish_decompress(&cinfo_)) return stalled("jpeg_finish_decompress");
     return ItemStatus{};
 }
 

@@ -111,6 +111,9 @@ private:
     static void on_progress(j_common_ptr cinfo);
 
     ItemStatus failure() const;
+    // A libjpeg call that returned less than asked (suspension, which the memory source never
+    // does; checked all the same).
+    static ItemStatus stalled(const char* call);
     ItemStatus begin_item(bool mark_tables);  // creates the struct if needed, reads the header
     ItemStatus start_decompress();
     ItemStatus end_decode(bool rows_left);
