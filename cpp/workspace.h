@@ -25,10 +25,12 @@ struct Workspace {
     ResizePlan window_plan;                // `plan` re-based onto that window
     ResamplerScratch resampler;
 
-    // A buffer that grew past this for one item is freed after it, so that a rare huge
-    // image (a 12 MP EXIF-rotated window is 48 MB) does not stay allocated in every worker;
-    // an ImageNet or phone JPEG file and its rows stay well under it.
-    static constexpr size_t kKeptBytes = size_t(16) << 20;
+    // A buffer that grew past this for one item is freed after it, so that a rare big image
+    // (a 12 MP EXIF-rotated window is 48 MB, a phone JPEG file 3-6 MB) does not stay
+    // allocated in every worker of an edge box; ImageNet-size files and every row buffer of
+    // the usual crops stay under it. Allocating a big buffer again costs little beside
+    // decoding the image that needs it.
+    static constexpr size_t kKeptBytes = size_t(4) << 20;
     // Frees the buffers over kKeptBytes (called after each item).
     void trim();
 };
