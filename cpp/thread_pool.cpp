@@ -5,6 +5,9 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <stdexcept>
+#include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -24,7 +27,18 @@ ThreadPool::ThreadPool(int workers)
     : workers_(workers > 0 ? workers : 0), owner_(::getpid()), shared_(new Shared) {
     shared_->threads.reserve(size_t(workers_));
     Shared* shared = shared_.get();
-    for (int i = 0; i < workers_; ++i) shared_->threads.emplace_back([shared] { work(shared); });
+    for (int i = 0; i < workers_; ++i) {
+        try {
+            shared_->threads.emplace_back([shared] { work(shared); });
+        } catch (const std::system_error& e) {
+            // The OS refused a thread (a process or address-space limit). The ones started
+            // must be joined: a joinable std::thread destroyed with the pool would abort.
+            stop();
+            throw std::runtime_error("cannot start the engine's worker thread " + std::to_string(i + 1) + " of " +
+                                     std::to_string(workers_) + " (" + e.what() +
+                                     "): the system allows fewer threads; ask for fewer threads");
+        }
+    }
 }
 
 ThreadPool::~ThreadPool() {
@@ -36,6 +50,10 @@ ThreadPool::~ThreadPool() {
         shared_.release();
         return;
     }
+    stop();
+}
+
+void ThreadPool::stop() {
     {
         std::lock_guard<std::mutex> lock(shared_->mutex);
         shared_->stopping = true;

@@ -14,6 +14,8 @@ struct Workspace;
 
 class ThreadPool {
 public:
+    // Throws std::runtime_error (having joined the workers it started) when the system
+    // refuses a thread.
     explicit ThreadPool(int workers);
     // In the process that started the workers: finishes queued tasks, then joins them. In a
     // child forked after that, the workers do not exist: their state is abandoned untouched.
@@ -31,6 +33,7 @@ public:
 private:
     struct Shared;  // the queue and the workers' std::threads, shared with the workers
     static void work(Shared* shared);
+    void stop();  // finishes the queued tasks, then joins every worker started
 
     int workers_;
     pid_t owner_;  // the process that started the workers

@@ -268,3 +268,42 @@ def test_arrays_dropped_by_another_thread_during_run_stay_alive():
                           timeout=300, env=subprocess_env({"MALLOC_MMAP_THRESHOLD_": "131072"}))
     assert done.returncode == 0 and done.stdout.strip() == "ok", (
         "exit status %d (negative: killed by that signal)\n%s" % (done.returncode, done.stderr[-2000:]))
+
+
+# Run in a subprocess: on an engine that lets a half-started pool go, the process aborts
+# (std::terminate on joinable threads). The address-space limit leaves room for a few worker
+# stacks, not for 63, so thread creation fails part-way; the soft limit is lifted again after.
+_THREADS_REFUSED = textwrap.dedent("""
+    import resource, sys
+    from ibnedge.preprocess import Preprocessor
+    from ibnedge.metadata import PreprocessSpec
+    def address_space():
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize:"))
+    spec = PreprocessSpec(resize=32, crop=(32, 32), semantics="pil")
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (address_space() + (24 << 20), hard))
+    try:
+        Preprocessor(spec=spec, threads=64)
+        sys.exit("64 threads started under the limit: the test cannot check the refusal")
+    except RuntimeError as exc:
+        message = str(exc)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    print(message)
+    print(Preprocessor(spec=spec, threads=2).threads)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc and RLIMIT_AS")
+def test_threads_the_system_refuses_are_an_error_not_an_abort():
+    """When the OS refuses a worker thread after others started (here: an address-space limit
+    with room for a few stacks), the engine stops and joins those it started and raises an
+    error naming the fix; the process goes on and can make a smaller engine."""
+    done = subprocess.run([sys.executable, "-c", _THREADS_REFUSED], capture_output=True, text=True, timeout=120,
+                          env=subprocess_env({"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}))
+    assert done.returncode == 0, (
+        "exit status %d (negative: killed by that signal)\n%s" % (done.returncode, done.stderr[-2000:]))
+    message, threads = done.stdout.strip().splitlines()[-2:]
+    assert "threads" in message and "fewer" in message, message
+    assert threads == "2"
