@@ -6,8 +6,15 @@ and the libraries it replaces, in one run on the same files.
 Every pipeline turns JPEG bytes already in memory into the model input (short side 256,
 centre crop 224, normalised float32 CHW) except the floors, which only decode. Timing is
 round-robin (file by file, pipeline by pipeline, repeated) so machine noise hits every
-pipeline alike; each file's time is the median of its repeats and a pipeline's figure is
-the median over files. Engine batches at 1 and 2 native threads give the thread scaling.
+pipeline alike, in an order shuffled for every file and repeat (seeded: the same in every
+run), and each timed call follows an untimed call of the same pipeline on the previous
+file, so that every pipeline is timed as it runs in a loop over images, its code and tables
+warm. In a fixed order without that call, a pipeline's time depended on which one ran before
+it: the full-decode floor always followed a simplejpeg pipeline (its own library, warm) and
+the engine's pil pipeline the DCT-scaled decode, which put pil at ~1.5x the floor against
+~1.2x measured either way here (and mindspore, right after pil, at ~1.05x). Each file's
+time is the median of its repeats and a pipeline's figure is the median over files. Engine
+batches at 1 and 2 native threads give the thread scaling.
 OpenCV is limited to one thread (``cv2.setNumThreads(1)``): every figure is one core
 unless it says otherwise.
 
@@ -22,6 +29,7 @@ import io
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -259,9 +267,14 @@ def _check_output(pipe: Pipeline, result: Any) -> None:
         raise RuntimeError("%s failed on a benchmark file: %s: %s" % (pipe.key, bad.kind, bad.message))
 
 
+ORDER_SEED = 12  # the pipelines' order of each file and repeat (time_per_image_clocks)
+
+
 def time_per_image(datas: Sequence[bytes], pipelines: "OrderedDict[str, Pipeline]", repeats: int = 5,
                    log: Optional[Callable[[str], None]] = None) -> Dict[str, List[float]]:
-    """Seconds per file for each pipeline: the median of ``repeats`` calls, round-robin (wall clock)."""
+    """Seconds per file for each pipeline: the median of ``repeats`` calls, round-robin in a
+    shuffled order, each after an untimed call on the previous file (wall clock; see the
+    module's docstring)."""
     return time_per_image_clocks(datas, pipelines, repeats, log)[0]
 
 
@@ -281,10 +294,14 @@ def time_per_image_clocks(datas: Sequence[bytes], pipelines: "OrderedDict[str, P
     cpu = {k: [[] for _ in datas] for k in pipelines}  # type: Dict[str, List[List[float]]]
     gc_was_enabled = gc.isenabled()
     gc.disable()
+    order = list(pipelines.items())
+    shuffler = random.Random(ORDER_SEED)
     try:
         for r in range(repeats):
             for i, data in enumerate(datas):
-                for key, pipe in pipelines.items():
+                shuffler.shuffle(order)
+                for key, pipe in order:
+                    pipe.per_image(datas[i - 1])  # untimed: the pipeline's code warm, as in a loop over images
                     c0 = time.process_time()
                     t0 = time.perf_counter()
                     pipe.per_image(data)
