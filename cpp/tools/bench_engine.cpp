@@ -63,7 +63,10 @@ bool decode_floor(const std::vector<uint8_t>& file, int min_short_side, std::vec
     }
     jpeg_create_decompress(&cinfo);
     jpeg_mem_src(&cinfo, file.data(), (unsigned long)file.size());
-    jpeg_read_header(&cinfo, TRUE);
+    if (jpeg_read_header(&cinfo, TRUE) != JPEG_HEADER_OK) {  // tables only, no image
+        jpeg_destroy_decompress(&cinfo);
+        return false;
+    }
     cinfo.out_color_space = JCS_EXT_RGB;
     cinfo.scale_num = 8;
     cinfo.scale_denom = 8;
@@ -77,14 +80,16 @@ bool decode_floor(const std::vector<uint8_t>& file, int min_short_side, std::vec
     jpeg_calc_output_dimensions(&cinfo);
     size_t stride = size_t(cinfo.output_width) * 3;
     if (image->size() < stride * cinfo.output_height) image->resize(stride * cinfo.output_height);
-    jpeg_start_decompress(&cinfo);
-    while (cinfo.output_scanline < cinfo.output_height) {
+    // Each call does less than asked only when a data source suspends (never the memory
+    // source's); a short one ends the decode as a failure rather than looping forever.
+    bool whole = jpeg_start_decompress(&cinfo);
+    while (whole && cinfo.output_scanline < cinfo.output_height) {
         JSAMPROW row = image->data() + stride * cinfo.output_scanline;
-        jpeg_read_scanlines(&cinfo, &row, 1);
+        whole = jpeg_read_scanlines(&cinfo, &row, 1) == 1;
     }
-    jpeg_finish_decompress(&cinfo);
+    whole = whole && jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);
-    return true;
+    return whole;
 }
 
 std::vector<int> parse_list(const std::string& s) {
