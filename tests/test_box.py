@@ -17,6 +17,7 @@ from typing import Dict, List, Tuple
 import pytest
 
 from edge_helpers import PY37, PY311, interpreter_or_skip
+from ibnedge import architectures
 from ibnedge.results import read_rows
 
 OFFICIAL_NAME = "resnet50_ibn_a-d9d0bb7b.pth"
@@ -62,9 +63,9 @@ def box(tmp_path_factory, imagenet_files):
     return root
 
 
-def _infer(python: Path, box: Path, name: str, *extra: str) -> Tuple[List[dict], str]:
+def _infer(python: Path, box: Path, name: str, *extra: str, model: str = OFFICIAL_NAME) -> Tuple[List[dict], str]:
     out = box / (name + ".jsonl")
-    proc = _run(python, ["-m", "ibnedge", "infer", "photos", "--model", OFFICIAL_NAME, "--topk", "5",
+    proc = _run(python, ["-m", "ibnedge", "infer", "photos", "--model", model, "--topk", "5",
                          "--output", str(out)] + list(extra), box, {"IBNEDGE_HOME": str(box / ("home-" + name))})
     assert proc.returncode == 0, proc.stderr.decode()
     return read_rows(out), proc.stderr.decode()
@@ -104,3 +105,41 @@ def test_box_top5_equals_mindspore_on_the_same_weights(box, lite_rows):
         assert [t["index"] for t in row["top"]] == [t["index"] for t in lite[row["path"]]], row["path"]
         for a, b in zip(row["top"], lite[row["path"]]):
             assert abs(a["prob"] - b["prob"]) <= 2e-6, (row["path"], a, b)
+
+
+def _same_top5(ms_top: List[dict], lite_top: List[dict], tol: float) -> bool:
+    """The same probabilities rank by rank within ``tol``, and the same class at every rank
+    whose probability is more than ``tol`` from its neighbours' (two classes closer than
+    the two runtimes' rounding may come in either order)."""
+    if any(abs(a["prob"] - b["prob"]) > tol for a, b in zip(ms_top, lite_top)):
+        return False
+    probs = [t["prob"] for t in ms_top]
+    for i, (a, b) in enumerate(zip(ms_top, lite_top)):
+        near = [p for j, p in enumerate(probs) if j != i and abs(p - probs[i]) <= 2 * tol]
+        if a["index"] != b["index"] and not near:
+            return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.needs_mindspore
+@pytest.mark.parametrize("arch", architectures.names())
+def test_every_variant_on_the_box_equals_mindspore(arch, tmp_path, imagenet_files):
+    """Every registered variant, seeded random weights in the official layout: the box
+    (3.7, Lite, the architecture read from the file) and MindSpore (3.11, train.export)
+    give the same top-5 on real photographs."""
+    from pth_writer import random_state_dict, save_pth
+
+    interpreter_or_skip(PY311, "mindspore")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for f in imagenet_files[:4]:
+        shutil.copy(str(f), str(photos / f.name))
+    save_pth(random_state_dict(arch, seed=5), tmp_path / (arch + ".pth"))
+    (tmp_path / "train.py").write_text(USER_TRAIN_PY)
+    lite_rows, _ = _infer(_box_python(), tmp_path, "lite", model=arch + ".pth")
+    ms_rows, _ = _infer(PY311, tmp_path, "mindspore", "--backend", "mindspore", model=arch + ".pth")
+    lite = dict((r["path"], r["top"]) for r in lite_rows)
+    assert sorted(lite) == sorted(r["path"] for r in ms_rows) and len(lite) == 4
+    for row in ms_rows:
+        assert _same_top5(row["top"], lite[row["path"]], 2e-6), (arch, row["path"], row["top"], lite[row["path"]])
