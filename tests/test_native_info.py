@@ -33,3 +33,20 @@ def test_native_engine_reports_its_simd_path_and_libjpeg_turbo():
 def test_simd_off_forces_the_scalar_path():
     proc = run_py(PY, ["-c", "import ibnedge._native as n; print(n.simd_path())"], env={"IBNEDGE_SIMD": "off"})
     assert proc.stdout.decode().strip() == "scalar", proc.stderr.decode()
+
+
+def test_the_module_exports_none_of_the_engines_symbols():
+    """Only the module's entry point is exported: with the engine's C++ names visible, two
+    builds loaded into one process bound to each other's code (an A/B measured one build's
+    speed with the other's kernels)."""
+    from ibnedge import _native
+
+    if not shutil.which("nm"):
+        import pytest
+
+        pytest.skip("nm (binutils) is not installed")
+    listing = subprocess.run(["nm", "-D", "--defined-only", _native.__file__], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, check=True).stdout.decode()
+    engine = [line for line in listing.splitlines() if "7ibnedge" in line]  # mangled namespace ibnedge
+    assert not engine, "%d engine symbols exported, e.g. %s" % (len(engine), engine[:3])
+    assert re.search(r"\bPyInit__native$", listing, re.M), listing
