@@ -81,7 +81,11 @@ def download(
     from .results import Progress  # the same bar as ibnedge infer's
 
     name = os.path.basename(urllib.parse.urlparse(url).path)
-    expected = hash_prefix(name)
+    try:
+        expected = hash_prefix(name)
+    except DownloadError:  # say which URL: it may come from $IBNEDGE_WEIGHTS_URL
+        raise DownloadError("%s: its file name %r carries no sha256 prefix (name-<hex>.ext), so the download "
+                            "cannot be verified" % (url, name)) from None
     dest_dir = Path(dest_dir) if dest_dir is not None else cache_dir() / "weights"
     target = dest_dir / name
     if target.is_file():

@@ -121,6 +121,16 @@ def test_hash_prefix():
     assert hub.hash_prefix("resnet50_ibn_a-d9d0bb7b.pth") == "d9d0bb7b"
 
 
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/", "http://127.0.0.1:9/weights.pth"])
+def test_a_url_without_a_hash_is_refused_naming_the_url(url, tmp_path):
+    """A mirror given in $IBNEDGE_WEIGHTS_URL that ends in "/" or names a file without its
+    sha256 prefix: the message names the URL (it named an empty file name), nothing is fetched."""
+    with pytest.raises(hub.DownloadError) as info:
+        hub.download(url, dest_dir=tmp_path)
+    assert str(info.value).startswith(url + ": its file name ") and "sha256 prefix" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cache_dir_follows_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("IBNEDGE_HOME", str(tmp_path / "home"))
     assert hub.cache_dir() == tmp_path / "home"
