@@ -141,12 +141,12 @@ def save_reference_pth(path: Path, arch: str = "resnet_ibn_a_tiny", num_classes:
 def load_converted(name: str, ckpt: Path, num_classes: int = 1000):
     """The registered model ``name`` with the weights of a ``train.convert`` checkpoint (strict)."""
     import mindspore as ms
-    from train.checkpoint import INFO_KEY
+    from train.model_info import INFO_KEY
     from train.models import create_model
 
     net = create_model(name, num_classes=num_classes)
     not_loaded, unused = ms.load_param_into_net(net, ms.load_checkpoint(str(ckpt)), strict_load=True)
-    # the one extra entry is the record of what the file holds (train.checkpoint.INFO_KEY)
+    # the one extra entry is the record of what the file holds (train.model_info.INFO_KEY)
     assert not not_loaded and unused == [INFO_KEY], (not_loaded, unused)
     return net
 

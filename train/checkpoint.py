@@ -23,7 +23,7 @@ import numpy as np
 from ibnedge.errors import UserError
 from ibnedge.metadata import ModelMetadata
 
-from .model_info import INFO_KEY, checkpoint_entry, read_entry
+from .model_info import checkpoint_entry, read_entry
 
 _PROGRESS_KEYS = ("epoch", "step_in_epoch")
 # Top-level names of classifier cells across the model families: parameters under these

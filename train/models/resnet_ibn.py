@@ -122,7 +122,6 @@ class ResNetIBN(ImageClassifier):
     def __init__(self, arch: ResNetArch, num_classes: int = 1000) -> None:
         super().__init__()
         self.arch = arch
-        self.ibn_cfg = tuple(arch.ibn)
         self.conv1 = conv2d(3, arch.stem_width, 7, 2)
         self.bn1 = make_norm(arch.stem_norm())
         self.relu = nn.ReLU()
