@@ -61,6 +61,29 @@ def test_config_file_errors_name_the_file_and_setting(tmp_path, capsys):
     assert str(bad) in err and "'epoch'" in err
 
 
+@pytest.mark.parametrize("line, message", [
+    ("mode: grpah", "mode must be one of graph, pynative, got 'grpah'"),  # ran PyNative
+    ("batch_size: 0", "batch_size: must be positive"),  # failed after the dataset scan
+    ("epochs: ten", "epochs must be a number, got 'ten'"),
+    ("format: PNG", "format must be one of"),
+])
+def test_config_file_values_meet_the_options_checks(tmp_path, capsys, line, message):
+    """A value from the file is refused as its --flag would be, naming the file and setting."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(line + "\n")
+    parser = config.export_parser() if line.startswith("format") else config.train_parser()
+    with pytest.raises(SystemExit):
+        config.resolve(parser, ["--config", str(bad)])
+    err = capsys.readouterr().err
+    assert "%s: %s" % (bad, message.split(":")[0]) in err and message in err, err
+
+
+def test_config_file_numbers_written_as_strings_are_numbers(tmp_path):
+    (tmp_path / "run.yaml").write_text('lr: "0.1"\nnum_classes: "10"\n')
+    cfg = config.resolve(config.train_parser(), ["--config", str(tmp_path / "run.yaml")])
+    assert (cfg.lr, cfg.num_classes) == (0.1, 10)
+
+
 def test_resume_latest_in_a_config_file_stays_latest(tmp_path):
     """``resume: latest`` is the word, not a file named 'latest' beside the config file."""
     (tmp_path / "run.yaml").write_text("resume: latest\npretrained: weights/w.ckpt\n")

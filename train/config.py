@@ -297,7 +297,27 @@ def _coerce(name: str, value: Any, path: Path) -> Any:
             raise ConfigError("%s: %s must be true or false, got %r" % (path, name, value))
         return value
     if isinstance(default, (int, float)) and not isinstance(default, bool):
-        return type(default)(value)
+        try:
+            return type(default)(value)
+        except (TypeError, ValueError):
+            raise ConfigError("%s: %s must be a number, got %r" % (path, name, value)) from None
+    return value
+
+
+def _as_option_would(action: Optional[argparse.Action], value: Any, path: Path) -> Any:
+    """A file value through the checks its --flag applies on the command line: the option's
+    type (a positive count, a number) and its choices (``mode: grpah`` ran PyNative,
+    ``batch_size: 0`` failed after the dataset scan, ``lr: "0.1"`` stayed a string)."""
+    if action is None or value is None:
+        return value
+    name = action.dest
+    if callable(action.type) and not isinstance(value, (bool, list)) and name not in _PATH_KEYS:
+        try:
+            value = action.type(str(value))
+        except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
+            raise ConfigError("%s: %s: %s" % (path, name, exc)) from None
+    if action.choices is not None and value not in action.choices:
+        raise ConfigError("%s: %s must be one of %s, got %r" % (path, name, ", ".join(map(str, action.choices)), value))
     return value
 
 
@@ -321,7 +341,9 @@ def resolve(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = Non
     if given.get("config"):
         path = Path(given["config"])
         try:
-            from_file = {k: _coerce(k, v, path) for k, v in load_config_file(path).items()}
+            actions = dict((a.dest, a) for a in parser._actions)
+            from_file = {k: _as_option_would(actions.get(k), _coerce(k, v, path), path)
+                         for k, v in load_config_file(path).items()}
         except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
             parser.error(str(exc))
         settings.update(from_file)
