@@ -102,7 +102,8 @@ def download(
                 response = urllib.request.urlopen(url, timeout=timeout)
             except urllib.error.HTTPError as exc:
                 raise DownloadError("cannot download %s (HTTP %d %s)" % (url, exc.code, exc.reason))
-            except (urllib.error.URLError, socket.timeout, OSError, http.client.HTTPException) as exc:
+            except (urllib.error.URLError, socket.timeout, OSError, http.client.HTTPException, ValueError) as exc:
+                # ValueError: no scheme (a mirror written as models.local/x.pth or a bare path)
                 reason = getattr(exc, "reason", None) or exc
                 raise DownloadError("cannot download %s (%s)" % (url, reason))
             with response:

@@ -131,6 +131,14 @@ def test_a_url_without_a_hash_is_refused_naming_the_url(url, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_url_without_a_scheme_is_refused_naming_the_url(tmp_path):
+    url = "models.local/resnet50_ibn_a-d9d0bb7b.pth"  # $IBNEDGE_WEIGHTS_URL without http://
+    with pytest.raises(hub.DownloadError) as info:
+        hub.download(url, dest_dir=tmp_path)
+    assert str(info.value).startswith("cannot download %s (" % url) and "url type" in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # no partial file left
+
+
 def test_cache_dir_follows_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("IBNEDGE_HOME", str(tmp_path / "home"))
     assert hub.cache_dir() == tmp_path / "home"
