@@ -32,9 +32,15 @@ inline uint8_t clip8_22(int32_t acc) {
 }
 
 // OpenCV's VResizeLinearVec_32s8u (the SIMD path every pixel of MindSpore's resize takes):
-// ((((S0 >> 4) * b0) >> 16) + (((S1 >> 4) * b1) >> 16) + 2) >> 2, saturated.
+// ((((S0 >> 4) * b0) >> 16) + (((S1 >> 4) * b1) >> 16) + 2) >> 2, saturated. The horizontal
+// sums S (255 * 2048 at most: weights are non-negative, at most 2048 each) are only ever
+// used as S >> 4 (at most 32655), so the ring keeps them as int16 rows: half the memory, and
+// the products are int16 x int16 high halves (mulhi), 16 lanes per AVX2 step.
+inline int16_t opencv_horizontal_sum(int32_t sum) { return int16_t(sum >> 4); }
+
+// s0, s1: the two source rows' S >> 4.
 inline uint8_t opencv_vertical_pixel(int32_t s0, int32_t s1, int32_t b0, int32_t b1) {
-    int32_t v = (((s0 >> 4) * b0) >> 16) + (((s1 >> 4) * b1) >> 16);
+    int32_t v = ((s0 * b0) >> 16) + ((s1 * b1) >> 16);
     v = (v + 2) >> 2;
     return uint8_t(v < 0 ? 0 : (v > 255 ? 255 : v));
 }
@@ -69,19 +75,19 @@ void vertical_antialias_scalar(const uint8_t* const* rows, const int32_t* w, int
 }
 
 // Outputs [begin, taps.outputs) (begin > 0: the tail after a SIMD loop).
-void horizontal_opencv_scalar(const uint8_t* src, const AxisTaps& taps, const int* first, int begin, int32_t* dst) {
+void horizontal_opencv_scalar(const uint8_t* src, const AxisTaps& taps, const int* first, int begin, int16_t* dst) {
     for (int i = begin; i < taps.outputs; ++i) {
         const uint8_t* p = src + size_t(first[i]) * 4;
         const int32_t* w = &taps.weights[size_t(i) * taps.stride];
         if (taps.count[i] == 2) {
-            for (int c = 0; c < 4; ++c) dst[4 * i + c] = p[c] * w[0] + p[4 + c] * w[1];
+            for (int c = 0; c < 4; ++c) dst[4 * i + c] = opencv_horizontal_sum(p[c] * w[0] + p[4 + c] * w[1]);
         } else {
-            for (int c = 0; c < 4; ++c) dst[4 * i + c] = p[c] * w[0];
+            for (int c = 0; c < 4; ++c) dst[4 * i + c] = opencv_horizontal_sum(p[c] * w[0]);
         }
     }
 }
 
-void vertical_opencv_scalar(const int32_t* s0, const int32_t* s1, int32_t b0, int32_t b1, int n, uint8_t* out) {
+void vertical_opencv_scalar(const int16_t* s0, const int16_t* s1, int32_t b0, int32_t b1, int n, uint8_t* out) {
     for (int i = 0; i < n; ++i) out[i] = opencv_vertical_pixel(s0[i], s1[i], b0, b1);
 }
 
@@ -295,9 +301,11 @@ __attribute__((target("avx2"))) void vertical_antialias_avx2(const uint8_t* cons
 }
 
 // Four outputs per step: two pixels (8 bytes) each, shuffled to channel pairs [R0 R1 G0 G1 ..]
-// and widened so that madd with the output's (w0, w1) pair gives its four int32 channels.
+// and widened so that madd with the output's (w0, w1) pair gives its four int32 channels,
+// shifted and packed to int16 (packs takes lanes [i | i+2] and [i+1 | i+3] back to pixel
+// order).
 __attribute__((target("avx2"))) void horizontal_opencv_avx2(const uint8_t* src, const AxisTaps& taps,
-                                                             const int* first, const int16_t* pairs, int32_t* dst) {
+                                                             const int* first, const int16_t* pairs, int16_t* dst) {
     const __m256i channel_pairs = _mm256_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15,  //
                                                    0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
     const __m256i zero = _mm256_setzero_si256();
@@ -315,30 +323,31 @@ __attribute__((target("avx2"))) void horizontal_opencv_avx2(const uint8_t* src, 
         const __m256i ac = _mm256_unpacklo_epi8(px, zero);  // outputs i | i+2, as int16 channel pairs
         const __m256i bd = _mm256_unpackhi_epi8(px, zero);  // outputs i+1 | i+3
         const __m256i k = _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pairs + 2 * i)));
-        const __m256i rac = _mm256_madd_epi16(ac, _mm256_permutevar8x32_epi32(k, ac_weights));
-        const __m256i rbd = _mm256_madd_epi16(bd, _mm256_permutevar8x32_epi32(k, bd_weights));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 4 * i), _mm256_permute2x128_si256(rac, rbd, 0x20));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 4 * i + 8), _mm256_permute2x128_si256(rac, rbd, 0x31));
+        const __m256i rac = _mm256_srai_epi32(_mm256_madd_epi16(ac, _mm256_permutevar8x32_epi32(k, ac_weights)), 4);
+        const __m256i rbd = _mm256_srai_epi32(_mm256_madd_epi16(bd, _mm256_permutevar8x32_epi32(k, bd_weights)), 4);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 4 * i), _mm256_packs_epi32(rac, rbd));
     }
     horizontal_opencv_scalar(src, taps, first, i, dst);
 }
 
-__attribute__((target("avx2"))) void vertical_opencv_avx2(const int32_t* s0, const int32_t* s1, int32_t b0,
+// ((S >> 4) * b) >> 16 is mulhi's signed high half (both factors non-negative int16).
+__attribute__((target("avx2"))) inline __m256i vertical_opencv_16(const int16_t* s0, const int16_t* s1, __m256i k0,
+                                                                 __m256i k1) {
+    const __m256i a = _mm256_mulhi_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s0)), k0);
+    const __m256i b = _mm256_mulhi_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s1)), k1);
+    return _mm256_srai_epi16(_mm256_add_epi16(_mm256_add_epi16(a, b), _mm256_set1_epi16(2)), 2);
+}
+
+__attribute__((target("avx2"))) void vertical_opencv_avx2(const int16_t* s0, const int16_t* s1, int32_t b0,
                                                            int32_t b1, int n, uint8_t* out) {
     int i = 0;
-    const __m256i k0 = _mm256_set1_epi32(b0), k1 = _mm256_set1_epi32(b1), two = _mm256_set1_epi32(2);
-    for (; i + 16 <= n; i += 16) {
-        __m256i r[2];
-        for (int h = 0; h < 2; ++h) {
-            __m256i a = _mm256_srai_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s0 + i + 8 * h)), 4);
-            __m256i b = _mm256_srai_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s1 + i + 8 * h)), 4);
-            a = _mm256_srai_epi32(_mm256_mullo_epi32(a, k0), 16);
-            b = _mm256_srai_epi32(_mm256_mullo_epi32(b, k1), 16);
-            r[h] = _mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(a, b), two), 2);
-        }
-        __m256i p16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(r[0], r[1]), 0xD8);
-        __m128i p8 = _mm_packus_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), p8);
+    const __m256i k0 = _mm256_set1_epi16(int16_t(b0)), k1 = _mm256_set1_epi16(int16_t(b1));
+    for (; i + 32 <= n; i += 32) {
+        const __m256i lo = vertical_opencv_16(s0 + i, s1 + i, k0, k1);
+        const __m256i hi = vertical_opencv_16(s0 + i + 16, s1 + i + 16, k0, k1);
+        // packus per lane: [lo.0-7 hi.0-7 | lo.8-15 hi.8-15]; the permute restores the order.
+        const __m256i p8 = _mm256_permute4x64_epi64(_mm256_packus_epi16(lo, hi), 0xD8);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), p8);
     }
     vertical_opencv_scalar(s0 + i, s1 + i, b0, b1, n - i, out + i);
 }
@@ -480,33 +489,39 @@ void vertical_antialias_neon(const uint8_t* const* rows, const int32_t* w, int t
     }
 }
 
-// Two outputs per step: each one's two pixels widened to int16, times its (w0, w1) pair.
+// Two outputs per step: each one's two pixels widened to int16, times its (w0, w1) pair,
+// narrowed back to int16 as S >> 4 (vshrn: the sum fits, so the narrowing is exact).
 void horizontal_opencv_neon(const uint8_t* src, const AxisTaps& taps, const int* first, const int16_t* pairs,
-                            int32_t* dst) {
+                            int16_t* dst) {
     const int outputs = taps.outputs;
     int i = 0;
     for (; i + 2 <= outputs; i += 2) {
         const int16x4_t k = vld1_s16(pairs + 2 * i);  // w0 w1 of output i, then of i+1
         const int16x8_t a = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(src + size_t(first[i]) * 4)));
         const int16x8_t b = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(src + size_t(first[i + 1]) * 4)));
-        vst1q_s32(dst + 4 * i, vmlal_lane_s16(vmull_lane_s16(vget_low_s16(a), k, 0), vget_high_s16(a), k, 1));
-        vst1q_s32(dst + 4 * i + 4, vmlal_lane_s16(vmull_lane_s16(vget_low_s16(b), k, 2), vget_high_s16(b), k, 3));
+        const int32x4_t sa = vmlal_lane_s16(vmull_lane_s16(vget_low_s16(a), k, 0), vget_high_s16(a), k, 1);
+        const int32x4_t sb = vmlal_lane_s16(vmull_lane_s16(vget_low_s16(b), k, 2), vget_high_s16(b), k, 3);
+        vst1q_s16(dst + 4 * i, vcombine_s16(vshrn_n_s32(sa, 4), vshrn_n_s32(sb, 4)));
     }
     horizontal_opencv_scalar(src, taps, first, i, dst);
 }
 
-// ((S >> 4) * b) >> 16 per row, summed; (v + 2) >> 2 saturated to 0..255 is one rounding,
-// saturating narrow (vqrshrun) and a saturating narrow to bytes.
-void vertical_opencv_neon(const int32_t* s0, const int32_t* s1, int32_t b0, int32_t b1, int n, uint8_t* out) {
+// ((S >> 4) * b) >> 16 per row is vqdmulh's high half of the doubled product, (S * b) >> 15
+// (never saturating: both factors are non-negative int16), shifted right once more (floor
+// division composes); the two rows' halves summed by shift-right-accumulate; (v + 2) >> 2
+// saturated to 0..255 is one rounding, saturating, unsigned narrow (vqrshrun).
+inline int16x8_t vertical_opencv_neon_8(const int16_t* s0, const int16_t* s1, int16_t b0, int16_t b1) {
+    const int16x8_t a = vqdmulhq_n_s16(vld1q_s16(s0), b0);
+    const int16x8_t b = vqdmulhq_n_s16(vld1q_s16(s1), b1);
+    return vsraq_n_s16(vshrq_n_s16(a, 1), b, 1);
+}
+
+void vertical_opencv_neon(const int16_t* s0, const int16_t* s1, int32_t b0, int32_t b1, int n, uint8_t* out) {
     int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        int32x4_t v[2];
-        for (int h = 0; h < 2; ++h) {
-            const int32x4_t a = vshrq_n_s32(vld1q_s32(s0 + i + 4 * h), 4);
-            const int32x4_t b = vshrq_n_s32(vld1q_s32(s1 + i + 4 * h), 4);
-            v[h] = vsraq_n_s32(vshrq_n_s32(vmulq_n_s32(a, b0), 16), vmulq_n_s32(b, b1), 16);
-        }
-        vst1_u8(out + i, vqmovn_u16(vcombine_u16(vqrshrun_n_s32(v[0], 2), vqrshrun_n_s32(v[1], 2))));
+    const int16_t k0 = int16_t(b0), k1 = int16_t(b1);
+    for (; i + 16 <= n; i += 16) {
+        const uint8x8_t lo = vqrshrun_n_s16(vertical_opencv_neon_8(s0 + i, s1 + i, k0, k1), 2);
+        vst1q_u8(out + i, vqrshrun_high_n_s16(lo, vertical_opencv_neon_8(s0 + i + 8, s1 + i + 8, k0, k1), 2));
     }
     vertical_opencv_scalar(s0 + i, s1 + i, b0, b1, n - i, out + i);
 }
@@ -599,7 +614,7 @@ Resampler::Resampler(const ResizePlan& plan, const Normalization& norm, Resample
       next_output_(0),
       last_row_(-1) {
     const int width = plan_.horizontal.outputs;
-    const size_t bytes_per_pixel = plan_.kind == FilterKind::kOpenCvLinear ? 16 : 4;  // int32 x4 or uint8 x4
+    const size_t bytes_per_pixel = plan_.kind == FilterKind::kOpenCvLinear ? 8 : 4;  // int16 x4 or uint8 x4
     // Rounded up so the vector loops may run over whole 16-pixel blocks.
     ring_stride_ = round_up(size_t(width) * bytes_per_pixel + 64, 64);
     s_.ring.assign(ring_stride_ * ring_rows_, 0);
@@ -652,7 +667,7 @@ void Resampler::push_row(int y, const uint8_t* rgbx, int x_origin) {
     if (plan_.kind == FilterKind::kAntialiasBilinear)
         filter_antialias_row(rgbx, slot);
     else
-        filter_opencv_row(rgbx, reinterpret_cast<int32_t*>(slot));
+        filter_opencv_row(rgbx, reinterpret_cast<int16_t*>(slot));
     emit_ready_rows(y);
 }
 
@@ -673,7 +688,7 @@ void Resampler::filter_antialias_row(const uint8_t* rgbx, uint8_t* dst) const {
     }
 }
 
-void Resampler::filter_opencv_row(const uint8_t* rgbx, int32_t* dst) const {
+void Resampler::filter_opencv_row(const uint8_t* rgbx, int16_t* dst) const {
     const AxisTaps& h = plan_.horizontal;
     const int* first = s_.relative_first.data();
     switch (simd_) {
@@ -729,8 +744,8 @@ void Resampler::emit_row(int j) {
                 vertical_antialias_scalar(rows, w, taps, 0, n, row);
         }
     } else {
-        const int32_t* s0 = reinterpret_cast<const int32_t*>(&s_.ring[ring_stride_ * size_t(v.first[j] % ring_rows_)]);
-        const int32_t* s1 = reinterpret_cast<const int32_t*>(&s_.ring[ring_stride_ * size_t(v.last(j) % ring_rows_)]);
+        const int16_t* s0 = reinterpret_cast<const int16_t*>(&s_.ring[ring_stride_ * size_t(v.first[j] % ring_rows_)]);
+        const int16_t* s1 = reinterpret_cast<const int16_t*>(&s_.ring[ring_stride_ * size_t(v.last(j) % ring_rows_)]);
         const int32_t* w = &v.weights[size_t(j) * v.stride];
         switch (simd_) {
 #if IBNEDGE_X86

@@ -85,7 +85,7 @@ public:
 private:
     void set_column_origin(int x_origin);
     void filter_antialias_row(const uint8_t* rgbx, uint8_t* dst) const;
-    void filter_opencv_row(const uint8_t* rgbx, int32_t* dst) const;
+    void filter_opencv_row(const uint8_t* rgbx, int16_t* dst) const;
     void emit_ready_rows(int last_pushed);
     void emit_row(int j);
     void store_row(int j, const uint8_t* rgbx);

@@ -41,6 +41,27 @@ def test_native_module_version_matches_package():
     assert _native.__version__ == ibnedge.__version__
 
 
+def _extreme_arrays(width: int, height: int) -> list:
+    """All-white, all-black and a one-pixel 0/255 checkerboard: the largest sums the
+    kernels' fixed-point rows hold (OpenCV's int16 rows of S >> 4 peak at 32640 on white)."""
+    y, x = np.mgrid[0:height, 0:width]
+    checker = (((x + y) % 2) * 255).astype(np.uint8)[:, :, None].repeat(3, axis=2)
+    return [np.full((height, width, 3), 255, np.uint8), np.zeros((height, width, 3), np.uint8), checker]
+
+
+@pytest.mark.parametrize("semantics", EXACT_MODES)
+@pytest.mark.parametrize("size", [(7, 5), (31, 17), (257, 255), (1023, 767), (4000, 33)])
+def test_saturated_and_maximum_contrast_arrays_match_exactly(semantics, size):
+    """Upscales (one-tap borders) and downscales of the extreme arrays: no decode stands
+    between the engine and the reference here, so they agree exactly."""
+    arrays = _extreme_arrays(*size)
+    rows, errors = run_pixels(arrays, semantics)
+    assert errors == [None] * 3
+    assert rows[0].min() == 255 and rows[1].max() == 0
+    for name, got, array in zip(("white", "black", "checkerboard"), rows, arrays):
+        assert max_abs_diff(got, reference(semantics, array)) == 0, name
+
+
 @pytest.mark.parametrize("semantics", EXACT_MODES)
 def test_imagenet_like_batch_matches_reference(semantics, imagenet_files):
     rows, errors = run_pixels(imagenet_files, semantics)

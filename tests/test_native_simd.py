@@ -14,7 +14,8 @@ from edge_helpers import run_py
 from ibnedge import _native
 
 # Runs in the child: every semantics x (256 -> 224, 100 -> 128x90 padded) over the given
-# files and a few arrays; saves the tensors and the kernel's name.
+# files and a few arrays (white and a 0/255 checkerboard among them); saves the tensors
+# and the kernel's name.
 _CHILD = r"""
 import sys
 import numpy as np
@@ -23,7 +24,9 @@ from ibnedge.metadata import PreprocessSpec
 from ibnedge.preprocess import Preprocessor
 out, files = sys.argv[1], sys.argv[2:]
 arrays = [corpus.photo(w, h, index=i) for i, (w, h) in enumerate([(4000, 33), (31, 17), (1023, 767), (257, 255)])]
-items = files + arrays + [arrays[2][::-1, ::-2]]
+y, x = np.mgrid[0:767, 0:1023]
+extremes = [np.full((17, 31, 3), 255, np.uint8), (((x + y) % 2) * 255).astype(np.uint8)[:, :, None].repeat(3, axis=2)]
+items = files + arrays + [arrays[2][::-1, ::-2]] + extremes
 tensors = {"kernel": np.array(_native.simd_path())}
 for semantics in ("pil", "mindspore", "fast"):
     for resize, crop in ((256, 224), (100, (128, 90))):
