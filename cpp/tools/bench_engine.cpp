@@ -4,6 +4,11 @@
 // toolchain is at hand, and for thread scaling free of interpreter overhead.
 //
 // Usage: bench_engine [--repeats N] [--threads 1,2] FILE...   (JPEG files, read into memory first)
+//
+// Timing is round-robin as in the Python benchmark (ibnedge/bench/preprocess.py): per file
+// and repeat the pipelines run in a shuffled order (seeded), each timed call after an
+// untimed call of the same pipeline on the previous file, so that no pipeline is timed
+// just after one that warmed or flushed the caches it needs.
 #include <algorithm>
 #include <chrono>
 #include <csetjmp>
@@ -13,6 +18,8 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <numeric>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -134,7 +141,7 @@ int main(int argc, char** argv) {
     std::vector<ImageSource> items;
     for (auto& f : files) items.push_back(ImageSource::encoded(f.data(), f.size()));
 
-    // Per-image medians, round-robin over files and pipelines, one thread.
+    // Per-image medians, round-robin over files and pipelines (see the top), one thread.
     const char* names[] = {"floor_full", "floor_scaled", "ibnedge_pil", "ibnedge_mindspore", "ibnedge_fast"};
     const Semantics modes[] = {Semantics::kPil, Semantics::kMindSpore, Semantics::kFast};
     std::vector<std::vector<std::vector<double>>> samples(5, std::vector<std::vector<double>>(n));
@@ -148,24 +155,27 @@ int main(int argc, char** argv) {
     }
     DecodeOptions options;
     Workspace workspace;  // reused from item to item, as an engine thread does
-    for (int r = 0; r <= repeats; ++r) {  // r == 0 is the warm-up
+    auto run_pipeline = [&](int k, size_t i) {
+        if (k == 0) return decode_floor(files[i], 0, &image);
+        if (k == 1) return decode_floor(files[i], base.resize, &image);
+        return preprocess_item(items[i], specs[k - 2], options, norms[k - 2], workspace, out.data()).ok();
+    };
+    std::vector<int> order(5);
+    std::iota(order.begin(), order.end(), 0);
+    std::mt19937 shuffler(12);  // the same order in every run
+    for (int r = 0; r < repeats; ++r) {
         for (size_t i = 0; i < n; ++i) {
-            for (int k = 0; k < 5; ++k) {
+            std::shuffle(order.begin(), order.end(), shuffler);
+            for (int k : order) {
+                run_pipeline(k, (i + n - 1) % n);  // untimed: the pipeline warm, as in a loop over images
                 auto t0 = Clock::now();
-                bool ok = true;
-                if (k == 0) {
-                    ok = decode_floor(files[i], 0, &image);
-                } else if (k == 1) {
-                    ok = decode_floor(files[i], base.resize, &image);
-                } else {
-                    ok = preprocess_item(items[i], specs[k - 2], options, norms[k - 2], workspace, out.data()).ok();
-                }
-                double s = seconds_since(t0);
+                const bool ok = run_pipeline(k, i);
+                const double s = seconds_since(t0);
                 if (!ok) {
                     std::cerr << "bench_engine: " << names[k] << " failed on " << paths[i] << "\n";
                     return 1;
                 }
-                if (r > 0) samples[k][i].push_back(s);
+                samples[k][i].push_back(s);
             }
         }
     }
