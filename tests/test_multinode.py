@@ -35,8 +35,8 @@ import pytest
 
 ms = pytest.importorskip("mindspore", reason="train/ needs MindSpore (Python 3.9+)")
 
-from train.distributed import (LocalRun, _environment, is_local_address, main as launcher_main, msrun_command,  # noqa: E402
-                               parser, plan_from, processes_with_env)
+from train.distributed import (LocalRun, _agreed_settings, _environment, _training_settings, is_local_address,  # noqa: E402
+                               main as launcher_main, msrun_command, parser, plan_from, processes_with_env)
 from train.faults import FAULT_ENV, LOGGED_FAULT_ENV, STEP_SLEEP_ENV  # noqa: E402
 from train.rank_guard import read_status  # noqa: E402
 from train import rendezvous  # noqa: E402
@@ -519,8 +519,10 @@ def test_nodes_with_different_training_settings_are_refused(tmp_path):
     another model: its ranks' gradients averaged with the others', its own lr applied to them.
     Refused before any rank starts, naming the settings that differ."""
     port = free_port_pair(loopback_hosts())
-    procs = [_launch_alone(node, port, tmp_path, 60, ["--batch-size", batch, "--lr", "0.05", "--workers", workers])
-             for node, batch, workers in ((0, "2", "1"), (1, "4", "2"))]  # --workers is the node's own business
+    # --workers and --debug are the node's own business, not named
+    procs = [_launch_alone(node, port, tmp_path, 60, ["--batch-size", batch, "--lr", "0.05", "--workers", workers]
+                           + debug)
+             for node, batch, workers, debug in ((0, "2", "1", []), (1, "4", "2", ["--debug"]))]
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [1, 1], results
     assert results[0][1].strip().splitlines()[-1] == (
@@ -528,6 +530,13 @@ def test_nodes_with_different_training_settings_are_refused(tmp_path):
         "give every node the same arguments after -- (and the same --config file)")
     assert "the master (node rank 0) refused to start" in results[1][1]
     assert "msrun:" not in results[0][0] + results[1][0]
+
+
+def test_one_node_may_debug():
+    """--debug (tracebacks in this node's ranks' logs) is node-local: two nodes differing only
+    in it share every setting the master compares."""
+    common = ["--train-dir", "photos", "--batch-size", "2", "--lr", "0.05"]
+    assert _agreed_settings(_training_settings(common + ["--debug"])) == _agreed_settings(_training_settings(common))
 
 
 def _ipv6_loopback() -> bool:

@@ -61,6 +61,18 @@ def test_config_file_errors_name_the_file_and_setting(tmp_path, capsys):
     assert str(bad) in err and "'epoch'" in err
 
 
+def test_debug_is_not_saved_as_a_setting_of_the_run(tmp_path):
+    """--debug says how one process reports an error, not what the run is: config.yaml leaves
+    it out, so --config with that file repeats the run without turning tracebacks on."""
+    parser = config.train_parser()
+    saved = config.saved_settings(config.resolve(parser, ["--debug", "--epochs", "3"]), parser)
+    assert "debug" not in saved and saved["epochs"] == 3
+    path = tmp_path / config.RUN_CONFIG
+    path.write_text(config.config_text(saved, "test"))
+    assert "debug" not in config.load_config_file(path)
+    assert config.resolve(parser, ["--config", str(path)]).debug is False
+
+
 @pytest.mark.parametrize("line, message", [
     ("mode: grpah", "mode must be one of graph, pynative, got 'grpah'"),  # ran PyNative
     ("batch_size: 0", "batch_size: must be positive"),  # failed after the dataset scan
@@ -449,7 +461,8 @@ def test_config_yaml_repeats_the_run_from_any_directory(folder, tmp_path):
     assert (saved["epochs"], saved["batch_size"], saved["lr"], saved["milestones"]) == (2, 6, 0.02, [1])
     assert (saved["arch"], saved["image_size"], saved["max_steps"], saved["seed"]) == ("resnet_ibn_a_tiny", 64, 4, 3)
     assert saved["momentum"] == 0.9 and saved["resume"] is None and "config" not in saved
-    assert list(saved) == [n for n in config.train_parser().settings if n != "config"]  # every setting, --help order
+    assert list(saved) == [n for n in config.train_parser().settings  # every setting of the run, --help order
+                           if n not in config.INVOCATION_SETTINGS]
 
     again = run_module("train", ["--config", Path("x") / config.RUN_CONFIG], cwd=tmp_path / "runs")
     assert saved_path.read_text() == saved_text

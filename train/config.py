@@ -89,6 +89,10 @@ _PATH_KEYS = {"config", "train_dir", "val_dir", "output_dir", "resume", "pretrai
               "summary_json", "checkpoint", "output", "class_names", "json_out"}
 # Written beside a run's checkpoints: its resolved settings, for --config.
 RUN_CONFIG = "config.yaml"
+# Settings of one invocation, not of the run: config.yaml leaves them out (a file cannot
+# name another file; --debug is how this process reports an error) and the nodes of a
+# multi-node run may differ in them (one node may debug).
+INVOCATION_SETTINGS = ("config", "debug")
 
 
 def _int_list(text: str) -> List[int]:
@@ -356,15 +360,15 @@ def resolve(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = Non
 def saved_settings(cfg: argparse.Namespace, parser: SettingsParser) -> Dict[str, Any]:
     """``cfg``'s values of the settings ``parser`` takes, in --help order, as a config file
     must hold them to give them back: paths absolute (a file's relative paths are taken from
-    its own folder, not from where they were typed); ``config`` left out (a file cannot
-    name another)."""
+    its own folder, not from where they were typed); ``INVOCATION_SETTINGS`` left out."""
     saved: Dict[str, Any] = {}
     for name in parser.settings:
+        if name in INVOCATION_SETTINGS:
+            continue
         value = getattr(cfg, name)
         if name in _PATH_KEYS and value is not None and not (name == "resume" and value == LATEST):
             value = os.path.abspath(os.path.expanduser(str(value)))
         saved[name] = value
-    saved.pop("config", None)
     return saved
 
 

@@ -46,7 +46,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ibnedge.errors import DEBUG_ENV, UserError, add_debug_flag, run_reporting
 
 from . import rendezvous
-from .config import _device
+from .config import INVOCATION_SETTINGS, _device
 from .rank_guard import (LAUNCHER_PID_ENV, SCHEDULER, describe_exit, die_with_parent, rank_of, read_status,
                          status_name)
 
@@ -422,7 +422,8 @@ class _LogFollower:
 
 # Settings a node may choose for itself; every other training setting must be the same on
 # every node (``--resume`` is compared as the file it names, once resolved).
-_NODE_LOCAL_SETTINGS = ("config", "explicit", "resume", "workers", "log_every", "dump_weights", "summary_json")
+_NODE_LOCAL_SETTINGS = INVOCATION_SETTINGS + ("explicit", "resume", "workers", "log_every", "dump_weights",
+                                              "summary_json")
 
 
 def _training_settings(train_args: List[str]) -> argparse.Namespace:
