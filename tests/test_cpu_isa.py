@@ -114,6 +114,20 @@ def test_bench_records_the_cap_of_each_mindspore_worker(tmp_path):
     assert refused.returncode == 2 and "--compare-isa compares against the mindspore part" in refused.stdout
 
 
+@needs_ms
+@pytest.mark.parametrize("flags, named", [
+    (["--parts", "mindspore", "--compare-isa", "%s,ALL,%s" % (USER_CAP, USER_CAP)], "--compare-isa names %s" % USER_CAP),
+    (["--parts", "mindspore,mindspore"], "--parts names mindspore"),
+])
+def test_bench_refuses_a_worker_named_twice(flags, named):
+    """A worker's steps are kept under its name: one named twice mixed two workers' steps in
+    one list (2 x --steps of them), each round's ratio then paired with another round's step."""
+    proc = run_module("train.bench", ["--arch", "resnet_ibn_a_tiny", "--size", "32", "--steps", "2"] + flags,
+                      check=False)
+    assert proc.returncode == 2 and "%s more than once" % named in proc.stdout, proc.stdout[-2000:]
+    assert "timing" not in proc.stdout  # refused before any worker started
+
+
 def test_the_default_never_replaces_a_value_the_user_set(monkeypatch):
     for name in ISA_VARIABLES:
         monkeypatch.delenv(name, raising=False)

@@ -201,12 +201,15 @@ def bench_training(frameworks: Sequence[str], args, compare_isa: Sequence[str] =
                                  "step_s": steps, "first_step_s": worker.first_step_s,
                                  "onednn_max_cpu_isa": worker.isa}
     # Per-round ratios: all steps of a round ran under the same machine conditions.
-    if {"mindspore", "torch"} <= set(results):
-        results["mindspore"]["vs_torch_per_round"] = [t / m for m, t in zip(seconds["mindspore"], seconds["torch"])]
-    for isa in compare_isa:
-        label = "mindspore@%s" % isa
-        results[label]["vs_mindspore_per_round"] = [m / c for m, c in zip(seconds["mindspore"], seconds[label])]
+    for label, base in _compared(frameworks, compare_isa):
+        results[label]["vs_%s_per_round" % base] = [b / s for s, b in zip(seconds[label], seconds[base])]
     return results
+
+
+def _compared(frameworks: Sequence[str], compare_isa: Sequence[str]) -> List[tuple]:
+    """``(worker, the worker it is compared with)``: the speed of the first relative to the second."""
+    pairs = [("mindspore", "torch")] if {"mindspore", "torch"} <= set(frameworks) else []
+    return pairs + [("mindspore@%s" % isa, "mindspore") for isa in compare_isa]
 
 
 def bench_data(batch: int, size: int, images: int, epochs: int, workers: int) -> Dict[str, float]:
@@ -276,14 +279,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error("--images must be at least 4 batches (%d) so that throughput excludes pipeline start-up" % (4 * args.batch))
     if args.steps < 1:
         p.error("--steps must be at least 1")
-    parts = [s for s in args.parts.split(",") if s]
+    parts, compare_isa = _names(p, "--parts", args.parts), _names(p, "--compare-isa", args.compare_isa)
     unknown = sorted(set(parts) - {"mindspore", "torch", "data"})
     if unknown:
         p.error("unknown part(s) %s: choose from mindspore, torch, data" % ", ".join(unknown))
-    compare_isa = [s for s in args.compare_isa.split(",") if s]
     if compare_isa and "mindspore" not in parts:
         p.error("--compare-isa compares against the mindspore part: add it to --parts")
     return run_reporting(lambda: _bench_command(args, parts, compare_isa), "error: ", args.debug)
+
+
+def _names(p: argparse.ArgumentParser, flag: str, text: str) -> List[str]:
+    """A comma-separated list of workers; each once: a worker's steps are kept under its name,
+    so one named twice would mix two workers' steps and pair them with the wrong rounds."""
+    names = [s for s in text.split(",") if s]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        p.error("%s names %s more than once" % (flag, ", ".join(twice)))
+    return names
 
 
 def _bench_command(args: argparse.Namespace, parts: List[str], compare_isa: List[str]) -> int:
@@ -304,21 +316,19 @@ def _bench_command(args: argparse.Namespace, parts: List[str], compare_isa: List
         print("timing the input pipeline ...", flush=True)
         results["data"] = _run_data_part(args)
     summary = {"arch": args.arch, "batch": args.batch, "size": args.size, "cpu_cores": os.cpu_count(), **results}
-    if "mindspore" in results and "torch" in results:
-        summary["mindspore_vs_torch"] = float(np.median(results["mindspore"]["vs_torch_per_round"]))
-    for isa in compare_isa:
-        label = "mindspore@%s" % isa
-        summary["%s_vs_mindspore" % label] = float(np.median(results[label]["vs_mindspore_per_round"]))
+    ratio_keys = []
+    for label, base in _compared(frameworks, compare_isa):
+        ratio_keys.append("%s_vs_%s" % (label, base))
+        summary[ratio_keys[-1]] = float(np.median(results[label]["vs_%s_per_round" % base]))
     if "mindspore" in results and "data" in results:
+        ratio_keys.append("data_vs_mindspore_step")
         summary["data_vs_mindspore_step"] = results["data"]["img_per_s"] / results["mindspore"]["img_per_s"]
     print("\n%s, batch %d, %d px (img/s; ratios are medians of per-round ratios)" % (args.arch, args.batch, args.size))
     for part in results:
         isa = results[part].get("onednn_max_cpu_isa")
         print("  %-40s %10.2f%s" % (part, results[part]["img_per_s"], "  (oneDNN ISA cap: %s)" % isa if isa else ""))
-    ratio_keys = ["mindspore_vs_torch", "data_vs_mindspore_step"] + ["mindspore@%s_vs_mindspore" % c for c in compare_isa]
     for key in ratio_keys:
-        if key in summary:
-            print("  %-40s %10.2fx" % (key, summary[key]))
+        print("  %-40s %10.2fx" % (key, summary[key]))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary), flush=True)
