@@ -40,7 +40,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ibnedge.cpu_isa import DEFAULT_CPU_ISA_CAP, ISA_VARIABLES, apply_default_cpu_isa_cap, cpu_isa_cap
+from ibnedge.cpu_isa import DEFAULT_CPU_ISA_CAP, ISA_VARIABLES, cpu_isa_cap
 from ibnedge.errors import UserError, add_debug_flag, run_reporting
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -54,11 +54,10 @@ def _mindspore_step(arch: str, batch: int, size: int) -> Callable[[], float]:
     import mindspore as ms
     from mindspore import nn
 
+    from .context import setup_context
     from .models import create_model
 
-    ms.set_context(mode=ms.GRAPH_MODE)
-    ms.set_device("CPU")
-    apply_default_cpu_isa_cap()  # as train does on CPU
+    setup_context("CPU", "graph")  # as train sets it up, the oneDNN ISA cap included
     ms.set_seed(0)
     net = create_model(arch, num_classes=1000)
     optimizer = nn.Momentum(net.trainable_params(), learning_rate=0.1, momentum=0.9, weight_decay=1e-4)
