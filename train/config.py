@@ -106,15 +106,28 @@ def _str_list(text: str) -> List[str]:
     return [v for v in str(text).replace(" ", "").split(",") if v]
 
 
-def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+def _within(kind: Callable[[str], Any], accept: Callable[[Any], bool], wording: str) -> Callable[[str], Any]:
+    """An option type: ``kind(text)``, refused at parse time unless ``accept``-ed (before
+    any data is read: a run must not scan its images to be told of a typo)."""
     def parse(text: str):
         value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError("must be positive, got %s" % text)
+        if not accept(value):
+            raise argparse.ArgumentTypeError("must be %s, got %s" % (wording, text))
         return value
 
     parse.__name__ = kind.__name__
     return parse
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    return _within(kind, lambda v: v > 0, "positive")
+
+
+def _non_negative(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    return _within(kind, lambda v: v >= 0, "0 or more")
+
+
+_fraction = _within(float, lambda v: 0 <= v < 1, "in [0, 1)")
 
 
 def _device(text: str) -> str:
@@ -185,13 +198,13 @@ def add_train(parser: SettingsParser) -> None:
     opt("--lr-schedule", dest="lr_schedule", choices=SCHEDULES, help="lr schedule")
     opt("--milestones", dest="milestones", type=_int_list, metavar="E1,E2,..", help="step schedule: epochs where lr x= lr-gamma")
     opt("--lr-gamma", dest="lr_gamma", type=_positive(float), help="step schedule decay factor")
-    opt("--warmup-epochs", dest="warmup_epochs", type=float, help="linear warmup length (may be fractional)")
-    opt("--min-lr", dest="min_lr", type=float, help="cosine schedule floor")
-    opt("--momentum", dest="momentum", type=float, help="SGD momentum")
-    opt("--weight-decay", dest="weight_decay", type=float, help="SGD weight decay")
+    opt("--warmup-epochs", dest="warmup_epochs", type=_non_negative(float), help="linear warmup length (may be fractional)")
+    opt("--min-lr", dest="min_lr", type=_non_negative(float), help="cosine schedule floor")
+    opt("--momentum", dest="momentum", type=_non_negative(float), help="SGD momentum")
+    opt("--weight-decay", dest="weight_decay", type=_non_negative(float), help="SGD weight decay")
     opt("--no-wd-norm-bias", dest="no_wd_norm_bias", action="store_true",
         help="no weight decay on BN/IN parameters and biases")
-    opt("--label-smoothing", dest="label_smoothing", type=float, help="label smoothing factor in [0, 1)")
+    opt("--label-smoothing", dest="label_smoothing", type=_fraction, help="label smoothing factor in [0, 1)")
     opt("--amp-level", dest="amp_level", choices=AMP_LEVELS,
         help="mixed precision: auto = O2 on GPU/Ascend, O0 on CPU (CPU refuses others)")
     opt("--loss-scale", dest="loss_scale", type=_positive(float), help="initial dynamic loss scale under AMP")
@@ -207,13 +220,13 @@ def add_train(parser: SettingsParser) -> None:
     run = _Options(parser, "run")
     run("--output-dir", dest="output_dir", metavar="DIR", help="checkpoints, logs and summary")
     run("--keep-checkpoints", dest="keep_checkpoints", type=_positive(int), help="latest checkpoints kept")
-    run("--eval-every", dest="eval_every", type=int, help="evaluate every K epochs (0: never)")
-    run("--save-every-steps", dest="save_every_steps", type=int,
+    run("--eval-every", dest="eval_every", type=_non_negative(int), help="evaluate every K epochs (0: never)")
+    run("--save-every-steps", dest="save_every_steps", type=_non_negative(int),
         help="also checkpoint every N steps within an epoch (0: at epoch ends only)")
     run("--log-every", dest="log_every", type=_positive(int), help="print loss and img/s every N steps")
     run("--resume", dest="resume", metavar="CKPT",
         help="continue a run from its checkpoint (epoch, step, optimizer state, lr schedule)")
-    run("--max-steps", dest="max_steps", type=int, help="stop after this many steps in total (debugging)")
+    run("--max-steps", dest="max_steps", type=_non_negative(int), help="stop after this many steps in total (debugging)")
     run("--dump-weights", dest="dump_weights", metavar="FILE",
         help="write the trainable parameters at the end to FILE (.npz; distributed: one file per rank)")
     run("--summary-json", dest="summary_json", metavar="FILE", help="also write the final JSON summary here")

@@ -133,6 +133,17 @@ def decode_problems(paths: Sequence[Path], threads: int = 0, chunk: int = 256) -
     return problems
 
 
+def check_class_folders(root: Path, classes: Sequence[str]) -> List[str]:
+    """``classes``, once ``root``'s class folders (listed, not read) are all among them."""
+    unknown = sorted(set(list_classes(root)) - set(classes))
+    if unknown:
+        raise DatasetError(
+            "%s: class folders %s are not among the model's %d classes; "
+            "train and validation sets need the same class folders" % (root, ", ".join(unknown), len(classes))
+        )
+    return list(classes)
+
+
 def scan_image_folder(
     root: Path,
     classes: Optional[Sequence[str]] = None,
@@ -148,14 +159,7 @@ def scan_image_folder(
     if check not in CHECK_MODES:
         raise ValueError("check must be one of %s, got %r" % (", ".join(CHECK_MODES), check))
     root = Path(root)
-    found = list_classes(root)
-    classes = list(found) if classes is None else list(classes)
-    unknown = sorted(set(found) - set(classes))
-    if unknown:
-        raise DatasetError(
-            "%s: class folders %s are not among the model's %d classes; "
-            "train and validation sets need the same class folders" % (root, ", ".join(unknown), len(classes))
-        )
+    classes = list_classes(root) if classes is None else check_class_folders(root, classes)
     files: List[Path] = []
     labels: List[int] = []
     for label, name in enumerate(classes):

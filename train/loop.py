@@ -4,8 +4,9 @@ One process per device; under ``msrun`` (see ``train.distributed``) every proces
 data-parallel rank (gradients averaged over ranks, data sharded by rank).
 
 :func:`run` is a sequence of stages, one function each, in the order of the module: the
-settings checkable without the images (device, AMP, classes, ``--resume``, the model with
-its ``--pretrained`` weights and ``--freeze``), then the data, the lr schedule, the
+settings checkable without the images (device, AMP, the lr schedule, classes, ``--resume``,
+the model with its ``--pretrained`` weights and ``--freeze``; each value on its own is checked
+as it is parsed, in ``train.config``), then the data, the lr schedule, the
 optimizer and ``Model``, the resume state, the callbacks (progress; checkpoints,
 evaluation and best.ckpt), the epochs, and the summary. The resolved settings are saved as
 ``config.yaml`` beside the checkpoints (``python -m train --config`` repeats the run).
@@ -64,6 +65,7 @@ def run(cfg: argparse.Namespace) -> Dict:
     cluster = setup_context(cfg.device, cfg.mode)
     say = _reporter(cluster)
     amp_level = resolve_amp(cfg.amp_level, cluster.device)
+    check_schedule(cfg, cluster.world)
     classes = class_names(cfg)
     resume_from = resume_point(cfg, classes)
     net, source = create_network(cfg, len(classes), say)
@@ -112,8 +114,15 @@ def resolve_amp(level: str, device: str) -> str:
     return level
 
 
+def check_schedule(cfg: argparse.Namespace, world: int) -> None:
+    """The lr schedule's settings that contradict each other (--warmup-epochs beyond --epochs,
+    a cosine --min-lr above the peak): only its length per epoch needs the data."""
+    schedule.check_schedule(peak_lr(cfg, world), cfg.epochs, cfg.lr_schedule, cfg.warmup_epochs, cfg.min_lr)
+
+
 def class_names(cfg: argparse.Namespace) -> List[str]:
-    """The class folders of --train-dir: their names only, no image is read yet."""
+    """The class folders of --train-dir (and that --val-dir's are among them): their names
+    only, no image is read yet."""
     if not cfg.train_dir:
         raise TrainingError("--train-dir is required (an ImageFolder root: one subfolder per class)")
     classes = data.list_classes(Path(cfg.train_dir))
@@ -121,6 +130,8 @@ def class_names(cfg: argparse.Namespace) -> List[str]:
         raise TrainingError(
             "--num-classes %d but %s has %d class folders" % (cfg.num_classes, cfg.train_dir, len(classes))
         )
+    if cfg.val_dir:
+        data.check_class_folders(Path(cfg.val_dir), classes)
     return classes
 
 
@@ -205,9 +216,14 @@ class LearningRates:
     per_step: np.ndarray  # indexed by the optimizer's global_step
 
 
+def peak_lr(cfg: argparse.Namespace, world: int) -> float:
+    """--lr, or --base-lr scaled to the global batch of ``world`` processes."""
+    return cfg.lr or schedule.scaled_lr(cfg.batch_size * world, cfg.base_lr, cfg.lr_base_batch)
+
+
 def learning_rates(cfg: argparse.Namespace, steps_per_epoch: int, world: int) -> LearningRates:
     global_batch = cfg.batch_size * world
-    peak = cfg.lr or schedule.scaled_lr(global_batch, cfg.base_lr, cfg.lr_base_batch)
+    peak = peak_lr(cfg, world)
     per_step = schedule.learning_rates(peak, cfg.epochs, steps_per_epoch, cfg.lr_schedule, cfg.milestones,
                                        cfg.lr_gamma, cfg.warmup_epochs, cfg.min_lr)
     return LearningRates(global_batch, peak, per_step)

@@ -29,6 +29,20 @@ def scaled_lr(global_batch: int, base_lr: float = 0.1, base_batch: int = 256) ->
     return base_lr * global_batch / base_batch
 
 
+def check_schedule(lr: float, epochs: int, schedule: str = "step", warmup_epochs: float = 0.0,
+                   min_lr: float = 0.0) -> None:
+    """The schedule's settings that contradict each other whatever the data: checked by
+    ``python -m train`` before its dataset scan, and by :func:`learning_rates`."""
+    if schedule not in SCHEDULES:
+        raise ScheduleError("unknown lr schedule %r: choose one of %s" % (schedule, ", ".join(SCHEDULES)))
+    if epochs < 1:
+        raise ScheduleError("need at least one epoch, got %d" % epochs)
+    if warmup_epochs < 0 or warmup_epochs > epochs:
+        raise ScheduleError("warmup_epochs must be within [0, epochs=%d], got %g" % (epochs, warmup_epochs))
+    if schedule == "cosine" and not 0 <= min_lr <= lr:
+        raise ScheduleError("min_lr must be within [0, lr=%g] for the cosine schedule, got %g" % (lr, min_lr))
+
+
 def learning_rates(
     lr: float,
     epochs: int,
@@ -47,12 +61,9 @@ def learning_rates(
     step schedule keeps counting epochs from the start of training, so its milestones do
     not move.
     """
-    if schedule not in SCHEDULES:
-        raise ScheduleError("unknown lr schedule %r: choose one of %s" % (schedule, ", ".join(SCHEDULES)))
-    if epochs < 1 or steps_per_epoch < 1:
-        raise ScheduleError("need at least one epoch and one step per epoch, got %d x %d" % (epochs, steps_per_epoch))
-    if warmup_epochs < 0 or warmup_epochs > epochs:
-        raise ScheduleError("warmup_epochs must be within [0, epochs=%d], got %g" % (epochs, warmup_epochs))
+    check_schedule(lr, epochs, schedule, warmup_epochs, min_lr)
+    if steps_per_epoch < 1:
+        raise ScheduleError("need at least one step per epoch, got %d" % steps_per_epoch)
     total = epochs * steps_per_epoch
     warmup = int(round(warmup_epochs * steps_per_epoch))
     steps = np.arange(total, dtype=np.float64)
