@@ -3,7 +3,9 @@ and the ONNX file through MindSpore Lite 2.0's converter (Python 3.7 environment
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from train.checkpoint import read_checkpoint, save_run_checkpoint  # noqa: E402
 from train.eval import build_network  # noqa: E402
 from train.models import create_model  # noqa: E402
 from train_helpers import CLASSES as TRAIN_CLASSES  # noqa: E402
-from train_helpers import REPO, last_json, randomise_norms, relative_error, run_module, save_reference_pth  # noqa: E402
+from train_helpers import REPO, FileOpens, last_json, randomise_norms, relative_error, run_module, save_reference_pth  # noqa: E402
 
 pytestmark = pytest.mark.needs_mindspore
 
@@ -257,3 +259,34 @@ def test_air_is_refused_off_ascend_and_bad_input_is_one_line(trained, tmp_path):
     assert "Traceback" not in proc.stdout and not (tmp_path / "m.air").exists()
     proc = run_module("train.export", ["--checkpoint", tmp_path / "missing.ckpt"], check=False)
     assert proc.returncode == 2 and "missing.ckpt: checkpoint not found" in proc.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts file opens with Linux inotify")
+@pytest.mark.parametrize("case", ["export_batch", "missing_names", "empty_names", "names_count"])
+def test_export_settings_are_refused_in_one_line_before_the_model_is_built(case, trained, tmp_path):
+    """A negative --export-batch and an unreadable --class-names file are refused before the
+    checkpoint is even opened; class names that do not fit the model's classes once the
+    checkpoint says how many (they were a ValueError traceback after building the model)."""
+    ckpt = tmp_path / "ckpt" / "run.ckpt"
+    ckpt.parent.mkdir()
+    shutil.copy(str(trained["ckpt"]), str(ckpt))
+    (tmp_path / "empty.txt").write_text("\n \n")
+    (tmp_path / "two.txt").write_text("cat\ndog\n")
+    bad, message, opens_checkpoint = {
+        "export_batch": (["--export-batch", "-2"], "argument --export-batch: must be 0 or more, got -2", False),
+        "missing_names": (["--class-names", tmp_path / "missing.txt"], "missing.txt", False),
+        "empty_names": (["--class-names", tmp_path / "empty.txt"], "empty.txt: no class names", False),
+        "names_count": (["--class-names", tmp_path / "two.txt"],
+                        "two.txt: 2 class names for a 3-class model; give one line per class", True),
+    }[case]
+    out = tmp_path / "out" / "m.mindir"
+    watch = FileOpens([ckpt.parent])
+    try:
+        proc = run_module("train.export", ["--device", "CPU", "--checkpoint", ckpt, "--output", out] + bad, check=False)
+        opened = watch.opened()
+    finally:
+        watch.close()
+    last = proc.stdout.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "error: " in last and message in last, proc.stdout[-3000:]
+    assert "Traceback" not in proc.stdout and not out.parent.exists()
+    assert bool(opened) == opens_checkpoint, opened

@@ -5,13 +5,10 @@ compile per process). Every CLI runs in a fresh interpreter, as a user would run
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import struct
 import sys
 from pathlib import Path
-from typing import List, Sequence
 
 import numpy as np
 import pytest
@@ -21,7 +18,7 @@ ms = pytest.importorskip("mindspore", reason="train/ needs MindSpore (Python 3.9
 from train import config, data, schedule  # noqa: E402
 from train.checkpoint import read_checkpoint  # noqa: E402
 from train.loop import TrainingError, resolve_amp  # noqa: E402
-from train_helpers import (CLASSES, CORRUPT_NAME, last_json, load_dumped_weights, make_image_folder,  # noqa: E402
+from train_helpers import (CLASSES, CORRUPT_NAME, FileOpens, last_json, load_dumped_weights, make_image_folder,  # noqa: E402
                            max_weight_diff, run_module, save_reference_pth)
 
 pytestmark = pytest.mark.needs_mindspore
@@ -390,45 +387,6 @@ def test_fine_tune_from_converted_weights(folder, tmp_path, kind):
 
 
 # ----------------------------------------------------------------------------- refused before the data
-
-
-class FileOpens:
-    """Opens of anything inside ``folders`` while it watches, as the kernel reports them
-    (Linux inotify, IN_OPEN), by whichever process: no tracing, no change to the code watched."""
-
-    IN_OPEN, IN_ISDIR = 0x20, 0x40000000
-
-    def __init__(self, folders: Sequence[Path]):
-        self.libc = ctypes.CDLL(None, use_errno=True)
-        self.fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if self.fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
-        self.folders = {}
-        for folder in folders:
-            wd = self.libc.inotify_add_watch(self.fd, os.fsencode(str(folder)), self.IN_OPEN)
-            if wd < 0:
-                raise OSError(ctypes.get_errno(), "inotify_add_watch failed", str(folder))
-            self.folders[wd] = Path(folder)
-
-    def opened(self) -> List[str]:
-        """What was opened so far: ``folder/name`` for files, ``folder/`` for a folder listed."""
-        found, raw = [], b""
-        while True:
-            try:
-                raw += os.read(self.fd, 1 << 16)
-            except BlockingIOError:
-                break
-        at = 0
-        while at < len(raw):
-            wd, mask, _, size = struct.unpack_from("iIII", raw, at)
-            name = raw[at + 16 : at + 16 + size].rstrip(b"\0").decode()
-            at += 16 + size
-            if mask & self.IN_OPEN:
-                found.append("%s/%s" % (self.folders[wd].name, "" if mask & self.IN_ISDIR and not name else name))
-        return found
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts file opens with Linux inotify")

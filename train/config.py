@@ -245,7 +245,7 @@ def add_export(parser: SettingsParser) -> None:
         help="weights to export (.ckpt from training or conversion, or official .pth)")
     opt("--format", dest="format", type=str.upper, choices=EXPORT_FORMATS, help="model file format")
     opt("--output", dest="output", metavar="FILE", help="model file to write; the metadata JSON goes beside it")
-    opt("--export-batch", dest="export_batch", type=int, help="fixed batch size of the exported input (0: dynamic)")
+    opt("--export-batch", dest="export_batch", type=_non_negative(int), help="fixed batch size of the exported input (0: dynamic)")
     opt("--class-names", dest="class_names", metavar="FILE",
         help="text file, one class name per line (default: from the checkpoint, or ImageNet's for 1000 classes)")
     opt("--semantics", dest="semantics", choices=SEMANTICS,

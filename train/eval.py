@@ -81,14 +81,19 @@ def evaluate(net, dataset) -> Dict[str, float]:
     return {"top1": float(result["top_1_accuracy"]), "top5": float(result["top_5_accuracy"])}
 
 
+def checkpoint_info(ckpt) -> ModelMetadata:
+    """What a checkpoint (``read_checkpoint``) holds; one that cannot say is refused."""
+    if ckpt.info is None:
+        raise CheckpointError("%s does not say its architecture and it cannot be inferred; pass --arch" % ckpt.path)
+    return ckpt.info
+
+
 def build_network(ckpt, num_classes: Optional[int] = None):
     """The model a checkpoint describes (``read_checkpoint``), weights loaded, in eval mode."""
     from .checkpoint import load_into
     from .models import create_model
 
-    info = ckpt.info
-    if info is None:
-        raise CheckpointError("%s does not say its architecture and it cannot be inferred; pass --arch" % ckpt.path)
+    info = checkpoint_info(ckpt)
     net = create_model(info.arch, num_classes=num_classes or info.num_classes or None)
     load_into(net, ckpt.params, str(ckpt.path), allow_new_head=False)
     net.set_train(False)
@@ -103,14 +108,18 @@ def with_explicit_sizes(info: ModelMetadata, cfg) -> ModelMetadata:
                            resize=cfg.resize if "resize" in explicit else None)
 
 
-def network_from_settings(cfg):
-    """``(info, eval network)`` for ``--checkpoint`` (``train.eval``, ``train.export``):
-    an explicit --arch must agree with the checkpoint, explicit sizes override its own."""
+def checkpoint_from_settings(cfg):
+    """The ``Checkpoint`` that ``--checkpoint`` names; an explicit --arch must agree with it."""
     from .checkpoint import read_checkpoint
 
-    ckpt = read_checkpoint(Path(cfg.checkpoint), arch=cfg.arch if "arch" in cfg.explicit else None)
-    net = build_network(ckpt, cfg.num_classes)
-    return with_explicit_sizes(ckpt.info, cfg), net
+    return read_checkpoint(Path(cfg.checkpoint), arch=cfg.arch if "arch" in cfg.explicit else None)
+
+
+def network_from_settings(cfg):
+    """``(info, eval network)`` for ``--checkpoint`` (``train.eval``): explicit sizes
+    override the checkpoint's own."""
+    ckpt = checkpoint_from_settings(cfg)
+    return with_explicit_sizes(checkpoint_info(ckpt), cfg), build_network(ckpt, cfg.num_classes)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

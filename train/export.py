@@ -57,6 +57,18 @@ class _ExportGraph(nn.Cell):
         return self.net(x)
 
 
+def check_format_here(fmt: str) -> None:
+    """Refuse a format this MindSpore context cannot write (AIR off Ascend)."""
+    import mindspore as ms
+
+    if fmt == "AIR" and ms.get_context("device_target") != "Ascend":
+        raise ExportError(
+            "AIR export needs MindSpore running on an Ascend device (device_target is %s): export MINDIR "
+            "instead, which MindSpore Lite converts for Ascend (converter_lite --optimize=ascend_oriented)"
+            % ms.get_context("device_target")
+        )
+
+
 def _check_shape(input_shape: Sequence[int]) -> Tuple[int, int, int, int]:
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 4 or min(shape) < 1:
@@ -130,12 +142,7 @@ def export_model(
         raise ValueError("unknown export format %r: choose one of %s" % (fmt, ", ".join(FORMATS)))
     shape = _check_shape(input_shape)
     path = Path(path)
-    if fmt == "AIR" and ms.get_context("device_target") != "Ascend":
-        raise ExportError(
-            "AIR export needs MindSpore running on an Ascend device (device_target is %s): export MINDIR "
-            "instead, which MindSpore Lite converts for Ascend (converter_lite --optimize=ascend_oriented)"
-            % ms.get_context("device_target")
-        )
+    check_format_here(fmt)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = net.training
     net.set_train(False)
@@ -205,6 +212,12 @@ def _read_class_names(path: PathLike) -> List[str]:
     return names
 
 
+def _check_class_count(names: Optional[List[str]], path: PathLike, num_classes: int) -> None:
+    if names is not None and len(names) != num_classes:
+        raise ExportError("%s: %d class names for a %d-class model; give one line per class"
+                          % (path, len(names), num_classes))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from . import config as settings
 
@@ -213,33 +226,39 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _export_command(cfg: argparse.Namespace) -> int:
+    """The checks that need nothing (--class-names, what to export), then those that need the
+    MindSpore context (the format) and the checkpoint (the number of classes), and only then
+    the model is built and exported: a user's mistake is told before the expensive work."""
     import json
 
-    from .eval import network_from_settings, with_explicit_sizes
     from .context import setup_context
+    from .eval import build_network, checkpoint_from_settings, checkpoint_info, with_explicit_sizes
     from .models import create_model
 
+    class_names = _read_class_names(cfg.class_names) if cfg.class_names else None
+    if not cfg.checkpoint and "arch" not in cfg.explicit:
+        raise ExportError("give --checkpoint (or --arch to export an untrained model)")
+    fmt = cfg.format.upper()
     setup_context(cfg.device, cfg.mode)
+    check_format_here(fmt)
     if cfg.checkpoint:
-        info, net = network_from_settings(cfg)
+        ckpt = checkpoint_from_settings(cfg)
+        info = with_explicit_sizes(checkpoint_info(ckpt), cfg)
+        _check_class_count(class_names, cfg.class_names, info.num_classes)
+        net = build_network(ckpt, cfg.num_classes)
     else:
-        if "arch" not in cfg.explicit:
-            raise ExportError("give --checkpoint (or --arch to export an untrained model)")
         import mindspore as ms
 
-        ms.set_seed(cfg.seed)
         num_classes = cfg.num_classes or 1000
+        _check_class_count(class_names, cfg.class_names, num_classes)
         # Untrained weights are train/'s own initialisation: never labelled as official ones.
         info = with_explicit_sizes(ModelMetadata.describe(cfg.arch, num_classes, origin="random-init",
                                                           source="random-init"), cfg)
+        ms.set_seed(cfg.seed)
         net = create_model(cfg.arch, num_classes=num_classes)
     size = info.preprocess.crop
-    fmt = cfg.format.upper()
     output = Path(cfg.output) if cfg.output else Path("runs/export") / (info.arch + SUFFIXES[fmt])
-    batch = int(cfg.export_batch)
-    if batch < 0:
-        raise ExportError("--export-batch must be 0 (dynamic) or a positive batch size")
-    class_names = _read_class_names(cfg.class_names) if cfg.class_names else None
+    batch = int(cfg.export_batch)  # 0 or more (train.config)
     meta = model_metadata(info, (batch or -1, 3) + size, class_names, cfg.semantics)
     path = export_model(net, output, fmt, input_shape=(batch or 1, 3) + size, dynamic_batch=batch == 0,
                         metadata=meta)
