@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
@@ -108,6 +109,33 @@ def pil_reference(item, resize: int = 256, crop: Union[int, Tuple[int, int]] = 2
 # tests/memcheck.sh sets this: ASan's exception interceptor aborts inside MindSpore's own
 # library, so tests that need the MindSpore reference skip there and every other test runs.
 NO_MINDSPORE_ENV = "IBNEDGE_TEST_NO_MINDSPORE"
+
+
+_mindspore_device_chosen = False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item) -> None:
+    """MindSpore on CPU, chosen for this process before a test (and its fixtures) runs a kernel.
+
+    The CLIs choose the device first (train.context.setup_context); tests that run MindSpore
+    in the pytest process did not, and once a kernel has run on the implicit device MindSpore
+    refuses any set_device, so a later test creating the ``mindspore`` backend failed ("The
+    runtime has been initialized") depending on which modules ran before it. Only once some
+    module has imported MindSpore: a session without it never loads it here.
+    """
+    global _mindspore_device_chosen
+    ms = sys.modules.get("mindspore")
+    if _mindspore_device_chosen or ms is None or os.environ.get(NO_MINDSPORE_ENV):
+        return
+    _mindspore_device_chosen = True
+    try:
+        if hasattr(ms, "set_device"):  # 2.6+
+            ms.set_device("CPU")
+        else:
+            ms.set_context(device_target="CPU")
+    except RuntimeError:
+        pass  # a test already ran a kernel, or chose another device: that test's business
 
 
 def mindspore_vision():

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from edge_helpers import have, lite_model, make_tiny_onnx, tiny_reference
+from edge_helpers import REPO, have, lite_model, make_tiny_onnx, subprocess_env, tiny_reference
 from ibnedge import backends
 from ibnedge.backends import BackendError, create_backend
 from ibnedge.backends.base import captured_native_stderr, native_reason
@@ -130,6 +132,18 @@ def test_mindspore_graphcell_matches_the_network(tmp_path):
     for n in (2, 3):  # the exported batch, and another one
         x = _batch(n, size=16)
         np.testing.assert_allclose(backend.run(x), net(ms.Tensor(x)).asnumpy(), rtol=1e-5, atol=1e-5)
+
+
+@needs_ms
+def test_mindspore_graphcell_passes_after_a_module_that_ran_mindspore_in_the_process():
+    """In one pytest process, an earlier module that ran MindSpore kernels without choosing a
+    device (test_export.py) made the backend's set_device fail ("The runtime has been
+    initialized"): the test run chooses CPU for MindSpore before any test (conftest)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_export.py::test_dynamic_batch",
+         "tests/test_backends.py::test_mindspore_graphcell_matches_the_network"],
+        cwd=str(REPO), env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert proc.returncode == 0 and "2 passed" in proc.stdout, proc.stdout[-3000:]
 
 
 def test_backends_load_model_files_only(tmp_path):
