@@ -44,3 +44,28 @@ def test_the_order_of_pipelines_changes_from_file_to_file_and_is_the_same_every_
     followers = {(o[i], o[i + 1]) for o in orders for i in range(len(o) - 1)}
     assert len(followers) > len(names), "pipelines always follow the same ones: %r" % sorted(followers)
     assert [name for name, _ in _timed_calls(names, datas, repeats=2)[1::2]] == timed
+
+
+def test_the_same_library_floor_is_a_full_decode_equal_to_simplejpegs(imagenet_files):
+    """The floor through the system's libturbojpeg (the engine's own libjpeg-turbo build)
+    decodes every pixel, as the simplejpeg floor does: same pixels, same shape."""
+    import numpy as np
+    import simplejpeg
+
+    from ibnedge.bench.preprocess import FLOOR_SYSTEM, make_pipelines, system_turbojpeg_decode
+
+    decode = system_turbojpeg_decode()
+    assert decode is not None, "libturbojpeg is missing: install libturbojpeg0 (make sysdeps does)"
+    for path in imagenet_files[:4]:
+        data = path.read_bytes()
+        assert np.array_equal(decode(data), simplejpeg.decode_jpeg(data, colorspace="RGB")), path.name
+    assert FLOOR_SYSTEM in make_pipelines(include=[FLOOR_SYSTEM])
+
+
+def test_the_same_library_floor_names_the_fault_of_a_bad_file():
+    import pytest
+
+    from ibnedge.bench.preprocess import system_turbojpeg_decode
+
+    with pytest.raises(RuntimeError, match="libturbojpeg: "):
+        system_turbojpeg_decode()(b"\xff\xd8\xff\xe0 not a jpeg")
