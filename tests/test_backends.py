@@ -4,15 +4,17 @@ run through GraphCell. Each runs only where its runtime is installed (Lite: the 
 environment; MindSpore: 3.9+)."""
 from __future__ import annotations
 
+import ast
 import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edge_helpers import REPO, have, lite_model, make_tiny_onnx, subprocess_env, tiny_reference
+from edge_helpers import REPO, have, lite_model, make_tiny_onnx, run_py, subprocess_env, tiny_reference
 from ibnedge import backends
 from ibnedge.backends import BackendError, create_backend
 from ibnedge.backends.base import captured_native_stderr, native_reason
@@ -110,8 +112,8 @@ def test_lite_refuses_unconvertible_input_with_one_line(tmp_path):
         create_backend("lite", bogus)
 
 
-@needs_ms
-def test_mindspore_graphcell_matches_the_network(tmp_path):
+def _export_tiny_network(path):
+    """A small MindSpore conv + dense network and the MINDIR file it is exported to (``path``.mindir)."""
     import mindspore as ms
     from mindspore import nn
 
@@ -126,12 +128,66 @@ def test_mindspore_graphcell_matches_the_network(tmp_path):
 
     ms.set_seed(0)
     net = Net()
-    path = tmp_path / "net"
     ms.export(net, ms.Tensor(np.zeros((2, 3, 16, 16), np.float32)), file_name=str(path), file_format="MINDIR")
-    backend = create_backend("mindspore", str(path) + ".mindir", threads=2)
+    return net, str(path) + ".mindir"
+
+
+@needs_ms
+def test_mindspore_graphcell_matches_the_network(tmp_path):
+    import mindspore as ms
+
+    net, model = _export_tiny_network(tmp_path / "net")
+    backend = create_backend("mindspore", model, threads=2)
     for n in (2, 3):  # the exported batch, and another one
         x = _batch(n, size=16)
         np.testing.assert_allclose(backend.run(x), net(ms.Tensor(x)).asnumpy(), rtol=1e-5, atol=1e-5)
+
+
+# A user's process that runs MindSpore (a tensor op, an in-process export) before it creates the
+# backend: the first kernel fixes the device, and MindSpore refuses every set_device after it.
+_BACKEND_AFTER_A_KERNEL = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import mindspore as ms
+import numpy as np
+print(ms.Tensor([1.0]) + 1)  # a kernel on the implicit device, before any device is chosen
+from ibnedge.backends import BackendError, create_backend
+from test_backends import _batch, _export_tiny_network
+net, model = _export_tiny_network(sys.argv[2])
+try:
+    backend = create_backend("mindspore", model, device=sys.argv[3], threads=1)
+except BackendError as exc:
+    print("REFUSED %r" % str(exc))
+    sys.exit(3)
+for n in (2, 3):
+    x = _batch(n, size=16)
+    np.testing.assert_allclose(backend.run(x), net(ms.Tensor(x)).asnumpy(), rtol=1e-5, atol=1e-5)
+print("MATCHES")
+"""
+
+
+def _backend_after_a_kernel(tmp_path, device):
+    return run_py(Path(sys.executable), ["-c", _BACKEND_AFTER_A_KERNEL, str(REPO / "tests"), str(tmp_path / "net"), device],
+                  timeout=600, universal_newlines=True)
+
+
+@needs_ms
+def test_mindspore_backend_on_the_device_mindspore_already_runs_on(tmp_path):
+    """MindSpore refuses set_device ("The runtime has been initialized") once a kernel ran on CPU;
+    the backend asks for that same CPU, so it runs."""
+    proc = _backend_after_a_kernel(tmp_path, "cpu")
+    assert proc.returncode == 0 and "MATCHES" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@needs_ms
+def test_mindspore_backend_refuses_another_device_in_one_line(tmp_path):
+    """After a kernel ran on CPU, --device gpu cannot be had in this process (MindSpore without GPU
+    says it supports only CPU; with one, it refuses to switch): one line naming both devices."""
+    proc = _backend_after_a_kernel(tmp_path, "gpu")
+    assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
+    message = ast.literal_eval(proc.stdout.split("REFUSED ", 1)[1].strip())
+    assert message.startswith("MindSpore ") and "\n" not in message, message
+    assert "GPU" in message.upper() and "CPU" in message, message
 
 
 @needs_ms

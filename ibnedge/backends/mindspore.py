@@ -6,9 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..cpu_isa import apply_default_cpu_isa_cap
-from .base import Backend, BackendError, register
+from .base import Backend, BackendError, native_reason, register
 
 _TARGETS = {"cpu": "CPU", "gpu": "GPU", "ascend": "Ascend"}
+# How MindSpore refuses set_device once this process's device is fixed: chosen before, or
+# fixed implicitly by the first kernel (any tensor op, an in-process export) run without one.
+_DEVICE_FIXED = ("already", "can not be modified", "runtime has been initialized")
 
 
 @register
@@ -57,9 +60,10 @@ def _set_device(ms: object, target: str, device_id: int, threads: int) -> None:
         else:
             ms.set_context(device_target=target, device_id=device_id)
     except (RuntimeError, ValueError) as exc:
-        # set_device may be called once per process; a second identical call is harmless.
-        if "already" not in str(exc).lower():
-            raise BackendError("MindSpore cannot use --device %s: %s" % (target.lower(), exc))
+        reason = native_reason(exc, ())
+        if not any(words in reason.lower() for words in _DEVICE_FIXED):
+            raise BackendError("MindSpore cannot use --device %s: %s" % (target.lower(), reason))
+        _check_device_in_use(ms, target, device_id)
     if threads:
         cpu_ctx = getattr(getattr(ms, "device_context", None), "cpu", None)
         op_tuning = getattr(cpu_ctx, "op_tuning", None)
@@ -70,3 +74,19 @@ def _set_device(ms: object, target: str, device_id: int, threads: int) -> None:
                 pass  # already set in this process: the first setting stays
         else:
             ms.set_context(runtime_num_threads=threads)
+
+
+def _device_name(target: str, device_id: int) -> str:
+    """``CPU`` or ``GPU 1``: a MindSpore device as the user chose it (the id matters off CPU)."""
+    return target if target == "CPU" else "%s %d" % (target, device_id)
+
+
+def _check_device_in_use(ms: object, target: str, device_id: int) -> None:
+    """After MindSpore refused set_device: fine when the process already runs on the requested
+    device, else say which device the process is fixed to and how to choose another."""
+    in_use = _device_name(str(ms.get_context("device_target")), int(ms.get_context("device_id")))
+    wanted = _device_name(target, device_id)
+    if in_use != wanted:
+        raise BackendError(
+            "MindSpore in this process already runs on %s and cannot switch to %s: choose the device before "
+            "running any MindSpore code (mindspore.set_device), or run ibnedge in a fresh process" % (in_use, wanted))
