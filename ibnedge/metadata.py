@@ -39,9 +39,9 @@ METADATA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 
 # Where a model's weights were made, and the resize semantics that origin implies. This is
-# the one default: it is applied where the weights are made (ibnedge.onnx_builder and
-# train.convert for official weights, train's loop for trained ones, train.export for
-# random ones), and recorded; readers use what the record says.
+# the one default: it is applied where the weights are made (ModelMetadata.official for
+# official weights, train's loop for trained ones, train.export for random ones), and
+# recorded; readers use what the record says.
 ORIGIN_SEMANTICS = OrderedDict([
     # The authors' released PyTorch weights, evaluated with torchvision/PIL.
     ("official", "pil"),
@@ -252,6 +252,15 @@ class ModelMetadata:
         return cls(arch=arch, num_classes=int(num_classes), preprocess=spec,
                    class_names=list(class_names) if class_names is not None else None,
                    input_shape=(int(batch), 3) + spec.crop, source=source, origin=origin)
+
+    @classmethod
+    def official(cls, arch: str, num_classes: int, source: str,
+                 input_size: Tuple[int, int] = (224, 224)) -> "ModelMetadata":
+        """The record of the authors' released weights (origin ``official``: torchvision/PIL
+        preprocessing, ImageNet statistics; 1000 classes are ImageNet's, :meth:`names`),
+        fed at ``input_size`` (height, width)."""
+        return cls.describe(arch, num_classes, origin="official", source=source,
+                            crop=(int(input_size[0]), int(input_size[1])))
 
     def with_input(
         self,

@@ -259,13 +259,6 @@ def _problems(check: architectures.StateDictCheck) -> str:
     return "; ".join(lines) + " (pass the right --arch, or convert a checkpoint of a registered variant)"
 
 
-def official_metadata(arch: str, num_classes: int, input_size: Tuple[int, int], source: str) -> ModelMetadata:
-    """The record of official weights (origin ``official``: torchvision/PIL preprocessing,
-    ImageNet statistics; 1000 classes are ImageNet's, ``ModelMetadata.names``)."""
-    return ModelMetadata.describe(arch, num_classes, origin="official", source=source,
-                                  crop=(int(input_size[0]), int(input_size[1])))
-
-
 def build_from_pth(src: PathLike, output: Optional[PathLike] = None, arch: Optional[str] = None,
                    input_size: Tuple[int, int] = (224, 224)) -> BuiltModel:
     """Read the official ``.pth`` ``src`` (no PyTorch), build its ONNX graph and write it to
@@ -288,7 +281,7 @@ def build_from_pth(src: PathLike, output: Optional[PathLike] = None, arch: Optio
         except architectures.UnknownArchitecture as exc:
             raise architectures.UnknownArchitecture("%s: %s" % (src, exc)) from None
     model = build_model(arch, state_dict, input_size, source=str(src))
-    meta = official_metadata(arch, architectures.num_classes_of(state_dict), input_size, src.name)
+    meta = ModelMetadata.official(arch, architectures.num_classes_of(state_dict), src.name, input_size)
     embed_in_onnx(model, meta)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(".%s.%d.tmp" % (output.name, os.getpid()))
@@ -301,4 +294,4 @@ def build_from_pth(src: PathLike, output: Optional[PathLike] = None, arch: Optio
     return BuiltModel(output, save_for_model(meta, output), meta)
 
 
-__all__ = ["BuiltModel", "OnnxBuildError", "build_from_pth", "build_model", "official_metadata"]
+__all__ = ["BuiltModel", "OnnxBuildError", "build_from_pth", "build_model"]

@@ -123,6 +123,9 @@ def test_the_origin_decides_the_semantics_once():
     for origin, semantics in ORIGIN_SEMANTICS.items():
         meta = ModelMetadata.describe("resnet50_ibn_a", 1000, origin=origin, source="x")
         assert (meta.origin, meta.preprocess.semantics, meta.input_shape) == (origin, semantics, (-1, 3, 224, 224))
+    official = ModelMetadata.official("resnet50_ibn_a", 1000, "x.pth", input_size=(256, 128))
+    assert official == ModelMetadata.describe("resnet50_ibn_a", 1000, origin="official", source="x.pth",
+                                              crop=(256, 128))
     with pytest.raises(ValueError, match="unknown origin 'torchvision'"):
         ModelMetadata.describe("resnet50_ibn_a", 1000, origin="torchvision", source="x")
     moved = ModelMetadata.describe("resnet50_ibn_a", 1000, origin="official", source="x").with_input(

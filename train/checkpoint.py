@@ -101,14 +101,14 @@ def _describe_bare(params: Dict[str, np.ndarray], path: Path, arch: Optional[str
             arch = infer_arch(as_torch)
         except ConversionError:
             return None
-    return ModelMetadata.describe(arch, num_classes_of(as_torch), origin="official", source=path.name)
+    return ModelMetadata.official(arch, num_classes_of(as_torch), path.name)
 
 
 def _read_pth(path: Path, arch: Optional[str]) -> Checkpoint:
     from .convert import convert_pth
 
     params, report = convert_pth(path, arch=arch, strict=True)
-    info = ModelMetadata.describe(report.arch, report.num_classes, origin="official", source=path.name)
+    info = ModelMetadata.official(report.arch, report.num_classes, path.name)
     return Checkpoint(path, dict(params), info)
 
 

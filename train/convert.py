@@ -205,7 +205,7 @@ def convert_file(
     """
     params, report = convert_pth(src, arch, strict, num_classes)
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    record = ModelMetadata.describe(report.arch, report.num_classes, origin="official", source=Path(src).name)
+    record = ModelMetadata.official(report.arch, report.num_classes, Path(src).name)
     save_params(params, dst, record)
     return report
 
