@@ -417,10 +417,11 @@ def check_state_dict(arch: ArchBase, state_dict: Mapping[str, Any], num_classes:
     return StateDictCheck(missing, [k for k in state_dict if k not in keys], mismatched)
 
 
-def infer_arch(state_dict: Mapping[str, Any]) -> str:
+def infer_arch(state_dict: Mapping[str, Any], source: Optional[str] = None) -> str:
     """The variant whose every official key the state_dict holds with the right shape (the
     largest such one: resnet18's keys are a subset of resnet34's); extra keys (a re-ID head,
-    optimizer state) are allowed. Raises UnknownArchitecture naming the closest variant."""
+    optimizer state) are allowed. Raises UnknownArchitecture naming the closest variant,
+    and ``source`` (the file the state_dict was read from) when given."""
     num_classes = num_classes_of(state_dict)
     best, closest = None, None  # type: Optional[Tuple[int, str]], Optional[Tuple[int, ArchBase, StateDictCheck]]
     for arch in ARCHITECTURES.values():
@@ -442,8 +443,8 @@ def infer_arch(state_dict: Mapping[str, Any]) -> str:
         hint = " (closest: %s, which also needs %s%s)" % (
             arch.name, ", ".join(keys[:5]), " and %d more" % (len(keys) - 5) if len(keys) > 5 else "")
     raise UnknownArchitecture(
-        "cannot infer the architecture from the checkpoint's keys%s: pass --arch NAME (one of %s)"
-        % (hint, ", ".join(names()))
+        "%scannot infer the architecture from the checkpoint's keys%s: pass --arch NAME (one of %s)"
+        % ("%s: " % source if source else "", hint, ", ".join(names()))
     )
 
 

@@ -276,10 +276,7 @@ def build_from_pth(src: PathLike, output: Optional[PathLike] = None, arch: Optio
         raise OnnxBuildError("the ONNX output must be an .onnx file, got %s" % output)
     state_dict = load_state_dict(src)
     if arch is None:
-        try:
-            arch = architectures.infer_arch(state_dict)
-        except architectures.UnknownArchitecture as exc:
-            raise architectures.UnknownArchitecture("%s: %s" % (src, exc)) from None
+        arch = architectures.infer_arch(state_dict, source=str(src))
     model = build_model(arch, state_dict, input_size, source=str(src))
     meta = ModelMetadata.official(arch, architectures.num_classes_of(state_dict), src.name, input_size)
     embed_in_onnx(model, meta)

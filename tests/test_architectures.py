@@ -105,6 +105,8 @@ def test_inference_reports_the_closest_variant():
         infer_arch(state)
     with pytest.raises(UnknownArchitecture, match="cannot infer the architecture from the checkpoint's keys: pass"):
         infer_arch({"encoder.weight": _Shaped((3, 3))})
+    with pytest.raises(UnknownArchitecture, match=r"^encoder\.pth: cannot infer the architecture from the checkpoint"):
+        infer_arch({"encoder.weight": _Shaped((3, 3))}, source="encoder.pth")
     assert num_classes_of(shapes_of("densenet121_ibn_a", 5)) == 5 and num_classes_of({}) == 0
 
 

@@ -26,7 +26,8 @@ torch = pytest.importorskip("torch", reason="the PyTorch reference is a test-onl
 
 import torch_reference  # noqa: E402
 from ibnedge.pth_reader import PthError, UnsafePickleError, load_pth, load_state_dict, source_dtype  # noqa: E402
-from train.convert import ConversionError, convert_file, convert_state_dict, infer_arch, torch_key_for  # noqa: E402
+from ibnedge.architectures import UnknownArchitecture, infer_arch  # noqa: E402
+from train.convert import ConversionError, convert_file, convert_state_dict, torch_key_for  # noqa: E402
 from train.models import create_model  # noqa: E402
 from train_helpers import converted_pair, load_converted, relative_error  # noqa: E402
 
@@ -286,13 +287,23 @@ def test_architecture_is_inferred_from_the_keys(name):
     assert infer_arch(state) == name
 
 
-def test_unknown_architecture_is_reported():
-    with pytest.raises(ConversionError, match="cannot infer the architecture.*--arch"):
-        infer_arch({"encoder.weight": np.zeros((3, 3), np.float32)})
-    state = {k: v.numpy() for k, v in _tiny_state_dict().items()}
-    state["conv1.weight"] = np.zeros((32, 3, 7, 7), np.float32)  # a width no registered model has
-    with pytest.raises(ConversionError, match="cannot infer"):
-        infer_arch(state)
+def test_unknown_architecture_is_reported_naming_the_file_once(tmp_path):
+    unknown = tmp_path / "encoder.pth"
+    torch.save({"encoder.weight": torch.zeros(3, 3)}, str(unknown))
+    with pytest.raises(UnknownArchitecture, match="cannot infer the architecture.*--arch") as info:
+        convert_file(unknown, tmp_path / "o.ckpt")
+    assert str(info.value).startswith("%s: cannot infer" % unknown) and str(info.value).count("encoder.pth") == 1
+    state = _tiny_state_dict()
+    state["conv1.weight"] = torch.zeros(32, 3, 7, 7)  # a width no registered model has
+    wide = tmp_path / "wide.pth"
+    torch.save(state, str(wide))
+    with pytest.raises(UnknownArchitecture, match="wide.pth: cannot infer") as info:
+        convert_file(wide, tmp_path / "o.ckpt")
+    assert str(info.value).count("wide.pth") == 1 and not (tmp_path / "o.ckpt").exists()
+    with pytest.raises(ConversionError) as info:  # a strict mismatch names the file once too
+        convert_file(wide, tmp_path / "o.ckpt", arch="resnet_ibn_a_tiny")
+    assert str(info.value).startswith("%s does not match resnet_ibn_a_tiny" % wide)
+    assert str(info.value).count("wide.pth") == 1
 
 
 def test_the_converter_does_not_import_the_checkpoint_module(tmp_path):

@@ -20,6 +20,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ibnedge import architectures
 from ibnedge.errors import UserError
 from ibnedge.metadata import ModelMetadata
 
@@ -93,15 +94,15 @@ def _read_ckpt(path: Path) -> Checkpoint:
 
 
 def _describe_bare(params: Dict[str, np.ndarray], path: Path, arch: Optional[str]) -> Optional[ModelMetadata]:
-    from .convert import ConversionError, infer_arch, num_classes_of, torch_key_for
+    from .convert import torch_key_for
 
     as_torch = {torch_key_for(name): value for name, value in params.items()}
     if arch is None:
         try:
-            arch = infer_arch(as_torch)
-        except ConversionError:
+            arch = architectures.infer_arch(as_torch)
+        except architectures.UnknownArchitecture:
             return None
-    return ModelMetadata.official(arch, num_classes_of(as_torch), path.name)
+    return ModelMetadata.official(arch, architectures.num_classes_of(as_torch), path.name)
 
 
 def _read_pth(path: Path, arch: Optional[str]) -> Checkpoint:

@@ -46,7 +46,7 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from ibnedge import architectures
-from ibnedge.architectures import Tensor, UnknownArchitecture
+from ibnedge.architectures import Tensor
 from ibnedge.errors import UserError, add_debug_flag, run_reporting
 from ibnedge.metadata import ModelMetadata
 from ibnedge.pth_reader import PathLike, load_state_dict, source_dtype
@@ -106,22 +106,7 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- architecture inference
-
-
-def infer_arch(state_dict: Mapping[str, np.ndarray]) -> str:
-    """The registered model name the keys and shapes describe (``ibnedge.architectures.infer_arch``),
-    or ConversionError."""
-    try:
-        return architectures.infer_arch(state_dict)
-    except UnknownArchitecture as exc:
-        raise ConversionError(str(exc)) from None
-
-
 # --------------------------------------------------------------------------- conversion
-
-
-num_classes_of = architectures.num_classes_of
 
 
 def convert_state_dict(
@@ -129,17 +114,20 @@ def convert_state_dict(
     arch: Optional[str] = None,
     strict: bool = True,
     num_classes: Optional[int] = None,
+    source: Optional[str] = None,
 ) -> Tuple["OrderedDict[str, np.ndarray]", ConversionReport]:
     """Map official keys onto ``arch``'s MindSpore parameters.
 
-    Returns ``({ms_name: float32 array}, report)`` in the official key order.
-    ``num_classes`` defaults to the checkpoint's classifier rows (0, a headless model,
-    when it has none). With ``strict`` any missing, unexpected or mis-shaped key raises
-    ConversionError naming all of them; otherwise the matching subset is returned.
+    Returns ``({ms_name: float32 array}, report)`` in the official key order. ``arch``
+    defaults to the one the keys describe (``ibnedge.architectures.infer_arch``: else
+    UnknownArchitecture). ``num_classes`` defaults to the checkpoint's classifier rows (0, a
+    headless model, when it has none). With ``strict`` any missing, unexpected or mis-shaped
+    key raises ConversionError naming all of them; otherwise the matching subset is
+    returned. ``source``, the file ``state_dict`` was read from, is named in the errors.
     """
-    arch = arch or infer_arch(state_dict)
+    arch = arch or architectures.infer_arch(state_dict, source=source)
     if num_classes is None:
-        num_classes = num_classes_of(state_dict)
+        num_classes = architectures.num_classes_of(state_dict)
     description = architectures.get(arch)
     check = architectures.check_state_dict(description, state_dict, num_classes)
     report = ConversionReport(arch=arch, num_classes=num_classes, missing=check.missing,
@@ -157,7 +145,7 @@ def convert_state_dict(
         params[name] = np.ascontiguousarray(value, dtype=np.float32)
         report.converted.append(name)
     if strict and not report.ok:
-        raise ConversionError("checkpoint does not match %s (strict):\n%s" % (arch, report.problems()))
+        raise ConversionError("%s does not match %s (strict):\n%s" % (source or "checkpoint", arch, report.problems()))
     return params, report
 
 
@@ -180,12 +168,9 @@ def convert_pth(
     num_classes: Optional[int] = None,
 ) -> Tuple["OrderedDict[str, np.ndarray]", ConversionReport]:
     """Read ``src`` without PyTorch and map it onto ``arch`` (``convert_state_dict``);
-    every error names ``src``. Raises PthError/ConversionError."""
+    every error names ``src``. Raises PthError/UnknownArchitecture/ConversionError."""
     state_dict = load_state_dict(src)
-    try:
-        params, report = convert_state_dict(state_dict, arch, strict, num_classes)
-    except ConversionError as exc:
-        raise ConversionError("%s: %s" % (src, exc)) from None
+    params, report = convert_state_dict(state_dict, arch, strict, num_classes, source=str(src))
     if not params:
         raise ConversionError("%s: no parameter of %s found in the checkpoint" % (src, report.arch))
     return params, report
@@ -198,7 +183,8 @@ def convert_file(
     strict: bool = True,
     num_classes: Optional[int] = None,
 ) -> ConversionReport:
-    """``.pth`` -> ``.ckpt``: read without PyTorch, map, check, write. Raises PthError/ConversionError.
+    """``.pth`` -> ``.ckpt``: read without PyTorch, map, check, write. Raises
+    PthError/UnknownArchitecture/ConversionError.
 
     The ``.ckpt`` says what it holds (architecture, classes, ``pil`` preprocessing), so
     ``train.eval`` and ``train.export`` need no ``--arch`` for it.
