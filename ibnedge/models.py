@@ -36,13 +36,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 from .backends import AUTO_ORDER, get_backend_class
 from .choices import AUTO
-from .errors import UserError
+from .errors import UserError, one_line
 from .hub import DownloadError, cache_dir, default_weights
 from .metadata import metadata_path
 
@@ -110,27 +111,56 @@ def weights_file(model: Optional[PathLike], progress: Optional[bool] = None) -> 
 def made_from(weights: Path, backend: str = AUTO, arch: Optional[str] = None,
               progress: Optional[bool] = None) -> ResolvedModel:
     """The model made of ``weights`` for ``backend`` (``auto``: the first in AUTO_ORDER that
-    can be made here), made now unless the cache has it."""
+    can be made here), made now unless the cache has it. Official weights are read and
+    checked once, whatever the number of backends tried: a file that cannot be read, whose
+    architecture cannot be told or that does not fit ``arch`` fails the same for every
+    backend (PthError, UnknownArchitecture, OnnxBuildError naming it)."""
     entry = entry_dir(weights, arch)
     wanted = list(AUTO_ORDER) if backend == AUTO else [backend]
     for name in wanted:  # made before (here, or by another environment sharing the cache)
         made = entry / (_MADE_FOR[name] % weights.stem)
         if made.is_file() and (backend != AUTO or get_backend_class(name).installed()):
             return ResolvedModel(made, name)
-    reasons = []  # type: List[str]
+    official = _OfficialWeights(weights, arch)
+    backends_by_reason = OrderedDict()  # type: Dict[str, List[str]]
     for name in wanted:
         why_not = unavailable_because(name, weights)
         if why_not is None:
+            official.read()
             try:
-                return ResolvedModel(_make(name, weights, arch, entry, progress), name)
+                return ResolvedModel(_make(name, weights, arch, entry, progress, official), name)
             except UserError as exc:  # the weights do not fit, the converter fails...
                 if backend != AUTO:
                     raise
-                why_not = " ".join(str(exc).split())
+                why_not = one_line(exc)
         if backend != AUTO:
             raise ModelUnavailable("cannot make %s into a model for the %s backend: %s" % (weights, name, why_not))
-        reasons.append("%s: %s" % (name, why_not))
+        backends_by_reason.setdefault(why_not, []).append(name)
+    reasons = ["%s: %s" % (", ".join(names), why_not) for why_not, names in backends_by_reason.items()]
     raise ModelUnavailable("cannot make %s into a model any installed backend runs (%s)" % (weights, "; ".join(reasons)))
+
+
+class _OfficialWeights(object):
+    """The tensors and architecture of official ``.pth`` weights, read and checked by the
+    first backend that makes a model of them and kept for the next (nothing for a
+    ``.ckpt``). The mindspore backend's train.export reads the file again in its own process."""
+
+    def __init__(self, weights: Path, arch: Optional[str]) -> None:
+        self.weights = weights
+        self.arch = arch
+        self.state_dict = None  # type: Optional[Mapping[str, Any]]
+
+    def read(self) -> None:
+        if self.state_dict is not None or self.weights.suffix.lower() not in OFFICIAL_SUFFIXES:
+            return
+        from .architectures import infer_arch
+        from .onnx_builder import check_fits
+        from .pth_reader import load_state_dict
+
+        state_dict = load_state_dict(self.weights)
+        self.arch = self.arch or infer_arch(state_dict, source=str(self.weights))
+        check_fits(self.arch, state_dict, str(self.weights))
+        self.state_dict = state_dict
 
 
 def unavailable_because(backend: str, weights: PathLike) -> Optional[str]:
@@ -168,14 +198,15 @@ def entry_dir(weights: PathLike, arch: Optional[str] = None) -> Path:
     return cache_dir() / "models" / ("%s-%s" % (weights.stem, key))
 
 
-def _make(backend: str, weights: Path, arch: Optional[str], entry: Path, progress: Optional[bool]) -> Path:
+def _make(backend: str, weights: Path, arch: Optional[str], entry: Path, progress: Optional[bool],
+          official: _OfficialWeights) -> Path:
     dest = entry / (_MADE_FOR[backend] % weights.stem)
     if _says(progress):
         sys.stderr.write("ibnedge: making %s into a %s model (once; cached in %s)\n" % (weights, backend, entry))
         sys.stderr.flush()
     if backend == "mindspore":
         return _staged(dest, lambda out: _train_export(weights, arch, "MINDIR", out))
-    onnx = _onnx_of(weights, arch, entry / (_MADE_FOR["onnx"] % weights.stem))
+    onnx = _onnx_of(weights, arch, entry / (_MADE_FOR["onnx"] % weights.stem), official)
     if backend == "onnx":
         return onnx
     from .convert import convert_to_lite
@@ -183,14 +214,14 @@ def _make(backend: str, weights: Path, arch: Optional[str], entry: Path, progres
     return _staged(dest, lambda out: convert_to_lite(onnx, out))
 
 
-def _onnx_of(weights: Path, arch: Optional[str], dest: Path) -> Path:
+def _onnx_of(weights: Path, arch: Optional[str], dest: Path, official: _OfficialWeights) -> Path:
     if dest.is_file():
         return dest
-    if weights.suffix.lower() in CHECKPOINT_SUFFIXES:
+    if official.state_dict is None:  # a MindSpore checkpoint
         return _staged(dest, lambda out: _train_export(weights, arch, "ONNX", out))
-    from .onnx_builder import build_from_pth
+    from .onnx_builder import build_from_state_dict
 
-    return _staged(dest, lambda out: build_from_pth(weights, out, arch=arch))
+    return _staged(dest, lambda out: build_from_state_dict(official.state_dict, weights, out, arch=official.arch))
 
 
 def _staged(dest: Path, make) -> Path:

@@ -221,11 +221,9 @@ def build_model(arch: str, state_dict: Mapping[str, np.ndarray], input_size: Tup
     with its shape and no other key may be (OnnxBuildError lists them, naming ``source``).
     """
     onnx = _onnx()
+    check_fits(arch, state_dict, source)
     description = architectures.get(arch)
     num_classes = architectures.num_classes_of(state_dict)
-    check = architectures.check_state_dict(description, state_dict, num_classes)
-    if not check.ok:
-        raise OnnxBuildError("%s does not match %s: %s" % (source, arch, _problems(check)))
     height, width = (int(v) for v in input_size)
     if min(height, width) < 32:
         raise OnnxBuildError("input_size must be at least 32x32 (five stride-2 stages), got %r" % (tuple(input_size),))
@@ -247,6 +245,15 @@ def build_model(arch: str, state_dict: Mapping[str, np.ndarray], input_size: Tup
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model)
     return model
+
+
+def check_fits(arch: str, state_dict: Mapping[str, np.ndarray], source: str = "checkpoint") -> None:
+    """OnnxBuildError naming ``source`` and every wrong key unless ``state_dict`` holds
+    exactly ``arch``'s official keys with their shapes."""
+    check = architectures.check_state_dict(architectures.get(arch), state_dict,
+                                           architectures.num_classes_of(state_dict))
+    if not check.ok:
+        raise OnnxBuildError("%s does not match %s: %s" % (source, arch, _problems(check)))
 
 
 def _problems(check: architectures.StateDictCheck) -> str:
@@ -272,9 +279,16 @@ def build_from_pth(src: PathLike, output: Optional[PathLike] = None, arch: Optio
 
     src = Path(src)
     output = Path(output) if output is not None else src.with_suffix(".onnx")
-    if output.suffix.lower() != ".onnx":
-        raise OnnxBuildError("the ONNX output must be an .onnx file, got %s" % output)
-    state_dict = load_state_dict(src)
+    _check_output(output)
+    return build_from_state_dict(load_state_dict(src), src, output, arch, input_size)
+
+
+def build_from_state_dict(state_dict: Mapping[str, np.ndarray], src: PathLike, output: PathLike,
+                          arch: Optional[str] = None, input_size: Tuple[int, int] = (224, 224)) -> BuiltModel:
+    """:func:`build_from_pth` of the tensors already read from ``src`` (named in errors and
+    recorded as the weights' source)."""
+    src, output = Path(src), Path(output)
+    _check_output(output)
     if arch is None:
         arch = architectures.infer_arch(state_dict, source=str(src))
     model = build_model(arch, state_dict, input_size, source=str(src))
@@ -291,4 +305,9 @@ def build_from_pth(src: PathLike, output: Optional[PathLike] = None, arch: Optio
     return BuiltModel(output, save_for_model(meta, output), meta)
 
 
-__all__ = ["BuiltModel", "OnnxBuildError", "build_from_pth", "build_model"]
+def _check_output(output: Path) -> None:
+    if output.suffix.lower() != ".onnx":
+        raise OnnxBuildError("the ONNX output must be an .onnx file, got %s" % output)
+
+
+__all__ = ["BuiltModel", "OnnxBuildError", "build_from_pth", "build_from_state_dict", "build_model", "check_fits"]

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_helpers import have, make_tiny_onnx, run_py, subprocess_env
@@ -506,3 +507,27 @@ def test_bench_refuses_unusable_paths_before_measuring(tmp_path, flag):
     expected = ("--corpus %s is not a directory" % target if flag == "--corpus"
                 else "%s %s: folder %s does not exist" % (flag, target, target.parent))
     assert proc.returncode == 2 and err == ["ibnedge bench: error: " + expected]
+
+
+def test_bad_weights_under_backend_auto_give_their_reason_once(tmp_path):
+    """--backend auto tried each backend on a bad .pth, reading it each time, and listed the
+    same reason once per backend ("lite: x.pth: not a PyTorch checkpoint ...; onnx: x.pth:
+    not a PyTorch checkpoint ..."; under 3.11 train.export's words for it too). The file is
+    read once, and what is wrong with it said once."""
+    from pth_writer import random_state_dict, save_pth
+
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"neither a zip archive nor a pickle")
+    unknown = save_pth({"encoder.weight": np.zeros((3, 3), np.float32)}, tmp_path / "unknown.pth")
+    state = random_state_dict("resnet_ibn_a_tiny", num_classes=10)
+    del state["layer2.0.bn1.IN.weight"]
+    misfit = save_pth(state, tmp_path / "misfit.pth")
+    cases = [(broken, [], "not a PyTorch checkpoint"),
+             (unknown, [], "cannot infer the architecture"),
+             (misfit, ["--arch", "resnet_ibn_a_tiny"], "missing layer2.0.bn1.IN.weight")]
+    for weights, flags, reason in cases:
+        proc = _cli("infer", tmp_path, "--model", weights, *flags, env={"IBNEDGE_HOME": str(tmp_path / "home")})
+        err = proc.stderr.decode()
+        assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
+        assert err.startswith("ibnedge infer: error: %s" % weights), err
+        assert err.count(reason) == 1 and err.count(weights.name) == 1, err
