@@ -17,7 +17,7 @@ from collections import OrderedDict
 from typing import List, Optional, Sequence
 
 from . import choices, cpu_isa
-from .errors import EXIT_USER_ERROR, UserError, add_debug_flag, debug_requested, is_user_error, one_line, report
+from .errors import EXIT_USER_ERROR, UserError, add_debug_flag, is_user_error, one_line, run_reporting
 
 EXIT_OK = 0
 EXIT_SETUP = EXIT_USER_ERROR
@@ -258,16 +258,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        return run_reporting(lambda: args.func(args), "ibnedge %s: error: " % args.command, args.debug)
     except KeyboardInterrupt:
         sys.stderr.write("\nibnedge: interrupted\n")
         return EXIT_INTERRUPTED
-    except BrokenPipeError:  # e.g. `ibnedge infer dir | head`
+    except BrokenPipeError:  # e.g. `ibnedge infer dir | head` (no file name: not a user error)
         return EXIT_OK
-    except Exception as exc:  # narrowed at once: a bug keeps its traceback (exit 1)
-        if not is_user_error(exc):
-            raise
-        return report(exc, "ibnedge %s: error: " % args.command, debug_requested(args.debug))
 
 
 def _make_classifier(args: argparse.Namespace, backend: str, batch: int):
