@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple, Union
+from typing import BinaryIO, Dict, Iterator, List, Optional, Tuple, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -118,19 +118,72 @@ def graph_inputs(path: PathLike) -> List[Tuple[str, List[Union[int, str]]]]:
 
 
 def metadata_props(path: PathLike) -> Dict[str, str]:
-    """{key: value} of the model's ``metadata_props`` (a repeated key: the last one wins)."""
+    """{key: value} of the model's ``metadata_props`` (a repeated key: the last one wins).
+
+    Only the top-level fields are walked, and only ``metadata_props`` entries are read: the
+    graph (field 7, the weights) and every other field are skipped by seeking past them, so
+    the cost does not grow with the model."""
     path = Path(path)
     props = {}  # type: Dict[str, str]
     try:
-        for entry in _sub(memoryview(path.read_bytes()), 14):
-            pair = {n: bytes(v) for n, wire, v in _fields(entry) if wire == _BYTES}  # type: ignore[arg-type]
-            try:
-                props[pair.get(1, b"").decode("utf-8")] = pair.get(2, b"").decode("utf-8")
-            except UnicodeDecodeError:
-                raise OnnxFormatError("a metadata_props entry is not UTF-8 text")
+        with open(str(path), "rb") as f:
+            for entry in _top_level_bytes(f, os.fstat(f.fileno()).st_size, _METADATA_PROPS):
+                pair = {n: bytes(v) for n, wire, v in _fields(memoryview(entry)) if wire == _BYTES}  # type: ignore[arg-type]
+                try:
+                    props[pair.get(1, b"").decode("utf-8")] = pair.get(2, b"").decode("utf-8")
+                except UnicodeDecodeError:
+                    raise OnnxFormatError("a metadata_props entry is not UTF-8 text")
     except OnnxFormatError as exc:
         raise OnnxFormatError("%s is not a readable ONNX model (%s): export it again" % (path, exc))
     return props
+
+
+_METADATA_PROPS = 14  # ModelProto.metadata_props
+
+
+def _stream_varint(f: BinaryIO) -> Optional[int]:
+    """The varint at ``f``'s position, or None at the end of the file (before its first byte)."""
+    value = shift = 0
+    while True:
+        byte = f.read(1)
+        if not byte:
+            if shift:
+                raise OnnxFormatError("truncated varint")
+            return None
+        value |= (byte[0] & 0x7F) << shift
+        if not byte[0] & 0x80:
+            return value
+        shift += 7
+        if shift > 63:
+            raise OnnxFormatError("varint too long")
+
+
+def _top_level_bytes(f: BinaryIO, size: int, number: int) -> Iterator[bytes]:
+    """The payloads of the length-delimited top-level fields ``number`` of the message that
+    fills ``f`` (``size`` bytes); every other field is skipped without being read."""
+    while True:
+        key = _stream_varint(f)
+        if key is None:
+            return
+        field_number, wire = key >> 3, key & 7
+        if wire == _VARINT:
+            if _stream_varint(f) is None:
+                raise OnnxFormatError("truncated field %d" % field_number)
+            continue
+        if wire == _BYTES:
+            length = _stream_varint(f)
+            if length is None:
+                raise OnnxFormatError("truncated field %d" % field_number)
+        elif wire in (_FIXED64, _FIXED32):
+            length = 8 if wire == _FIXED64 else 4
+        else:
+            raise OnnxFormatError("unsupported wire type %d" % wire)
+        if f.tell() + length > size:  # checked before reading: a claimed length is not trusted
+            raise OnnxFormatError("truncated field %d" % field_number)
+        if wire == _BYTES and field_number == number:
+            yield f.read(length)
+        else:
+            f.seek(length, os.SEEK_CUR)
 
 
 __all__ = ["OnnxFormatError", "graph_inputs", "metadata_props"]

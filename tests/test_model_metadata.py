@@ -86,6 +86,74 @@ def test_onnx_built_from_official_weights_carries_its_metadata(tmp_path):
     assert embedded.origin == "official" and json.loads(embedded.to_json())["version"] == 2
 
 
+def test_reader_agrees_with_onnx_on_an_exported_model(tmp_path):
+    """A real model built from weights (graph, initializers, opset, metadata last)."""
+    onnx = pytest.importorskip("onnx")
+    from ibnedge.onnx_builder import build_from_pth
+    from pth_writer import random_state_dict, save_pth
+
+    pth = save_pth(random_state_dict("resnet_ibn_a_tiny", num_classes=10), tmp_path / "tiny-0123abcd.pth")
+    built = build_from_pth(pth, input_size=(64, 64))
+    expected = {e.key: e.value for e in onnx.load(str(built.path)).metadata_props}
+    assert metadata_props(built.path) == expected and set(expected) == {ONNX_METADATA_KEY}
+
+
+def _varint(value):
+    out = bytearray()
+    while True:
+        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+def _entry(key, value):
+    body = b"\x0a" + _varint(len(key)) + key + b"\x12" + _varint(len(value)) + value
+    return b"\x72" + _varint(len(body)) + body  # ModelProto.metadata_props (14)
+
+
+def test_metadata_is_read_without_reading_the_graph(tmp_path):
+    """metadata_props read the whole file (the weights: 100 MB for resnet50) to find a few
+    hundred bytes after the graph. Here a 64 MiB graph (a sparse hole of zeros) before the
+    entry: reading it would allocate 64 MiB; skipping it, a few kB."""
+    import tracemalloc
+
+    graph_size = 64 << 20
+    path = tmp_path / "big.onnx"
+    with open(str(path), "wb") as f:
+        f.write(b"\x08\x06")  # ir_version 6
+        f.write(b"\x3a" + _varint(graph_size))  # ModelProto.graph (7)
+        f.seek(graph_size, os.SEEK_CUR)
+        f.write(_entry(b"author", "Zoë".encode("utf-8")))
+    tracemalloc.start()
+    try:
+        props = metadata_props(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert props == {"author": "Zoë"}
+    assert peak < 1 << 20, "metadata_props allocated %d bytes for a %d-byte file" % (peak, path.stat().st_size)
+
+
+@pytest.mark.parametrize("data, why", [
+    (b"\x3a" + _varint(1 << 40) + b"\0" * 16, "truncated field 7"),  # a graph longer than the file
+    (b"\x08\x06" + _entry(b"k", b"v")[:-1], "truncated field 14"),  # the last entry torn
+    (b"\x08", "truncated field 1"),  # a varint field without its value
+    (b"\x08\x06\xf2", "truncated varint"),  # a key torn after its first byte
+    (b"\x72\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01", "varint too long"),
+    (b"\x0b", "unsupported wire type 3"),
+])
+def test_a_hostile_onnx_file_is_one_clear_error(tmp_path, data, why):
+    path = tmp_path / "hostile.onnx"
+    path.write_bytes(data)
+    with pytest.raises(OnnxFormatError, match="hostile.onnx is not a readable ONNX model \\(%s\\)" % why):
+        metadata_props(path)
+    proc = _cli(PY, "convert", path, "--to", "lite", "--output", tmp_path / "out.mindir")
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and err.count("\n") == 1, err
+    assert err.startswith("ibnedge convert: error: %s is not a readable ONNX model (%s)" % (path, why)), err
+
+
 # A sidecar as ibnedge wrote it before the record was versioned 2 (no "origin"), byte for byte.
 _VERSION_1_SIDECAR = {
     "version": 1, "arch": "tiny_conv", "num_classes": 10, "class_names": None, "input_shape": [-1, 3, 32, 32],
