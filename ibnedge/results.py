@@ -179,20 +179,21 @@ def load_done(output: PathLike, topk: Optional[int] = None) -> Set[str]:
     (its columns would not line up), and so is a file that is not ours.
     """
     path = Path(output)
-    output_format(path)
+    fmt = output_format(path)
     if not path.exists():
         return set()
     _cut_torn_tail(path)
     keys = PathKeys()
     try:
-        return {keys(p) for p in _row_paths(path, topk)}
+        return {keys(p) for p in _row_paths(path, fmt, topk)}
     except csv.Error as exc:
         raise OutputError("%s is not an ibnedge result file (%s): resume into a new --output file" % (path, exc))
 
 
-def _row_paths(path: Path, topk: Optional[int]) -> Iterator[str]:
+def _row_paths(path: Path, fmt: str, topk: Optional[int]) -> Iterator[str]:
+    """The path of every row of the ``fmt`` (:func:`output_format`) result file ``path``."""
     with open(str(path), encoding="utf-8", errors="surrogateescape", newline="") as f:
-        if output_format(path) == "jsonl":
+        if fmt == "jsonl":
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
