@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
+from .ascend_config import soc_of_chip
+
 DEFAULT_ROOT = Path("/usr/local/Ascend")
 _TOOLKIT_VARS = ("ASCEND_HOME_PATH", "ASCEND_TOOLKIT_HOME")
 # npu-smi answers in about a second and prints a table of a few kB per chip.
@@ -58,7 +60,7 @@ class AscendBox:
     @property
     def soc(self) -> str:
         """The chip family of the first chip npu-smi names ("Ascend310", ...), or ""."""
-        return soc_family(self.chip_names[0]) if self.chip_names else ""
+        return soc_of_chip(self.chip_names[0]) if self.chip_names else ""
 
     def to_dict(self) -> Dict[str, object]:
         return {
@@ -77,14 +79,6 @@ class AscendBox:
             "chip_names": list(self.chip_names),
             "soc": self.soc,
         }
-
-
-def soc_family(chip_name: str) -> str:
-    """npu-smi's chip name ("310", "310P3") -> the --soc choice it belongs to, or "" for a
-    chip ibnedge does not convert for (see :data:`ibnedge.ascend_config.SOCS`)."""
-    from .ascend_config import soc_of_chip
-
-    return soc_of_chip(chip_name)
 
 
 def probe(environ: Optional[Mapping[str, str]] = None, dev_dir: str = "/dev") -> AscendBox:
@@ -207,4 +201,4 @@ def run_bounded(command: List[str], timeout_s: float, max_bytes: int) -> Tuple[O
     return None, bytes(output), problem
 
 
-__all__ = ["AscendBox", "DEFAULT_ROOT", "probe", "probe_toolkit", "soc_family"]
+__all__ = ["AscendBox", "DEFAULT_ROOT", "probe", "probe_toolkit"]

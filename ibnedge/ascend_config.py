@@ -56,13 +56,12 @@ class Soc:
 
     cann_name: str
     npu_smi_names: str
-    boxes: str
 
 
 SOCS = OrderedDict([
-    ("Ascend310", Soc("Ascend310", r"310", "Atlas 200 / 300I / 500 (the 300I card carries 4 chips)")),
-    ("Ascend310P", Soc("Ascend310P3", r"310P\d*", "Atlas 300I Pro / Duo (\"Atlas inference series\")")),
-    ("Ascend910", Soc("Ascend910", r"910A?", "training series")),
+    ("Ascend310", Soc("Ascend310", r"310")),  # Atlas 200 / 300I / 500 (the 300I card carries 4 chips)
+    ("Ascend310P", Soc("Ascend310P3", r"310P\d*")),  # Atlas 300I Pro / Duo ("Atlas inference series")
+    ("Ascend910", Soc("Ascend910", r"910A?")),  # training series
 ])  # type: Dict[str, Soc]
 DEFAULT_SOC = "Ascend310"
 

@@ -227,11 +227,11 @@ def test_a_hanging_tool_is_stopped_with_what_it_started(tmp_path):
 
 
 def test_chip_names_map_to_soc_choices_and_a_310b_is_not_a_310():
-    from ibnedge.ascend_box import soc_family
+    from ibnedge.ascend_config import soc_of_chip
 
-    assert [soc_family(n) for n in ("310", "310P3", "310P1", "910", "910A")] == \
+    assert [soc_of_chip(n) for n in ("310", "310P3", "310P1", "910", "910A")] == \
         ["Ascend310", "Ascend310P", "Ascend310P", "Ascend910", "Ascend910"]
-    assert [soc_family(n) for n in ("310B1", "310B4", "910B", "910B3", "")] == ["", "", "", "", ""]
+    assert [soc_of_chip(n) for n in ("310B1", "310B4", "910B", "910B3", "")] == ["", "", "", "", ""]
 
 
 def test_a_model_for_the_310_on_a_310b_box_is_a_soc_problem(fake_toolkit, tmp_path):
