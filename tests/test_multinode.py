@@ -35,8 +35,8 @@ import pytest
 
 ms = pytest.importorskip("mindspore", reason="train/ needs MindSpore (Python 3.9+)")
 
-from train.distributed import (LocalRun, _agreed_settings, _environment, _training_settings, is_local_address,  # noqa: E402
-                               main as launcher_main, msrun_command, parser, plan_from, processes_with_env)
+from train.distributed import (SHIM_DIR_PREFIX, LocalRun, _agreed_settings, _environment, _training_settings,  # noqa: E402
+                               is_local_address, main as launcher_main, msrun_command, parser, plan_from, processes_with_env)
 from train.faults import FAULT_ENV, LOGGED_FAULT_ENV, STEP_SLEEP_ENV  # noqa: E402
 from train.rank_guard import read_status  # noqa: E402
 from train import rendezvous  # noqa: E402
@@ -454,12 +454,64 @@ def test_a_killed_guard_stops_a_node_without_msrun_at_once(tmp_path):
 
 
 def _launch_alone(node_rank: int, port: int, tmp: Path, timeout: int, extra: Sequence[str] = (),
-                  master_addr: str = "127.0.0.1") -> subprocess.Popen:
+                  master_addr: str = "127.0.0.1", env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "train.distributed", "--nnodes", "2", "--node-rank", str(node_rank), "--nproc", "1",
          "--device", "CPU", "--master-addr", master_addr, "--master-port", str(port), "--cluster-timeout", str(timeout),
          "--log-dir", str(tmp / ("logs%d" % node_rank)), "--", "--train-dir", str(tmp), *extra],
-        cwd=str(REPO), env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=str(REPO), env=subprocess_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _waiting_launcher(tmp: Path, temp_dir: Path) -> subprocess.Popen:
+    """A master launcher (its shim directory made) waiting for a node that never comes."""
+    proc = _launch_alone(0, free_port_pair(loopback_hosts()), tmp, timeout=120, env={"TMPDIR": str(temp_dir)})
+    for line in proc.stdout:
+        if line.startswith("node 0: waiting for all 2 nodes"):
+            return proc
+    proc.kill()
+    raise AssertionError("the launcher ended before waiting: %s" % proc.communicate()[1])
+
+
+def test_a_sigkilled_launchers_shim_directory_is_removed_by_the_next_launcher(tmp_path):
+    """SIGKILL cannot be caught, so a killed launcher leaves its temporary `python` shim
+    directory behind; the next launcher removes it, and keeps a live launcher's."""
+    temp_dir = tmp_path / "tmp"
+    temp_dir.mkdir()
+    shim_dirs = lambda: set(temp_dir.glob(SHIM_DIR_PREFIX + "*"))  # noqa: E731
+    procs = []
+    try:
+        killed = _waiting_launcher(tmp_path, temp_dir)
+        procs.append(killed)
+        (killed_dir,) = shim_dirs()
+        live = _waiting_launcher(tmp_path, temp_dir)
+        procs.append(live)
+        (live_dir,) = shim_dirs() - {killed_dir}
+        killed.send_signal(signal.SIGKILL)
+        assert killed.wait(timeout=30) == -signal.SIGKILL
+        assert shim_dirs() == {killed_dir, live_dir}  # what SIGKILL leaves
+        procs.append(_waiting_launcher(tmp_path, temp_dir))
+        assert not killed_dir.exists(), "the killed launcher's shim directory is still there"
+        assert len(shim_dirs() - {live_dir}) == 1  # the new launcher's
+        assert live_dir.is_dir()
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            proc.communicate(timeout=60)
+    assert shim_dirs() == set()  # stopped launchers remove their own
+
+
+def test_a_shim_directory_without_a_lock_file_is_kept(tmp_path):
+    """An older launcher's directory (or one whose owner was killed before locking it)
+    cannot be told from one being made: the sweep leaves it."""
+    from train.owned_dirs import LOCK_NAME, remove_unowned
+
+    unlocked, stale = tmp_path / (SHIM_DIR_PREFIX + "old"), tmp_path / (SHIM_DIR_PREFIX + "stale")
+    unlocked.mkdir()
+    stale.mkdir()
+    (stale / LOCK_NAME).write_bytes(b"")  # nobody holds it
+    remove_unowned(tmp_path, SHIM_DIR_PREFIX)
+    assert unlocked.is_dir() and not stale.exists()
 
 
 @pytest.mark.parametrize("present", [0, 1])

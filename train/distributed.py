@@ -37,7 +37,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,6 +46,7 @@ from ibnedge.errors import DEBUG_ENV, UserError, add_debug_flag, run_reporting
 
 from . import rendezvous
 from .config import INVOCATION_SETTINGS, _device
+from .owned_dirs import owned_temp_dir
 from .rank_guard import (LAUNCHER_PID_ENV, SCHEDULER, describe_exit, die_with_parent, rank_of, read_status,
                          status_name)
 
@@ -55,6 +55,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _MS_LOG_LINE = re.compile(r"^\[(WARNING|INFO|DEBUG)\] ")
 _POLL_S = 0.5
 MIN_HEARTBEAT_TIMEOUT_S = 10 * _POLL_S  # beats go out between polls: ten chances per timeout
+# The temporary directory of a launcher's `python` shim; a SIGKILLed launcher's is removed by the next one.
+SHIM_DIR_PREFIX = "ibnedge-msrun-"
 
 
 class LaunchError(UserError, ValueError):
@@ -576,10 +578,10 @@ def _run_node(plan: Plan, args: argparse.Namespace, train_args: List[str], direc
     """Join the other nodes, run this node's ranks, stop them all: (None once every node
     succeeded, else the failure; whether a stop signal ended the run here)."""
     link, local = None, None
-    with tempfile.TemporaryDirectory(prefix="ibnedge-msrun-") as tmp:
+    with owned_temp_dir(SHIM_DIR_PREFIX) as tmp:
         try:
             link = _link(plan, resume, settings)
-            local = LocalRun(plan, train_args, _environment(Path(tmp)), direct, args.tail_lines)
+            local = LocalRun(plan, train_args, _environment(tmp), direct, args.tail_lines)
             follower = _LogFollower(None if args.quiet else plan.worker_log(plan.global_ranks[0]))
             return _supervise(local, link, follower), False
         except KeyboardInterrupt:
