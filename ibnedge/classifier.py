@@ -20,6 +20,7 @@ import collections
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -34,6 +35,9 @@ from .models import resolve
 
 PathLike = Union[str, "os.PathLike[str]"]
 _POLL_S = 0.1
+# A pipeline stage still busy this long after close() is stuck (a call that never returns):
+# one batch's preprocessing or run takes far less.
+CLOSE_TIMEOUT_S = 10.0
 _log = logging.getLogger(__name__)
 
 
@@ -313,11 +317,14 @@ class _Pipeline(object):
         self._input_error = None  # type: Optional[BaseException]  # raised after the rows before it
         self._fatal = None  # type: Optional[BaseException]  # every device failed
         self._stop = False
-        self._threads = [threading.Thread(target=self._produce, name="ibnedge-preprocess", daemon=True)]
+        # (thread, the stage it runs as a warning names it)
+        self._stages = [(threading.Thread(target=self._produce, name="ibnedge-preprocess", daemon=True),
+                         "preprocessing (reading the input items)")]
         for device_id, backend in zip(clf.device_ids, clf.backends):
-            self._threads.append(threading.Thread(
-                target=self._work, args=(device_id, backend), name="ibnedge-device-%d" % device_id, daemon=True))
-        for t in self._threads:
+            self._stages.append((threading.Thread(
+                target=self._work, args=(device_id, backend), name="ibnedge-device-%d" % device_id, daemon=True),
+                "%s device %d (%s backend)" % (clf.device, device_id, backend.name)))
+        for t, _ in self._stages:
             t.start()
 
     # -- producer -------------------------------------------------------------------
@@ -440,8 +447,16 @@ class _Pipeline(object):
             yield batch
 
     def close(self) -> None:
+        """Stops every stage. One still running after :data:`CLOSE_TIMEOUT_S` is stuck in a
+        call that never returns: it is left behind (a daemon thread) and named in one warning,
+        rather than hanging the caller for good."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
-        for t in self._threads:
-            t.join()
+        deadline = time.monotonic() + CLOSE_TIMEOUT_S
+        for t, _ in self._stages:
+            t.join(max(0.0, deadline - time.monotonic()))
+        stuck = [stage for t, stage in self._stages if t.is_alive()]
+        if stuck:
+            _log.warning("%s did not stop within %g s of closing the pipeline (stuck in a call that does not "
+                         "return?); left running in the background", " and ".join(stuck), CLOSE_TIMEOUT_S)

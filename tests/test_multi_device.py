@@ -11,12 +11,15 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edge_helpers import have, make_tiny_onnx, run_py
+from ibnedge import classifier
 from ibnedge.backends import BackendError
 from ibnedge.classifier import Classifier, device_id_list
 from ibnedge.results import read_rows
@@ -103,6 +106,38 @@ def test_when_every_device_fails_the_error_names_each(models, items, backend):
     with pytest.raises(BackendError, match=r"every device failed: cpu device \d: .*was closed.*; cpu device \d: "):
         _rows(clf, items)
     assert sorted(i for i, _ in clf.device_failures) == [0, 1]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_closing_a_pipeline_whose_input_never_comes_returns_and_names_the_stuck_stage(
+        models, imagenet_files, backend, monkeypatch, caplog):
+    """An input stream that stops delivering (a pipe, a network source) holds the
+    preprocessing thread in next() for good: closing the pipeline (the caller stopped
+    reading, Ctrl-C) returns after CLOSE_TIMEOUT_S with one warning naming that stage,
+    instead of joining the thread for ever. The bound is shortened to keep the test short."""
+    monkeypatch.setattr(classifier, "CLOSE_TIMEOUT_S", 0.5)
+    never = threading.Event()  # set only to release the thread once the test has its answer
+
+    def stream():
+        yield str(imagenet_files[0])
+        never.wait()
+
+    closed = threading.Event()
+    with _classifiers(models[backend], backend, 0) as (clf,):
+        rows = clf.predict_iter(stream(), topk=1)
+        assert next(rows).ok
+        started = time.monotonic()
+        threading.Thread(target=lambda: (rows.close(), closed.set()), daemon=True).start()
+        try:
+            returned = closed.wait(10)
+            elapsed = time.monotonic() - started
+        finally:
+            never.set()
+    assert returned, "close() hung on the blocked preprocessing stage"
+    assert 0.5 <= elapsed < 5, elapsed  # the bound, plus scheduling slack on a loaded machine
+    assert [r.getMessage() for r in caplog.records if r.name == "ibnedge.classifier"] == [
+        "preprocessing (reading the input items) did not stop within 0.5 s of closing the pipeline (stuck in a "
+        "call that does not return?); left running in the background"]
 
 
 def test_device_ids_are_checked():
