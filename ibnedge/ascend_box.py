@@ -10,8 +10,17 @@ Read from the places CANN's installers write (no Ascend library is loaded):
   https://www.hiascend.com/document/detail/en/canncommercial/800/softwareinst/instg/instg_0044.html);
 * driver: ``<Ascend root>/driver/version.info`` (``Version=...``), the root being the
   folder that holds ``ascend-toolkit`` (default ``/usr/local/Ascend``);
-* chips: the device nodes ``/dev/davinciN`` the driver creates, narrowed by
+* chips: the device nodes ``/dev/davinciN`` the driver creates, narrowed and renumbered by
   ``$ASCEND_RT_VISIBLE_DEVICES`` when set; ``npu-smi info`` (on PATH) for the chip name.
+
+``ASCEND_RT_VISIBLE_DEVICES=2,3`` (CANN's CUDA_VISIBLE_DEVICES) shows the process chips 2
+and 3 only, as devices 0 and 1: a device id (``--device-id``, Lite's ``ascend.device_id``)
+is then an index into that list. CANN reads the list up to its first entry that is not a
+number (``1, 2`` is ``1``: the space) or not a chip of the box (``1,3,8`` on 8 chips is
+``1,3``), and supports ascending ids only (CANN environment variable reference,
+ASCEND_RT_VISIBLE_DEVICES:
+https://www.hiascend.com/document/detail/en/canncommercial/800/apiref/envvar/envref_07_0028.html).
+Chip N is taken to be ``/dev/davinciN``.
 """
 from __future__ import annotations
 
@@ -25,9 +34,10 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .ascend_config import soc_of_chip
+from .errors import UserError
 
 DEFAULT_ROOT = Path("/usr/local/Ascend")
 _TOOLKIT_VARS = ("ASCEND_HOME_PATH", "ASCEND_TOOLKIT_HOME")
@@ -35,6 +45,11 @@ _TOOLKIT_VARS = ("ASCEND_HOME_PATH", "ASCEND_TOOLKIT_HOME")
 NPU_SMI_TIMEOUT_S = 10.0
 NPU_SMI_MAX_BYTES = 1 << 20
 _CHIP_NAME = re.compile(r"\b(310P\d*|310B\d*|310|910[A-C]?\d*)\b")
+VISIBLE_ENV = "ASCEND_RT_VISIBLE_DEVICES"
+
+
+class DeviceIdError(UserError, ValueError):
+    """A device id this process has no Ascend chip for."""
 
 
 @dataclass
@@ -53,8 +68,9 @@ class AscendBox:
     npu_smi: Optional[str] = None
     npu_smi_output: str = ""
     npu_smi_error: str = ""
-    chips: List[int] = field(default_factory=list)
+    chips: List[int] = field(default_factory=list)  # chip numbers (davinciN) in device id order
     visible: Optional[str] = None  # ASCEND_RT_VISIBLE_DEVICES as set
+    visible_problem: str = ""  # which part of it CANN does not read, and why
     chip_names: List[str] = field(default_factory=list)  # from npu-smi, e.g. "310", "310P3"
 
     @property
@@ -76,6 +92,7 @@ class AscendBox:
             "npu_smi_error": self.npu_smi_error,
             "chips": list(self.chips),
             "visible": self.visible,
+            "visible_problem": self.visible_problem,
             "chip_names": list(self.chip_names),
             "soc": self.soc,
         }
@@ -91,8 +108,8 @@ def probe(environ: Optional[Mapping[str, str]] = None, dev_dir: str = "/dev") ->
         root = Path(*parts[: parts.index("ascend-toolkit")])
     box.driver = root / "driver"
     box.driver_version, box.driver_problem = _read_key(box.driver / "version.info", "Version")
-    box.visible = env.get("ASCEND_RT_VISIBLE_DEVICES")
-    box.chips = _device_nodes(Path(dev_dir), box.visible)
+    box.visible = env.get(VISIBLE_ENV)
+    box.chips, box.visible_problem = visible_chips(_device_nodes(Path(dev_dir)), box.visible)
     box.npu_smi = shutil.which("npu-smi", path=env.get("PATH"))
     if box.npu_smi:
         _run_npu_smi(box)
@@ -140,16 +157,53 @@ def _read_key(path: Path, key: str) -> Tuple[str, str]:
     return "", "%s has no %s= line" % (path, key)
 
 
-def _device_nodes(dev_dir: Path, visible: Optional[str]) -> List[int]:
+def _device_nodes(dev_dir: Path) -> List[int]:
     try:
         names = os.listdir(str(dev_dir))
     except OSError:
         return []
-    ids = sorted(int(n[len("davinci"):]) for n in names if re.match(r"^davinci\d+$", n))
-    if visible:
-        wanted = {int(v) for v in re.findall(r"\d+", visible)}
-        ids = [i for i in ids if i in wanted]
-    return ids
+    return sorted(int(n[len("davinci"):]) for n in names if re.match(r"^davinci\d+$", n))
+
+
+def visible_chips(present: List[int], visible: Optional[str]) -> Tuple[List[int], str]:
+    """(the chips of ``present`` a process sees, in device id order; which part of
+    ``visible``, ASCEND_RT_VISIBLE_DEVICES, CANN does not read and why, or "").
+    Unset or empty, every chip is seen."""
+    if not visible or not present:
+        return list(present), ""
+    chips = []  # type: List[int]
+    for entry in visible.split(","):
+        if not re.match(r"^[0-9]+$", entry):
+            why = "%r is not a chip number (only digits and commas are read)" % entry
+        elif int(entry) not in present:
+            why = "this box has no chip %s (/dev/davinci%s)" % (entry, entry)
+        elif chips and int(entry) <= chips[-1]:
+            why = "chip %s does not come after chip %d (CANN takes ascending ids only)" % (entry, chips[-1])
+        else:
+            chips.append(int(entry))
+            continue
+        return chips, "%s=%s is read only up to %s: %s" % (
+            VISIBLE_ENV, visible, ",".join(map(str, chips)) if chips else "nothing (no chip is visible)", why)
+    return chips, ""
+
+
+def check_device_ids(device_ids: Sequence[int], environ: Optional[Mapping[str, str]] = None,
+                     dev_dir: str = "/dev") -> None:
+    """Raises :class:`DeviceIdError` for a device id beyond the chips this process sees
+    (the visible list's indexes). Without any ``/dev/davinciN`` there is nothing to count,
+    and the runtime is left to answer."""
+    env = os.environ if environ is None else environ
+    visible = env.get(VISIBLE_ENV)
+    present = _device_nodes(Path(dev_dir))
+    chips, problem = visible_chips(present, visible)
+    beyond = [i for i in device_ids if i >= len(chips)]
+    if not present or not beyond:
+        return
+    seen = ", ".join("%d (davinci%d)" % (i, chip) for i, chip in enumerate(chips)) or "none"
+    raise DeviceIdError("no Ascend chip has device id %s in this process: its device ids are %s%s%s" % (
+        ", ".join(map(str, beyond)), seen,
+        " (%s=%s: ids are indexes into that list)" % (VISIBLE_ENV, visible) if visible else "",
+        "; %s" % problem if problem else ""))
 
 
 def _run_npu_smi(box: AscendBox) -> None:
@@ -201,4 +255,4 @@ def run_bounded(command: List[str], timeout_s: float, max_bytes: int) -> Tuple[O
     return None, bytes(output), problem
 
 
-__all__ = ["AscendBox", "DEFAULT_ROOT", "probe", "probe_toolkit"]
+__all__ = ["AscendBox", "DEFAULT_ROOT", "DeviceIdError", "check_device_ids", "probe", "probe_toolkit", "visible_chips"]

@@ -27,6 +27,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
+from .ascend_box import check_device_ids
 from .backends import Backend, BackendError, create_backend
 from .files import InputFile
 from .formats import PILLOW_MAX_PIXELS
@@ -105,6 +106,8 @@ class Classifier(object):
         if int(batch) < 1:
             raise ValueError("batch must be >= 1, got %r" % (batch,))
         self.device_ids = device_id_list(device_id)
+        if device == "ascend":
+            check_device_ids(self.device_ids)
         resolved = resolve(model, backend, arch=arch, progress=progress)
         self.model_path = resolved.path
         self.batch = int(batch)

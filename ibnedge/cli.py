@@ -113,7 +113,7 @@ def _add_model_flags(p: argparse.ArgumentParser, multi_backend: bool = False) ->
     g.add_argument(
         "--device-id", type=_device_ids, default=[0], metavar="N[,N...]",
         help="device index, or several (0,1,2,3: one backend per chip, batches dealt to whichever is free; "
-        "default: 0)",
+        "default: 0); with ASCEND_RT_VISIBLE_DEVICES set, an index into the chips it lists",
     )
     g.add_argument(
         "--threads", type=_non_negative, default=0, metavar="N",

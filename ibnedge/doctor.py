@@ -286,6 +286,8 @@ def _check_ascend(report: Report, meta: Any, environ: Optional[Dict[str, str]]) 
 
 def _check_chips(report: Report, box: Any, meta: Any) -> None:
     """npu-smi, the chips this process sees, and the model's SoC against the box's."""
+    from .ascend_box import VISIBLE_ENV
+
     need = report.device == "ascend"
     miss = PROBLEM if need else NOTE
     if box.npu_smi_error:
@@ -293,13 +295,16 @@ def _check_chips(report: Report, box: Any, meta: Any) -> None:
                    "check the driver with npu-smi info as root" if need else "")
     elif box.npu_smi:
         report.add("ascend", OK, "npu-smi names %s" % (", ".join(box.chip_names) or "no chip"))
+    if box.visible_problem:
+        report.add("ascend", miss, box.visible_problem,
+                   "list chip numbers in ascending order, separated by commas only" if need else "")
     if box.chips:
         report.add("ascend", OK, "chips visible: %s%s" % (
-            ", ".join("davinci%d" % i for i in box.chips),
-            " (ASCEND_RT_VISIBLE_DEVICES=%s)" % box.visible if box.visible else ""))
+            ", ".join("davinci%d as --device-id %d" % (chip, i) for i, chip in enumerate(box.chips)),
+            " (%s=%s: device ids are indexes into its list)" % (VISIBLE_ENV, box.visible) if box.visible else ""))
     elif need or box.toolkit is not None:
         report.add("ascend", miss, "no Ascend chip visible (no /dev/davinciN%s)" % (
-            " among ASCEND_RT_VISIBLE_DEVICES=%s" % box.visible if box.visible else ""),
+            " among %s=%s" % (VISIBLE_ENV, box.visible) if box.visible else ""),
             "load the driver (npu-smi info lists the chips); in a container pass --device /dev/davinci0 "
             "--device /dev/davinci_manager --device /dev/devmm_svm --device /dev/hisi_hdc" if need else "")
     wanted = meta.deployment.soc if meta is not None and meta.deployment is not None else ""
