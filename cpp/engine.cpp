@@ -132,13 +132,12 @@ PixelRect source_window(const ResizePlan& plan, bool restrict_window) {
     return window;
 }
 
-// `plan` (for the whole upright image) re-based onto the window `upright` of it, into `shifted`.
-void rebase_plan(const ResizePlan& plan, const PixelRect& upright, ResizePlan* shifted) {
-    *shifted = plan;
-    shifted->source_width = upright.width();
-    shifted->source_height = upright.height();
-    for (AxisTaps* taps : {&shifted->horizontal, &shifted->vertical}) {
-        const int offset = taps == &shifted->horizontal ? upright.x0 : upright.y0;
+// Re-bases `plan` (for the whole upright image) onto the window `upright` of it, in place.
+void rebase_plan(const PixelRect& upright, ResizePlan* plan) {
+    plan->source_width = upright.width();
+    plan->source_height = upright.height();
+    for (AxisTaps* taps : {&plan->horizontal, &plan->vertical}) {
+        const int offset = taps == &plan->horizontal ? upright.x0 : upright.y0;
         for (int& first : taps->first) first -= offset;
         taps->source_begin -= offset;
         taps->source_end -= offset;
@@ -147,11 +146,12 @@ void rebase_plan(const ResizePlan& plan, const PixelRect& upright, ResizePlan* s
 
 // An EXIF-rotated or mirrored image: decodes only the stored rectangle holding the upright
 // rows and columns the crop reads, then resamples an upright view of it. The window, with
-// the input and libjpeg's buffers, must fit the item's memory budget.
+// the input and libjpeg's buffers, must fit the item's memory budget. Re-bases ws.plan onto
+// the window (make_resize_plan refills it for the next item).
 ItemStatus decode_oriented(Workspace& ws, int orientation, bool restrict_window, uint64_t held_bytes,
                            const DecodeOptions& options, const Normalization& norm, float* out) {
     JpegDecoder& decoder = ws.decoder;
-    const ResizePlan& plan = ws.plan;
+    ResizePlan& plan = ws.plan;
     const int width = decoder.output_width(), height = decoder.output_height();
     const PixelRect upright = source_window(plan, restrict_window);
     const PixelRect stored = stored_rect(upright, orientation, width, height);
@@ -189,8 +189,8 @@ ItemStatus decode_oriented(Workspace& ws, int orientation, bool restrict_window,
     view.channels = 4;
     view.row_stride = ptrdiff_t(stride);
     view.pixel_stride = 4;
-    rebase_plan(plan, upright, &ws.window_plan);
-    resample_pixels(oriented_view(view, orientation), ws.window_plan, norm, ws.resampler, out);
+    rebase_plan(upright, &plan);
+    resample_pixels(oriented_view(view, orientation), plan, norm, ws.resampler, out);
     return ItemStatus{};
 }
 

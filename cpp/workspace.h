@@ -22,7 +22,6 @@ struct Workspace {
     std::vector<uint8_t> window;           // the decoded window of an EXIF-rotated image
     std::vector<uint8_t*> window_rows;
     ResizePlan plan;
-    ResizePlan window_plan;                // `plan` re-based onto that window
     ResamplerScratch resampler;
 
     // A buffer that grew past this for one item is freed after it, so that a rare big image
