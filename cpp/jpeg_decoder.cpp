@@ -243,18 +243,17 @@ bool JpegDecoder::used_undefined_table() const {
 }
 
 ItemStatus JpegDecoder::start(int scale_eighths, CmykConvention cmyk) {
-    scale_eighths_ = scale_eighths;
     cmyk_convention_ = cmyk;
-    const ItemStatus status = start_decompress();
+    const ItemStatus status = start_decompress(scale_eighths);
     if (!used_undefined_table()) return status;
     // This image relies on a table it does not define: decode it as a fresh struct would,
     // with empty slots (a struct close() does not keep).
     destroy();
     const ItemStatus header = begin_item(false);
-    return header.ok() ? start_decompress() : header;
+    return header.ok() ? start_decompress(scale_eighths) : header;
 }
 
-ItemStatus JpegDecoder::start_decompress() {
+ItemStatus JpegDecoder::start_decompress(int scale_eighths) {
     switch (cinfo_.jpeg_color_space) {
         case JCS_GRAYSCALE:
         case JCS_YCbCr:
@@ -273,7 +272,7 @@ ItemStatus JpegDecoder::start_decompress() {
                                          std::to_string(cinfo_.num_components) + " components)");
     }
     adobe_ = cinfo_.saw_Adobe_marker;
-    cinfo_.scale_num = static_cast<unsigned>(scale_eighths_);
+    cinfo_.scale_num = static_cast<unsigned>(scale_eighths);
     cinfo_.scale_denom = 8;
     cinfo_.dct_method = JDCT_ISLOW;  // what Pillow, OpenCV and MindSpore decode with
     cinfo_.do_fancy_upsampling = TRUE;

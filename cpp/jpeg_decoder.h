@@ -115,7 +115,7 @@ private:
     // does; checked all the same).
     static ItemStatus stalled(const char* call);
     ItemStatus begin_item(bool mark_tables);  // creates the struct if needed, reads the header
-    ItemStatus start_decompress();
+    ItemStatus start_decompress(int scale_eighths);
     ItemStatus end_decode(bool rows_left);
     void destroy();
     void mark_tables_undefined();
@@ -125,7 +125,6 @@ private:
     const uint8_t* data_ = nullptr;
     size_t size_ = 0;
     uint64_t memory_limit_ = 0;
-    int scale_eighths_ = 8;
     int header_components_ = 0;  // the frame's components (comp_info entries) as the header gave them
     jpeg_decompress_struct cinfo_;
     ErrorManager err_;
