@@ -53,6 +53,18 @@ def test_tensors_are_byte_identical_to_x86(semantics: str, threads: int, manifes
     assert result.tensor.tobytes() == x86.tobytes()
 
 
+@pytest.mark.parametrize("semantics", ["pil", "mindspore", "fast"])
+def test_pixel_arrays_give_the_x86_tensors_byte_for_byte(semantics: str, expected_dir: Path):
+    """Arrays take their own path into the kernel (packed RGB widened to RGBX by vld3/vst4):
+    odd widths below and past its 16-pixel step, a long strip, an RGBA array."""
+    with np.load(str(expected_dir / "arrays.npz")) as saved:
+        arrays = [saved["arr_%d" % i] for i in range(len(saved.files))]
+    x86 = np.load(str(expected_dir / ("arrays-%s.npy" % semantics)))
+    result = Preprocessor(PreprocessSpec(semantics=semantics), threads=2).run(arrays)
+    assert result.errors == [None] * len(arrays)
+    assert result.tensor.tobytes() == x86.tobytes()
+
+
 def test_pil_matches_pillow(manifest: Dict[str, Any], expected_dir: Path):
     pillow = np.load(str(expected_dir / "pillow.npy"))
     rows, errors = run_pixels(manifest["photos"], "pil")

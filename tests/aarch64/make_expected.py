@@ -3,6 +3,9 @@ aarch64 build must reproduce, written to OUT_DIR.
 
 - ``<semantics>.npy``: the x86 engine's tensors (ImageNet normalisation) of the photos;
 - ``pillow.npy``: torchvision/Pillow's Resize(256) + CenterCrop(224) of the same photos;
+- ``arrays.npz`` and ``arrays-<semantics>.npy``: packed RGB pixel arrays (widths below, at
+  and past a vector step, a 4000-wide strip, an RGBA one) and the x86 engine's tensors of
+  them: the array path has its own RGB -> RGBX vector copy;
 - ``manifest.json``: the photo paths, and the bad inputs the aarch64 interpreter can take
   without OpenCV (JPEG-like or no image signature at all) with the x86 error kind of each.
 
@@ -27,6 +30,7 @@ from ibnedge.preprocess import Preprocessor  # noqa: E402
 
 SEMANTICS = ("pil", "mindspore", "fast")
 PHOTOS = 8  # the first ImageNet-like files: landscape, portrait and odd sizes
+ARRAY_SIZES = ((4000, 33), (31, 17), (5, 7), (21, 300), (1023, 767), (257, 255))  # (width, height)
 
 
 def _head(path: Path) -> Optional[bytes]:
@@ -46,6 +50,14 @@ def main(out: Path) -> None:
             raise SystemExit("x86 engine failed on a photo: %r" % [e for e in result.errors if e])
         np.save(str(out / ("%s.npy" % semantics)), result.tensor)
     np.save(str(out / "pillow.npy"), np.stack([pil_reference(p) for p in photos]))
+    arrays = [corpus.photo(w, h, index=i) for i, (w, h) in enumerate(ARRAY_SIZES)]
+    arrays.append(np.concatenate([arrays[-1], arrays[-1][:, :, :1]], axis=2))  # RGBA: its own copy path
+    np.savez(str(out / "arrays.npz"), *arrays)
+    for semantics in SEMANTICS:
+        result = Preprocessor(PreprocessSpec(semantics=semantics), threads=1).run(arrays)
+        if any(result.errors):
+            raise SystemExit("x86 engine failed on an array: %r" % [e for e in result.errors if e])
+        np.save(str(out / ("arrays-%s.npy" % semantics)), result.tensor)
 
     bad = []  # type: List[dict]
     cases = [c for c in corpus.bad_input_cases(root).values()
