@@ -94,14 +94,22 @@ void vertical_opencv_scalar(const int16_t* s0, const int16_t* s1, int32_t b0, in
 // The vector passes of both instruction sets take OpenCV's two horizontal weights of each
 // output as one int16 pair (w0, w1), so one 32-bit lane multiplies both taps (madd on x86,
 // a lane of vmull/vmlal on NEON). A one-tap output has w1 == 0: its second pixel (inside
-// row_padding_pixels) adds nothing.
-void opencv_weight_pairs(const AxisTaps& h, std::vector<int16_t>* out) {
+// row_padding_pixels) adds nothing. The pairs are laid out as the pass reads them: outputs
+// in groups of `group`, each group's in the order `order`, each pair `repeat` times; a last
+// group of fewer outputs is left to the scalar tail.
+void opencv_weight_pairs(const AxisTaps& h, const int* order, int group, int repeat, std::vector<int16_t>* out) {
     std::vector<int16_t>& pairs = *out;
-    pairs.assign(size_t(h.outputs) * 2, 0);
-    for (int i = 0; i < h.outputs; ++i) {
-        pairs[2 * size_t(i)] = int16_t(h.weights[size_t(i) * h.stride]);
-        pairs[2 * size_t(i) + 1] = int16_t(h.weights[size_t(i) * h.stride + 1]);
-    }
+    const int groups = h.outputs / group;
+    pairs.assign(size_t(groups) * size_t(group) * size_t(repeat) * 2, 0);
+    int16_t* pair = pairs.data();
+    for (int g = 0; g < groups; ++g)
+        for (int k = 0; k < group; ++k) {
+            const int32_t* w = &h.weights[size_t(g * group + order[k]) * size_t(h.stride)];
+            for (int r = 0; r < repeat; ++r, pair += 2) {
+                pair[0] = int16_t(w[0]);
+                pair[1] = int16_t(w[1]);
+            }
+        }
 }
 
 // ---------------------------------------------------------------- AVX2 passes
@@ -303,14 +311,13 @@ __attribute__((target("avx2"))) void vertical_antialias_avx2(const uint8_t* cons
 // Four outputs per step: two pixels (8 bytes) each, shuffled to channel pairs [R0 R1 G0 G1 ..]
 // and widened so that madd with the output's (w0, w1) pair gives its four int32 channels,
 // shifted and packed to int16 (packs takes lanes [i | i+2] and [i+1 | i+3] back to pixel
-// order).
+// order). The pairs come already spread over those lanes (opencv_weight_pairs): the same for
+// every row, so not re-shuffled in each.
 __attribute__((target("avx2"))) void horizontal_opencv_avx2(const uint8_t* src, const AxisTaps& taps,
-                                                             const int* first, const int16_t* pairs, int16_t* dst) {
+                                                             const int* first, const int16_t* lanes, int16_t* dst) {
     const __m256i channel_pairs = _mm256_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15,  //
                                                    0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
     const __m256i zero = _mm256_setzero_si256();
-    const __m256i ac_weights = _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2);
-    const __m256i bd_weights = _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3);
     const int outputs = taps.outputs;
     int i = 0;
     for (; i + 4 <= outputs; i += 4) {
@@ -322,9 +329,9 @@ __attribute__((target("avx2"))) void horizontal_opencv_avx2(const uint8_t* src, 
         const __m256i px = _mm256_shuffle_epi8(_mm256_inserti128_si256(_mm256_castsi128_si256(ab), cd, 1), channel_pairs);
         const __m256i ac = _mm256_unpacklo_epi8(px, zero);  // outputs i | i+2, as int16 channel pairs
         const __m256i bd = _mm256_unpackhi_epi8(px, zero);  // outputs i+1 | i+3
-        const __m256i k = _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pairs + 2 * i)));
-        const __m256i rac = _mm256_srai_epi32(_mm256_madd_epi16(ac, _mm256_permutevar8x32_epi32(k, ac_weights)), 4);
-        const __m256i rbd = _mm256_srai_epi32(_mm256_madd_epi16(bd, _mm256_permutevar8x32_epi32(k, bd_weights)), 4);
+        const __m256i* k = reinterpret_cast<const __m256i*>(lanes + 8 * i);
+        const __m256i rac = _mm256_srai_epi32(_mm256_madd_epi16(ac, _mm256_loadu_si256(k)), 4);
+        const __m256i rbd = _mm256_srai_epi32(_mm256_madd_epi16(bd, _mm256_loadu_si256(k + 1)), 4);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 4 * i), _mm256_packs_epi32(rac, rbd));
     }
     horizontal_opencv_scalar(src, taps, first, i, dst);
@@ -674,8 +681,17 @@ Resampler::Resampler(const ResizePlan& plan, const Normalization& norm, Resample
     if (simd_ == KernelSimd::kNeon && plan_.kind == FilterKind::kAntialiasBilinear)
         split_antialias_weights_neon(plan_.horizontal, &s_.split_weights);
 #endif
-    if (simd_ != KernelSimd::kNone && plan_.kind == FilterKind::kOpenCvLinear)
-        opencv_weight_pairs(plan_.horizontal, &s_.pair_weights);
+#if IBNEDGE_X86
+    // madd lanes of 4 outputs: [i x4 | i+2 x4], [i+1 x4 | i+3 x4] (horizontal_opencv_avx2)
+    static const int kMaddOrder[4] = {0, 2, 1, 3};
+    if (simd_ == KernelSimd::kAvx2 && plan_.kind == FilterKind::kOpenCvLinear)
+        opencv_weight_pairs(plan_.horizontal, kMaddOrder, 4, 4, &s_.pair_weights);
+#endif
+#if IBNEDGE_NEON
+    static const int kInOrder[1] = {0};
+    if (simd_ == KernelSimd::kNeon && plan_.kind == FilterKind::kOpenCvLinear)
+        opencv_weight_pairs(plan_.horizontal, kInOrder, 1, 1, &s_.pair_weights);
+#endif
 }
 
 bool Resampler::wants_row(int y) const {

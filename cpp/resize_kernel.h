@@ -54,7 +54,7 @@ struct ResamplerScratch {
     std::vector<int> relative_first;   // horizontal taps' first column relative to x_origin
     std::vector<int16_t> split_weights;  // horizontal antialias weights, split for AVX2 or NEON
     std::vector<int32_t> vertical_pairs;  // AVX2 layout of the vertical antialias weights
-    std::vector<int16_t> pair_weights;    // (w0, w1) per output of the OpenCV horizontal pass (SIMD)
+    std::vector<int16_t> pair_weights;    // (w0, w1) per output of the OpenCV horizontal pass, AVX2 or NEON layout
     std::vector<uint8_t> row_out;         // one finished uint8 RGBX output row
     std::vector<const uint8_t*> row_pointers;  // the ring rows of one output row's taps
     std::vector<uint8_t> source_row;      // resample_pixels: one RGBX row of the pixel array
