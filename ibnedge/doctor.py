@@ -119,14 +119,16 @@ def _check_python(report: Report) -> None:
 def _check_engine(report: Report) -> None:
     from . import __version__
 
+    from .engine import REINSTALL, EngineUnavailable, load_native
+
     try:
-        from . import _native
-    except ImportError as exc:
-        report.facts["engine"] = {"ibnedge": __version__, "loads": False, "error": str(exc), "simd_path": None,
+        _native = load_native()
+    except EngineUnavailable as exc:
+        reason = exc.__cause__
+        report.facts["engine"] = {"ibnedge": __version__, "loads": False, "error": str(reason), "simd_path": None,
                                   "jpeg": {}}
-        report.add("engine", PROBLEM, "ibnedge %s: the native engine does not load (%s)" % (__version__, exc),
-                   "reinstall ibnedge (pip install ., or make native in a checkout); it needs the system "
-                   "libjpeg-turbo (apt-get install libjpeg62-turbo)")
+        report.add("engine", PROBLEM, "ibnedge %s: the native engine does not load (%s)" % (__version__, reason),
+                   REINSTALL)
         return
     simd = _native.simd_path() if hasattr(_native, "simd_path") else "unknown"
     jpeg = _native.jpeg_library() if hasattr(_native, "jpeg_library") else {}

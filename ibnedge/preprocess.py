@@ -44,6 +44,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .engine import load_native
 from .formats import HEAD_BYTES, PILLOW_MAX_PIXELS, image_size, png_default_image, refusal, sniff, title
 from .metadata import PreprocessSpec
 
@@ -108,7 +109,7 @@ class Preprocessor:
         *,
         allow_truncated: Optional[bool] = None,
     ) -> None:
-        from . import _native  # the compiled engine; imported here so ibnedge imports without it
+        _native = load_native()  # loaded here, so that ibnedge imports without it
 
         self.spec = spec if spec is not None else PreprocessSpec()
         if not isinstance(self.spec, PreprocessSpec):

@@ -5,6 +5,7 @@ not available (the Python 3.7 Lite environment has no MindSpore)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -129,6 +130,23 @@ def subprocess_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     env.setdefault("GLOG_v", "3")
     env.update(extra or {})
     return env
+
+
+def run_in_mount_namespace(setup: str, argv: List[str], env: Dict[str, str]) -> subprocess.CompletedProcess:
+    """``argv`` after the shell commands ``setup`` (mounts) in a private mount namespace of its
+    own, with ``subprocess_env(env)``; skips where this machine gives none (not root, no
+    unshare). Mounts made there are gone with the child."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("no unshare(1) here")
+    script = "mount --make-rprivate / && %s && exec \"$@\"" % setup
+    full = subprocess_env(env)
+    probe = subprocess.run([unshare, "-m", "sh", "-c", script, "sh", "true"], env=full,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if probe.returncode != 0:
+        pytest.skip("no private mount namespace here (%s)" % probe.stdout.decode().strip())
+    return subprocess.run([unshare, "-m", "sh", "-c", script, "sh"] + argv, env=full, cwd="/",
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def interpreter_or_skip(python: Path, module: str) -> Path:
