@@ -857,6 +857,11 @@ void resample_pixels(const PixelView& pixels, const ResizePlan& plan, const Norm
         const int n = x1 - x0;
         if (pixels.pixel_stride == 4 && pixels.channels == 4) {  // RGBX: the 4th byte is the pixel's own
             std::memcpy(dst, src, size_t(n) * 4);
+        } else if (pixels.pixel_stride == 4 && n > 0) {
+            // 3 channels 4 bytes apart (an RGBA array's [:, :, :3] or [:, :, 1:]): one copy, in
+            // which each X byte gets the byte after the pixel (the passes keep channels apart and
+            // never store X); it ends at the last pixel's third channel, the view's last byte.
+            std::memcpy(dst, src, size_t(n) * 4 - 1);
         } else if (pixels.pixel_stride == 3) {
             packed_rgb_to_rgbx(src, n, simd, dst);
         } else {
