@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pytest
@@ -41,6 +41,13 @@ def tensor_pixels(chw: np.ndarray) -> np.ndarray:
     assert off < 1e-3, "pixel-spec output is not integral (max deviation %.5f)" % off
     assert rounded.min() >= 0 and rounded.max() <= 255, "pixel values outside 0..255"
     return rounded.astype(np.uint8).transpose(1, 2, 0)
+
+
+def with_views(arrays: List[np.ndarray]) -> List[np.ndarray]:
+    """tests/aarch64's array items: the saved arrays and a 3-channel view of the last (RGBA)
+    one, 4 bytes between pixels (a path of its own); made on each side, as np.save writes
+    a view as a copy."""
+    return arrays + [arrays[-1][:, :, :3]]
 
 
 def max_abs_diff(a: np.ndarray, b: np.ndarray) -> int:

@@ -15,7 +15,7 @@ from typing import Any, Dict
 
 import numpy as np
 import pytest
-from conftest import max_abs_diff, run_pixels
+from conftest import max_abs_diff, run_pixels, with_views
 
 from ibnedge import _native
 from ibnedge.metadata import PreprocessSpec
@@ -55,13 +55,15 @@ def test_tensors_are_byte_identical_to_x86(semantics: str, threads: int, manifes
 
 @pytest.mark.parametrize("semantics", ["pil", "mindspore", "fast"])
 def test_pixel_arrays_give_the_x86_tensors_byte_for_byte(semantics: str, expected_dir: Path):
-    """Arrays take their own path into the kernel (packed RGB widened to RGBX by vld3/vst4):
-    odd widths below and past its 16-pixel step, a long strip, an RGBA array."""
+    """Arrays take their own paths into the kernel (packed RGB widened to RGBX by vld3/vst4,
+    RGBA and its 3-channel view copied): odd widths below and past the 16-pixel step, a long
+    strip."""
     with np.load(str(expected_dir / "arrays.npz")) as saved:
         arrays = [saved["arr_%d" % i] for i in range(len(saved.files))]
+    items = with_views(arrays)
     x86 = np.load(str(expected_dir / ("arrays-%s.npy" % semantics)))
-    result = Preprocessor(PreprocessSpec(semantics=semantics), threads=2).run(arrays)
-    assert result.errors == [None] * len(arrays)
+    result = Preprocessor(PreprocessSpec(semantics=semantics), threads=2).run(items)
+    assert result.errors == [None] * len(items)
     assert result.tensor.tobytes() == x86.tobytes()
 
 

@@ -5,7 +5,8 @@ aarch64 build must reproduce, written to OUT_DIR.
 - ``pillow.npy``: torchvision/Pillow's Resize(256) + CenterCrop(224) of the same photos;
 - ``arrays.npz`` and ``arrays-<semantics>.npy``: packed RGB pixel arrays (widths below, at
   and past a vector step, a 4000-wide strip, an RGBA one) and the x86 engine's tensors of
-  them: the array path has its own RGB -> RGBX vector copy;
+  them and of a 3-channel view of the RGBA one: the array paths have their own copies into
+  the kernel's RGBX rows;
 - ``manifest.json``: the photo paths, and the bad inputs the aarch64 interpreter can take
   without OpenCV (JPEG-like or no image signature at all) with the x86 error kind of each.
 
@@ -21,7 +22,7 @@ from typing import List, Optional
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: conftest's references
-from conftest import pil_reference  # noqa: E402
+from conftest import pil_reference, with_views  # noqa: E402
 
 from ibnedge import corpus  # noqa: E402
 from ibnedge.formats import HEAD_BYTES, sniff  # noqa: E402
@@ -54,7 +55,7 @@ def main(out: Path) -> None:
     arrays.append(np.concatenate([arrays[-1], arrays[-1][:, :, :1]], axis=2))  # RGBA: its own copy path
     np.savez(str(out / "arrays.npz"), *arrays)
     for semantics in SEMANTICS:
-        result = Preprocessor(PreprocessSpec(semantics=semantics), threads=1).run(arrays)
+        result = Preprocessor(PreprocessSpec(semantics=semantics), threads=1).run(with_views(arrays))
         if any(result.errors):
             raise SystemExit("x86 engine failed on an array: %r" % [e for e in result.errors if e])
         np.save(str(out / ("arrays-%s.npy" % semantics)), result.tensor)
