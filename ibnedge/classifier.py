@@ -29,6 +29,7 @@ import numpy as np
 
 from .ascend_box import check_device_ids
 from .backends import Backend, BackendError, create_backend
+from .engine import load_native
 from .files import InputFile
 from .formats import PILLOW_MAX_PIXELS
 from .metadata import MetadataError, ModelMetadata, PreprocessSpec, imagenet_class_names, load_for_model, warn_missing
@@ -36,8 +37,8 @@ from .models import resolve
 
 PathLike = Union[str, "os.PathLike[str]"]
 _POLL_S = 0.1
-# A pipeline stage still busy this long after close() is stuck (a call that never returns):
-# one batch's preprocessing or run takes far less.
+# The input stage still busy this long after close() is blocked in the caller's iterator (a
+# pipe or network source that stopped delivering), which nothing here can interrupt.
 CLOSE_TIMEOUT_S = 10.0
 _log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class Classifier(object):
         self.device_ids = device_id_list(device_id)
         if device == "ascend":
             check_device_ids(self.device_ids)
+        load_native()  # before the model is fetched and a backend opened on every device
         resolved = resolve(model, backend, arch=arch, progress=progress)
         self.model_path = resolved.path
         self.batch = int(batch)
@@ -450,16 +452,19 @@ class _Pipeline(object):
             yield batch
 
     def close(self) -> None:
-        """Stops every stage. One still running after :data:`CLOSE_TIMEOUT_S` is stuck in a
-        call that never returns: it is left behind (a daemon thread) and named in one warning,
-        rather than hanging the caller for good."""
+        """Stops every stage. The device stages are waited for: a batch run always returns,
+        however slow (a first compile, a big batch on a CPU), and the backends are closed only
+        after. The input stage may be blocked in the caller's iterator for good: still running
+        after :data:`CLOSE_TIMEOUT_S`, it is left behind (a daemon thread) with one warning,
+        rather than hanging the caller."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
+        (producer, stage), devices = self._stages[0], self._stages[1:]
         deadline = time.monotonic() + CLOSE_TIMEOUT_S
-        for t, _ in self._stages:
-            t.join(max(0.0, deadline - time.monotonic()))
-        stuck = [stage for t, stage in self._stages if t.is_alive()]
-        if stuck:
-            _log.warning("%s did not stop within %g s of closing the pipeline (stuck in a call that does not "
-                         "return?); left running in the background", " and ".join(stuck), CLOSE_TIMEOUT_S)
+        for t, _ in devices:
+            t.join()
+        producer.join(max(0.0, deadline - time.monotonic()))
+        if producer.is_alive():
+            _log.warning("%s did not stop within %g s of closing the pipeline (blocked in the input iterator?); "
+                         "left running in the background", stage, CLOSE_TIMEOUT_S)

@@ -136,8 +136,35 @@ def test_closing_a_pipeline_whose_input_never_comes_returns_and_names_the_stuck_
     assert returned, "close() hung on the blocked preprocessing stage"
     assert 0.5 <= elapsed < 5, elapsed  # the bound, plus scheduling slack on a loaded machine
     assert [r.getMessage() for r in caplog.records if r.name == "ibnedge.classifier"] == [
-        "preprocessing (reading the input items) did not stop within 0.5 s of closing the pipeline (stuck in a "
-        "call that does not return?); left running in the background"]
+        "preprocessing (reading the input items) did not stop within 0.5 s of closing the pipeline (blocked in the "
+        "input iterator?); left running in the background"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_closing_a_pipeline_waits_for_a_batch_run_slower_than_the_bound(models, imagenet_files, backend, monkeypatch,
+                                                                         caplog):
+    """A device's batch run always returns, however slow (a first compile, a big batch on a
+    CPU): close() waits for it, without a warning, so that the backend is not closed under a
+    run still using it. The real run is delayed by 1 s past the 0.5 s bound."""
+    monkeypatch.setattr(classifier, "CLOSE_TIMEOUT_S", 0.5)
+    runs = []  # (started, ended) of each delayed run
+    with _classifiers(models[backend], backend, 0) as (clf,):
+        real_run = clf.backends[0].run
+
+        def slow_run(batch):
+            started = time.monotonic()
+            time.sleep(1.0)
+            out = real_run(batch)
+            runs.append((started, time.monotonic()))
+            return out
+
+        monkeypatch.setattr(clf.backends[0], "run", slow_run)
+        rows = clf.predict_iter([str(p) for p in imagenet_files[:8]], topk=1)
+        assert next(rows).ok
+        rows.close()
+        closed = time.monotonic()
+    assert runs and all(ended <= closed for _, ended in runs), "close() returned while a batch was running"
+    assert not [r for r in caplog.records if r.name == "ibnedge.classifier"]
 
 
 def test_device_ids_are_checked():
