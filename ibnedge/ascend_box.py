@@ -165,17 +165,19 @@ def _device_nodes(dev_dir: Path) -> List[int]:
     return sorted(int(n[len("davinci"):]) for n in names if re.match(r"^davinci\d+$", n))
 
 
-def visible_chips(present: List[int], visible: Optional[str]) -> Tuple[List[int], str]:
+def visible_chips(present: List[int], visible: Optional[str], by_node: bool = True) -> Tuple[List[int], str]:
     """(the chips of ``present`` a process sees, in device id order; which part of
     ``visible``, ASCEND_RT_VISIBLE_DEVICES, CANN does not read and why, or "").
-    Unset or empty, every chip is seen."""
+    Unset or empty, every chip is seen. ``by_node=False`` does not stop at a number with no
+    ``/dev/davinci<number>``: in a container given other chips, CANN's ids may not be the
+    host's node numbers."""
     if not visible or not present:
         return list(present), ""
     chips = []  # type: List[int]
     for entry in visible.split(","):
-        if not re.match(r"^[0-9]+$", entry):
+        if not re.fullmatch(r"[0-9]+", entry):
             why = "%r is not a chip number (only digits and commas are read)" % entry
-        elif int(entry) not in present:
+        elif by_node and int(entry) not in present:
             why = "this box has no chip %s (/dev/davinci%s)" % (entry, entry)
         elif chips and int(entry) <= chips[-1]:
             why = "chip %s does not come after chip %d (CANN takes ascending ids only)" % (entry, chips[-1])
@@ -190,12 +192,15 @@ def visible_chips(present: List[int], visible: Optional[str]) -> Tuple[List[int]
 def check_device_ids(device_ids: Sequence[int], environ: Optional[Mapping[str, str]] = None,
                      dev_dir: str = "/dev") -> None:
     """Raises :class:`DeviceIdError` for a device id beyond the chips this process sees
-    (the visible list's indexes). Without any ``/dev/davinciN`` there is nothing to count,
-    and the runtime is left to answer."""
+    (the visible list's indexes): no more than the ``/dev/davinciN`` nodes, nor than the
+    entries CANN reads of the list. Whether each entry names one of those nodes is left to
+    the runtime (and the doctor): a container's ids need not be the host's node numbers.
+    Without any ``/dev/davinciN`` there is nothing to count, and the runtime is left to answer."""
     env = os.environ if environ is None else environ
     visible = env.get(VISIBLE_ENV)
     present = _device_nodes(Path(dev_dir))
-    chips, problem = visible_chips(present, visible)
+    chips, problem = visible_chips(present, visible, by_node=False)
+    chips = chips[:len(present)]
     beyond = [i for i in device_ids if i >= len(chips)]
     if not present or not beyond:
         return

@@ -304,7 +304,7 @@ def _check_chips(report: Report, box: Any, meta: Any) -> None:
         report.add("ascend", OK, "chips visible: %s%s" % (
             ", ".join("davinci%d as --device-id %d" % (chip, i) for i, chip in enumerate(box.chips)),
             " (%s=%s: device ids are indexes into its list)" % (VISIBLE_ENV, box.visible) if box.visible else ""))
-    elif need or box.toolkit is not None:
+    elif (need or box.toolkit is not None) and not box.visible_problem:  # the driver's nodes are there
         report.add("ascend", miss, "no Ascend chip visible (no /dev/davinciN%s)" % (
             " among %s=%s" % (VISIBLE_ENV, box.visible) if box.visible else ""),
             "load the driver (npu-smi info lists the chips); in a container pass --device /dev/davinci0 "

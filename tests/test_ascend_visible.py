@@ -63,6 +63,9 @@ _PROBE = "import json, sys; from ibnedge.ascend_box import probe; b = probe(dev_
     ("1,3,8", [1, 3], "ASCEND_RT_VISIBLE_DEVICES=1,3,8 is read only up to 1,3: this box has no chip 8 (/dev/davinci8)"),
     ("3,1", [3], "ASCEND_RT_VISIBLE_DEVICES=3,1 is read only up to 3: chip 1 does not come after chip 3 "
                  "(CANN takes ascending ids only)"),
+    # a newline is not a digit either (a regex $ would have let "3\n" through)
+    ("1,3\n", [1], "ASCEND_RT_VISIBLE_DEVICES=1,3\n is read only up to 1: '3\\n' is not a chip number "
+                   "(only digits and commas are read)"),
     ("x", [], "ASCEND_RT_VISIBLE_DEVICES=x is read only up to nothing (no chip is visible): 'x' is not a chip "
               "number (only digits and commas are read)"),
 ])
@@ -92,6 +95,20 @@ def test_device_ids_are_indexes_into_the_visible_chips(four_chips, visible, ids,
     proc = _child(_CHECK, visible, str(four_chips), ids)
     assert proc.returncode == 0, proc.stderr.decode()
     assert proc.stdout.decode().strip() == answer
+
+
+def test_a_containers_logical_ids_are_not_refused_for_the_hosts_node_numbers(tmp_path):
+    """A container given the host's /dev/davinci3 only numbers it 0: ASCEND_RT_VISIBLE_DEVICES=0
+    with --device-id 0 is the runtime's to judge, not refused for want of a /dev/davinci0; the
+    count still bounds the ids (one node, one entry)."""
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "davinci3").write_bytes(b"")
+    assert _child(_CHECK, "0", str(dev), "0").stdout.decode().strip() == "ok"
+    assert _child(_CHECK, "0", str(dev), "1").stdout.decode().strip().startswith(
+        "no Ascend chip has device id 1 in this process: its device ids are 0 (davinci0)")
+    assert _child(_CHECK, "0,1", str(dev), "1").stdout.decode().strip().startswith(
+        "no Ascend chip has device id 1 in this process")  # one node: one chip, whatever the list says
 
 
 def test_without_chip_nodes_device_ids_are_left_to_the_runtime(tmp_path):
@@ -126,6 +143,11 @@ def test_doctor_names_each_chip_with_the_device_id_it_has_in_this_process():
     assert proc.returncode == 1 and len(line) == 1, proc.stdout.decode()
     assert line[0].split()[0] == "problem" and "ASCEND_RT_VISIBLE_DEVICES=1, 3 is read only up to 1: ' 3'" in line[0]
     assert line[0].endswith("-- fix: list chip numbers in ascending order, separated by commas only")
+    # A list that hides every chip: the variable is the problem, not the driver.
+    proc = _with_chips([0, 1, 2, 3], [str(PY), "-m", "ibnedge", "doctor", "--device", "ascend"], dict(env, **{ENV: "8"}))
+    out = proc.stdout.decode()
+    assert "ASCEND_RT_VISIBLE_DEVICES=8 is read only up to nothing (no chip is visible)" in out, out
+    assert "no Ascend chip visible" not in out and "load the driver" not in out, out
 
 
 def test_infer_refuses_a_device_id_beyond_the_visible_chips_before_loading(tmp_path):
