@@ -35,7 +35,11 @@ def owned_temp_dir(prefix: str) -> Iterator[Path]:
     parent = Path(tempfile.gettempdir())
     remove_unowned(parent, prefix)
     directory = Path(tempfile.mkdtemp(prefix=prefix, dir=str(parent)))
-    lock_fd = _locked_lock_file(directory)
+    try:
+        lock_fd = _locked_lock_file(directory)
+    except BaseException:  # (Ctrl-C included) a directory without its lock file is never swept
+        shutil.rmtree(str(directory), ignore_errors=True)
+        raise
     try:
         yield directory
     finally:
