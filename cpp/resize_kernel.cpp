@@ -598,6 +598,7 @@ KernelSimd detect_simd() {
 // a 3-byte copy per pixel is several times slower than the vector shuffles.
 void packed_rgb_to_rgbx(const uint8_t* rgb, int width, KernelSimd simd, uint8_t* rgbx) {
     int i = 0;
+    (void)simd;  // read only by the vector paths built here
 #if IBNEDGE_X86
     if (simd == KernelSimd::kAvx2) i = rgb_to_rgbx_avx2(rgb, width, rgbx);
 #endif

@@ -56,8 +56,8 @@ def test_tensors_are_byte_identical_to_x86(semantics: str, threads: int, manifes
 @pytest.mark.parametrize("semantics", ["pil", "mindspore", "fast"])
 def test_pixel_arrays_give_the_x86_tensors_byte_for_byte(semantics: str, expected_dir: Path):
     """Arrays take their own paths into the kernel (packed RGB widened to RGBX by vld3/vst4,
-    RGBA and its 3-channel view copied): odd widths below and past the 16-pixel step, a long
-    strip."""
+    RGBA and its 3-channel view copied): odd widths below and past the 16-pixel step, rows of
+    ~1300 copied pixels."""
     with np.load(str(expected_dir / "arrays.npz")) as saved:
         arrays = [saved["arr_%d" % i] for i in range(len(saved.files))]
     items = with_views(arrays)

@@ -3,8 +3,8 @@ aarch64 build must reproduce, written to OUT_DIR.
 
 - ``<semantics>.npy``: the x86 engine's tensors (ImageNet normalisation) of the photos;
 - ``pillow.npy``: torchvision/Pillow's Resize(256) + CenterCrop(224) of the same photos;
-- ``arrays.npz`` and ``arrays-<semantics>.npy``: packed RGB pixel arrays (widths below, at
-  and past a vector step, a 4000-wide strip, an RGBA one) and the x86 engine's tensors of
+- ``arrays.npz`` and ``arrays-<semantics>.npy``: packed RGB pixel arrays (ARRAY_SIZES, and
+  an RGBA one) and the x86 engine's tensors of
   them and of a 3-channel view of the RGBA one: the array paths have their own copies into
   the kernel's RGBX rows;
 - ``manifest.json``: the photo paths, and the bad inputs the aarch64 interpreter can take
@@ -31,7 +31,9 @@ from ibnedge.preprocess import Preprocessor  # noqa: E402
 
 SEMANTICS = ("pil", "mindspore", "fast")
 PHOTOS = 8  # the first ImageNet-like files: landscape, portrait and odd sizes
-ARRAY_SIZES = ((4000, 33), (31, 17), (5, 7), (21, 300), (1023, 767), (257, 255))  # (width, height)
+# (width, height): below and past a vector step, odd sizes, rows of ~1300 copied pixels (the
+# crop's columns: a 4000x33 strip has only ~30 of them)
+ARRAY_SIZES = ((4000, 33), (31, 17), (5, 7), (21, 300), (1023, 767), (2000, 1500), (257, 255))
 
 
 def _head(path: Path) -> Optional[bytes]:
