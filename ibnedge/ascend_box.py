@@ -71,6 +71,9 @@ class AscendBox:
     chips: List[int] = field(default_factory=list)  # chip numbers (davinciN) in device id order
     visible: Optional[str] = None  # ASCEND_RT_VISIBLE_DEVICES as set
     visible_problem: str = ""  # which part of it CANN does not read, and why
+    # False when the only doubt is an entry with no /dev/davinci<entry>: in a container given
+    # other chips CANN may number them from 0, so that is no sure fault
+    visible_problem_certain: bool = False
     chip_names: List[str] = field(default_factory=list)  # from npu-smi, e.g. "310", "310P3"
 
     @property
@@ -93,6 +96,7 @@ class AscendBox:
             "chips": list(self.chips),
             "visible": self.visible,
             "visible_problem": self.visible_problem,
+            "visible_problem_certain": self.visible_problem_certain,
             "chip_names": list(self.chip_names),
             "soc": self.soc,
         }
@@ -109,7 +113,9 @@ def probe(environ: Optional[Mapping[str, str]] = None, dev_dir: str = "/dev") ->
     box.driver = root / "driver"
     box.driver_version, box.driver_problem = _read_key(box.driver / "version.info", "Version")
     box.visible = env.get(VISIBLE_ENV)
-    box.chips, box.visible_problem = visible_chips(_device_nodes(Path(dev_dir)), box.visible)
+    present = _device_nodes(Path(dev_dir))
+    box.chips, box.visible_problem = visible_chips(present, box.visible)
+    box.visible_problem_certain = bool(visible_chips(present, box.visible, by_node=False)[1])
     box.npu_smi = shutil.which("npu-smi", path=env.get("PATH"))
     if box.npu_smi:
         _run_npu_smi(box)

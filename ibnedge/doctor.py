@@ -297,9 +297,12 @@ def _check_chips(report: Report, box: Any, meta: Any) -> None:
                    "check the driver with npu-smi info as root" if need else "")
     elif box.npu_smi:
         report.add("ascend", OK, "npu-smi names %s" % (", ".join(box.chip_names) or "no chip"))
-    if box.visible_problem:
+    if box.visible_problem and box.visible_problem_certain:
         report.add("ascend", miss, box.visible_problem,
                    "list chip numbers in ascending order, separated by commas only" if need else "")
+    elif box.visible_problem:
+        report.add("ascend", NOTE, box.visible_problem + " (unless this is a container whose chips CANN numbers "
+                   "from 0, not as the host's /dev/davinciN)")
     if box.chips:
         report.add("ascend", OK, "chips visible: %s%s" % (
             ", ".join("davinci%d as --device-id %d" % (chip, i) for i, chip in enumerate(box.chips)),

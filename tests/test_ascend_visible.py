@@ -143,6 +143,12 @@ def test_doctor_names_each_chip_with_the_device_id_it_has_in_this_process():
     assert proc.returncode == 1 and len(line) == 1, proc.stdout.decode()
     assert line[0].split()[0] == "problem" and "ASCEND_RT_VISIBLE_DEVICES=1, 3 is read only up to 1: ' 3'" in line[0]
     assert line[0].endswith("-- fix: list chip numbers in ascending order, separated by commas only")
+    # A container given the host's davinci3, which CANN numbers 0: a note, not a problem.
+    proc = _with_chips([3], [str(PY), "-m", "ibnedge", "doctor", "--device", "ascend"], dict(env, **{ENV: "0"}))
+    line = [ln for ln in proc.stdout.decode().splitlines() if "is read only up to" in ln]
+    assert len(line) == 1 and line[0].split()[0] == "note", proc.stdout.decode()
+    assert line[0].endswith("this box has no chip 0 (/dev/davinci0) (unless this is a container whose chips CANN "
+                            "numbers from 0, not as the host's /dev/davinciN)")
     # A list that hides every chip: the variable is the problem, not the driver.
     proc = _with_chips([0, 1, 2, 3], [str(PY), "-m", "ibnedge", "doctor", "--device", "ascend"], dict(env, **{ENV: "8"}))
     out = proc.stdout.decode()
