@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
 #include <string>
 
 namespace ibnedge {
@@ -328,8 +329,23 @@ ItemStatus JpegDecoder::skip_rows(int rows) {
     return ItemStatus{};
 }
 
+size_t decoded_row_stride(size_t row_bytes) { return (row_bytes + 15) / 16 * 16; }
+
+size_t decoded_rows_bytes(size_t stride, int count) { return stride * size_t(std::max(count, 0)) + 16 + kDecodedRowOffset; }
+
+void point_decoded_rows(uint8_t* buffer, size_t stride, int count, uint8_t** rows) {
+    const size_t to_boundary = (16 - uintptr_t(buffer) % 16) % 16;
+    uint8_t* first = buffer + to_boundary + kDecodedRowOffset;
+    for (int r = 0; r < count; ++r) rows[r] = first + stride * size_t(r);
+}
+
 ItemStatus JpegDecoder::read_rows(uint8_t* const* rows, int count, int* got) {
     *got = 0;
+    for (int r = 0; r < count; ++r) {
+        if (uintptr_t(rows[r]) % 16 == 0)
+            throw std::logic_error("decoded row on a 16-byte boundary, which libjpeg-turbo stores past the caches "
+                                   "(lay rows out with point_decoded_rows)");
+    }
     if (setjmp(err_.jump)) return failure();
     int done = 0;
     while (done < count && cinfo_.output_scanline < cinfo_.output_height) {

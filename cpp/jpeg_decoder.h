@@ -53,6 +53,23 @@ enum class CmykConvention {
     kMindSpore,  // MindSpore JpegReadScanlines: R = C * K / 255 (Adobe), else (255 - C) * (255 - K) / 255
 };
 
+// Row buffers for JpegDecoder::read_rows. libjpeg-turbo's x86 SIMD colour conversion stores
+// a row with non-temporal (cache-bypassing) stores when the row starts on a 16-byte (SSE2)
+// or 32-byte (AVX2) boundary (simd/x86_64/jdcolext-*.asm), and a heap buffer of rows a
+// multiple of 16 bytes apart always starts them there. The engine reads each row right
+// back, which then comes from memory: mindspore semantics took 7% longer per ImageNet-size
+// image (benchmark medians), 12% where the heap had put the strip on a 32-byte boundary
+// (one engine instance in two, by what was allocated before it). So decoded rows
+// start kDecodedRowOffset bytes past a 16-byte boundary, whole 16-byte blocks apart.
+constexpr size_t kDecodedRowOffset = 8;
+// The stride of decoded rows of at least `row_bytes` bytes.
+size_t decoded_row_stride(size_t row_bytes);
+// The bytes a buffer needs for `count` rows of `stride` (the stride and the offset above).
+size_t decoded_rows_bytes(size_t stride, int count);
+// Points rows[0..count) at rows `stride` apart in `buffer` (of decoded_rows_bytes bytes),
+// the first at the first byte kDecodedRowOffset past a 16-byte boundary.
+void point_decoded_rows(uint8_t* buffer, size_t stride, int count, uint8_t** rows);
+
 class JpegDecoder {
 public:
     JpegDecoder();
@@ -81,7 +98,8 @@ public:
     // Returns the first decoded column and the decoded width. Call before reading rows.
     ItemStatus crop_columns(int x0, int x1, int* first_column, int* width);
     ItemStatus skip_rows(int rows);
-    // Reads up to `count` rows into rows[0..count), each output_width() * 4 bytes (RGBX).
+    // Reads up to `count` rows into rows[0..count), each output_width() * 4 bytes (RGBX),
+    // laid out by point_decoded_rows (a row on a 16-byte boundary is a logic_error).
     ItemStatus read_rows(uint8_t* const* rows, int count, int* got);
     // Ends the decode. Unless damage is accepted, rows left unread are entropy-decoded
     // (without the IDCT for whole iMCU rows) and the data is read up to its end-of-image

@@ -32,6 +32,17 @@ def pixel_spec(semantics: str, resize: int = 256, crop: Union[int, Tuple[int, in
     return PreprocessSpec(resize=resize, crop=crop, mean=PIXEL_MEAN, std=PIXEL_STD, semantics=semantics)
 
 
+def jpeg_with_orientation(pixels: np.ndarray, orientation: int) -> bytes:
+    """``pixels`` as a JPEG whose EXIF says ``orientation`` (1-8)."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=90, exif=exif.tobytes())
+    return buf.getvalue()
+
+
 def tensor_pixels(chw: np.ndarray) -> np.ndarray:
     """One output row of a :func:`pixel_spec` run as HWC uint8, checking it holds integers."""
     if chw.dtype != np.float32 or chw.ndim != 3 or chw.shape[0] != 3:

@@ -9,12 +9,10 @@ Comparisons use the parity spec (mean 0, std 1/255): the float output holds the 
 """
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
-from conftest import (max_abs_diff, mindspore_vision, pil_reference, pillow_open, pixel_spec, psnr, reference,
-                      run_pixels, tensor_pixels, torchvision_reference)
+from conftest import (jpeg_with_orientation, max_abs_diff, mindspore_vision, pil_reference, pillow_open, pixel_spec,
+                      psnr, reference, run_pixels, tensor_pixels, torchvision_reference)
 
 import ibnedge
 from ibnedge import corpus
@@ -339,16 +337,6 @@ def test_fast_mode_psnr_on_imagenet_like_and_odd_sizes(imagenet_files):
 # --------------------------------------------------------------------------- EXIF orientation
 
 
-def _with_orientation(pixels: np.ndarray, orientation: int) -> bytes:
-    from PIL import Image
-
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "JPEG", quality=90, exif=exif.tobytes())
-    return buf.getvalue()
-
-
 # EXIF orientation -> the PIL transpose that makes the image upright (as ImageOps.exif_transpose).
 _UPRIGHT = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
             7: "TRANSVERSE", 8: "ROTATE_90"}
@@ -367,7 +355,7 @@ def _upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
 def test_exif_orientation_ignored_by_default_and_applied_on_request(orientation):
     from PIL import ImageOps
 
-    data = _with_orientation(corpus.photo(400, 300, index=2), orientation)
+    data = jpeg_with_orientation(corpus.photo(400, 300, index=2), orientation)
     img = pillow_open(data)
     plain = torchvision_reference(img)
     upright = torchvision_reference(ImageOps.exif_transpose(img))
@@ -385,7 +373,7 @@ def test_exif_orientation_ignored_by_default_and_applied_on_request(orientation)
 def test_exif_orientation_in_mindspore_mode(orientation):
     """MindSpore's Decode ignores EXIF: the reference turns its decode upright, then resizes."""
     vision = mindspore_vision()
-    data = _with_orientation(corpus.photo(500, 290, index=4), orientation)
+    data = jpeg_with_orientation(corpus.photo(500, 290, index=4), orientation)
     decoded = vision.Decode()(np.frombuffer(data, dtype=np.uint8))
     rows, errors = run_pixels([data, data], "mindspore", exif_orientation=True)
     assert errors == [None, None]
@@ -400,7 +388,7 @@ def test_exif_orientation_with_dct_reduction_in_fast_mode(orientation):
     coordinates: the window must follow the rotation."""
     from PIL import ImageOps
 
-    data = _with_orientation(corpus.photo(1200, 700, index=6), orientation)
+    data = jpeg_with_orientation(corpus.photo(1200, 700, index=6), orientation)
     upright = torchvision_reference(ImageOps.exif_transpose(pillow_open(data)))
     rows, errors = run_pixels([data], "fast", exif_orientation=True)
     assert errors == [None]
