@@ -158,8 +158,8 @@ ItemStatus decode_oriented(Workspace& ws, int orientation, bool restrict_window,
     int first_column = 0, columns = width;
     ItemStatus status = decoder.crop_columns(stored.x0, stored.x1, &first_column, &columns);
     if (!status.ok()) return status;
-    const size_t stride = decoded_row_stride(size_t(columns) * 4);
-    const uint64_t window_bytes = decoded_rows_bytes(stride, stored.height());
+    const size_t row_bytes = size_t(columns) * 4;
+    const uint64_t window_bytes = decoded_rows_bytes(row_bytes, stored.height());
     const uint64_t held = held_bytes + decoder.coefficient_bytes();
     if (window_bytes > options.memory_budget() - std::min(held, options.memory_budget()))
         return ItemStatus::error(ErrorKind::kTooLarge,
@@ -176,7 +176,7 @@ ItemStatus decode_oriented(Workspace& ws, int orientation, bool restrict_window,
     // Every byte read is decoded first (the view stops short of the rows' padding).
     window.resize(static_cast<size_t>(window_bytes));
     rows.resize(static_cast<size_t>(stored.height()));
-    point_decoded_rows(window.data(), stride, stored.height(), rows.data());
+    const size_t stride = point_decoded_rows(window.data(), row_bytes, stored.height(), rows.data());
     int got = 0;
     status = decoder.read_rows(rows.data(), stored.height(), &got);
     if (!status.ok()) return status;
@@ -236,11 +236,11 @@ ItemStatus decode_jpeg(const uint8_t* data, size_t size, const TensorSpec& spec,
     status = decoder.skip_rows(window.y0);
     if (!status.ok()) return status;
 
-    const size_t stride = decoded_row_stride((size_t(columns) + row_padding_pixels(plan)) * 4);
+    const size_t row_bytes = (size_t(columns) + row_padding_pixels(plan)) * 4;
     std::vector<uint8_t>& strip = ws.strip;
-    strip.assign(decoded_rows_bytes(stride, kStripRows), 0);
+    strip.assign(decoded_rows_bytes(row_bytes, kStripRows), 0);
     uint8_t* rows[kStripRows];
-    point_decoded_rows(strip.data(), stride, kStripRows, rows);
+    point_decoded_rows(strip.data(), row_bytes, kStripRows, rows);
     while (decoder.next_row() < y1) {
         const int y = decoder.next_row();
         int got = 0;

@@ -20,6 +20,9 @@ constexpr int kMaxScans = 500;
 constexpr int kCropMarginPixels = 2;
 constexpr int kScanLimitCode = -2;
 
+// Decoded rows are whole 16-byte blocks apart, so each keeps the first one's offset.
+size_t decoded_row_stride(size_t row_bytes) { return (row_bytes + 15) / 16 * 16; }
+
 constexpr const char* kDamagedFix =
     "re-fetch the file, or pass --accept-damaged (Python: accept_damaged=True) to accept it as libjpeg fills it in";
 
@@ -329,14 +332,17 @@ ItemStatus JpegDecoder::skip_rows(int rows) {
     return ItemStatus{};
 }
 
-size_t decoded_row_stride(size_t row_bytes) { return (row_bytes + 15) / 16 * 16; }
+size_t decoded_rows_bytes(size_t row_bytes, int count) {
+    // + 16: room to reach the first byte kDecodedRowOffset past a boundary.
+    return decoded_row_stride(row_bytes) * size_t(std::max(count, 0)) + 16 + kDecodedRowOffset;
+}
 
-size_t decoded_rows_bytes(size_t stride, int count) { return stride * size_t(std::max(count, 0)) + 16 + kDecodedRowOffset; }
-
-void point_decoded_rows(uint8_t* buffer, size_t stride, int count, uint8_t** rows) {
+size_t point_decoded_rows(uint8_t* buffer, size_t row_bytes, int count, uint8_t** rows) {
+    const size_t stride = decoded_row_stride(row_bytes);
     const size_t to_boundary = (16 - uintptr_t(buffer) % 16) % 16;
     uint8_t* first = buffer + to_boundary + kDecodedRowOffset;
     for (int r = 0; r < count; ++r) rows[r] = first + stride * size_t(r);
+    return stride;
 }
 
 ItemStatus JpegDecoder::read_rows(uint8_t* const* rows, int count, int* got) {

@@ -62,13 +62,11 @@ enum class CmykConvention {
 // (one engine instance in two, by what was allocated before it). So decoded rows
 // start kDecodedRowOffset bytes past a 16-byte boundary, whole 16-byte blocks apart.
 constexpr size_t kDecodedRowOffset = 8;
-// The stride of decoded rows of at least `row_bytes` bytes.
-size_t decoded_row_stride(size_t row_bytes);
-// The bytes a buffer needs for `count` rows of `stride` (the stride and the offset above).
-size_t decoded_rows_bytes(size_t stride, int count);
-// Points rows[0..count) at rows `stride` apart in `buffer` (of decoded_rows_bytes bytes),
-// the first at the first byte kDecodedRowOffset past a 16-byte boundary.
-void point_decoded_rows(uint8_t* buffer, size_t stride, int count, uint8_t** rows);
+// The bytes a buffer needs for `count` rows of `row_bytes` laid out so.
+size_t decoded_rows_bytes(size_t row_bytes, int count);
+// Points rows[0..count) at such rows of `row_bytes` in `buffer` (of decoded_rows_bytes
+// bytes); returns their stride.
+size_t point_decoded_rows(uint8_t* buffer, size_t row_bytes, int count, uint8_t** rows);
 
 class JpegDecoder {
 public:
